@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One entry point for a newcomer on a fresh Debian machine with Python 3.11:
+#   ./dev.sh serve   set up, then serve on the embedded default configuration
+#   ./dev.sh test    set up (system packages too), then run the whole test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=${VENV:-.venv}
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+system_packages() {
+  # Real Prometheus and Alertmanager for the tests, wrk for the benchmarks.
+  local want=(prometheus prometheus-alertmanager wrk)
+  local missing=()
+  for pkg in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+python_env() {
+  local extra=$1
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating virtualenv $VENV"
+    python3 -m venv "$VENV"
+  fi
+  echo "==> installing Python packages (.[$extra])"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  "$VENV/bin/python" -m pip install -q -e ".[$extra]" 2>&1 | grep -v -e '^WARNING: Location' || true
+  "$VENV/bin/python" -c "import receiver" # fail here, not later, if the install failed
+}
+
+case "${1:-}" in
+  serve)
+    python_env test
+    if [ -z "${POSTHOG_RECEIVER_WEBHOOK_TOKEN:-}" ]; then
+      POSTHOG_RECEIVER_WEBHOOK_TOKEN=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))')
+      export POSTHOG_RECEIVER_WEBHOOK_TOKEN
+      echo "==> POSTHOG_RECEIVER_WEBHOOK_TOKEN was not set; using a fresh one for this run:"
+      echo "    $POSTHOG_RECEIVER_WEBHOOK_TOKEN"
+    fi
+    shift
+    exec "$VENV/bin/posthog-receiver" serve "$@"
+    ;;
+  test)
+    system_packages
+    python_env dev
+    shift
+    echo "==> lint (ruff), types (mypy), layers (import-linter)"
+    "$VENV/bin/ruff" check receiver tests bench
+    "$VENV/bin/ruff" format --check receiver tests bench
+    "$VENV/bin/mypy"
+    "$VENV/bin/lint-imports"
+    echo "==> tests"
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *)
+    echo "usage: ./dev.sh serve [--port P] | ./dev.sh test [pytest args]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,83 @@
+"""The Alertmanager webhook payload (version 4), as a strict pydantic model.
+
+Alertmanager posts the whole alert group on every notification, so the model keeps every
+field needed to recognise a repeat (group key, fingerprint, status, startsAt, endsAt) and to
+explain an incident later (labels, annotations, generatorURL).
+See https://prometheus.io/docs/alerting/latest/configuration/#webhook_config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Alert", "AlertStatus", "WebhookPayload"]
+
+AlertStatus = Literal["firing", "resolved"]
+
+# Alertmanager sends "0001-01-01T00:00:00Z" for an alert that has not ended.
+ZERO_TIME_YEAR = 1
+
+
+class _Model(BaseModel):
+    # Unknown fields are tolerated: newer Alertmanager versions may add some.
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class Alert(_Model):
+    """One alert of the group."""
+
+    status: AlertStatus
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime = Field(alias="startsAt")
+    ends_at: datetime | None = Field(default=None, alias="endsAt")
+    generator_url: str = Field(default="", alias="generatorURL")
+    fingerprint: str = Field(min_length=1, max_length=128)
+
+    @property
+    def ended_at(self) -> datetime | None:
+        """``endsAt``, or ``None`` where Alertmanager sent its zero time."""
+        if self.ends_at is None or self.ends_at.year == ZERO_TIME_YEAR:
+            return None
+        return self.ends_at
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+    def state_key(self) -> str:
+        """What identifies this alert's state: a resend with the same key is a repeat."""
+        ends = self.ended_at.isoformat() if self.ended_at else ""
+        return f"{self.fingerprint}|{self.status}|{self.starts_at.isoformat()}|{ends}"
+
+
+class WebhookPayload(_Model):
+    """A notification: one alert group, version 4."""
+
+    version: Literal["4"]
+    group_key: str = Field(alias="groupKey", min_length=1)
+    truncated_alerts: int = Field(default=0, alias="truncatedAlerts", ge=0)
+    status: AlertStatus
+    receiver: str
+    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
+    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
+    external_url: str = Field(default="", alias="externalURL")
+    alerts: list[Alert] = Field(min_length=1)
+
+    def dedup_key(self) -> str:
+        """A digest of the group key and every alert's state.
+
+        Two notifications with the same digest carry the same news: the second is a resend
+        (``group_interval``, or an HA peer) and must not be processed again. Request bytes are
+        not used: annotations, URLs and ``truncatedAlerts`` may differ between resends.
+        """
+        digest = hashlib.sha256(self.group_key.encode())
+        for key in sorted(alert.state_key() for alert in self.alerts):
+            digest.update(b"\n")
+            digest.update(key.encode())
+        return digest.hexdigest()

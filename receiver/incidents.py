@@ -1,0 +1,391 @@
+"""Incidents: from stored webhooks to an incident lifecycle, idempotently.
+
+A notification carries the whole alert group, so each one is diffed per fingerprint against
+what the open incident of that group already knows. Only differences become timeline entries
+and incident events; a resend changes nothing. An alert is resolved only when Alertmanager
+says ``resolved`` for its fingerprint; one that is merely absent from a later notification is
+left as it was. The incident resolves when every alert it has seen is resolved.
+
+Everything a notification changes, and the inbox row marked done, commit in one transaction:
+a crash leaves either nothing or everything, and unprocessed rows are picked up on restart.
+Incident events (opened, alerts changed, resolved) are queued in the same transaction for the
+responder, which triages, remediates and notifies.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from receiver.alertmanager import Alert, WebhookPayload
+from receiver.store import now
+
+__all__ = [
+    "AlertChange",
+    "InboxRow",
+    "IncidentEvent",
+    "add_timeline",
+    "apply_notification",
+    "due_events",
+    "enqueue_webhook",
+    "get_incident",
+    "list_incidents",
+]
+
+EventKind = Literal["opened", "alerts_changed", "resolved"]
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    id: int
+    payload: bytes
+    received_at: float
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    """One alert's state change, as recorded on the timeline."""
+
+    fingerprint: str
+    status: str
+    previous: str | None
+    labels: dict[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "status": self.status,
+            "previous": self.previous,
+            "labels": self.labels,
+        }
+
+
+@dataclass(frozen=True)
+class IncidentEvent:
+    """Work for the responder, queued durably with the change that caused it."""
+
+    id: int
+    incident_id: str
+    kind: EventKind
+    data: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class NotificationOutcome:
+    incident_id: str | None
+    changes: list[AlertChange]
+    opened: bool
+    resolved: bool
+
+
+# -- inbox ----------------------------------------------------------------------------------
+
+
+def enqueue_webhook(
+    conn: sqlite3.Connection, *, dedup_key: str, group_key: str, body: bytes
+) -> bool:
+    """Store a received notification; ``False`` if the same news was stored before."""
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO inbox (dedup_key, group_key, received_at, payload)"
+        " VALUES (?, ?, ?, ?)",
+        (dedup_key, group_key, now(), body),
+    )
+    return cur.rowcount == 1
+
+
+def pending_inbox(conn: sqlite3.Connection, limit: int = 100) -> list[InboxRow]:
+    rows = conn.execute(
+        "SELECT id, payload, received_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [InboxRow(r["id"], r["payload"], r["received_at"]) for r in rows]
+
+
+def inbox_depth(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0])
+
+
+def mark_inbox(conn: sqlite3.Connection, row_id: int, *, state: str, error: str | None) -> None:
+    conn.execute(
+        "UPDATE inbox SET state = ?, processed_at = ?, error = ?, attempts = attempts + 1"
+        " WHERE id = ?",
+        (state, now(), error, row_id),
+    )
+
+
+def prune_inbox(conn: sqlite3.Connection, *, older_than: float) -> int:
+    cur = conn.execute(
+        "DELETE FROM inbox WHERE state != 'pending' AND received_at < ?", (older_than,)
+    )
+    return cur.rowcount
+
+
+# -- timeline and events --------------------------------------------------------------------
+
+
+def add_timeline(
+    conn: sqlite3.Connection,
+    incident_id: str,
+    kind: str,
+    message: str,
+    data: dict[str, Any] | None = None,
+    *,
+    at: float | None = None,
+) -> None:
+    """Record one event in an incident's history (alerts, decisions, actions, notifications)."""
+    conn.execute(
+        "INSERT INTO timeline (incident_id, at, kind, message, data) VALUES (?, ?, ?, ?, ?)",
+        (incident_id, at if at is not None else now(), kind, message, json.dumps(data or {})),
+    )
+
+
+def _queue_event(
+    conn: sqlite3.Connection, incident_id: str, kind: EventKind, data: dict[str, Any]
+) -> None:
+    conn.execute(
+        "INSERT INTO incident_events (incident_id, kind, data, created_at) VALUES (?, ?, ?, ?)",
+        (incident_id, kind, json.dumps(data), now()),
+    )
+
+
+def due_events(conn: sqlite3.Connection, limit: int = 50) -> list[IncidentEvent]:
+    """Pending events whose retry time has come, in order; an incident whose earliest pending
+    event is still backing off contributes nothing, so each incident's events stay in order."""
+    rows = conn.execute(
+        "SELECT id, incident_id, kind, data, attempts, next_attempt_at FROM incident_events"
+        " WHERE state = 'pending' ORDER BY id LIMIT ?",
+        (limit * 4,),
+    ).fetchall()
+    blocked: set[str] = set()
+    due: list[IncidentEvent] = []
+    current = now()
+    for r in rows:
+        if r["incident_id"] in blocked:
+            continue
+        if r["next_attempt_at"] > current:
+            blocked.add(r["incident_id"])
+            continue
+        due.append(
+            IncidentEvent(
+                r["id"], r["incident_id"], r["kind"], json.loads(r["data"]), r["attempts"]
+            )
+        )
+        if len(due) >= limit:
+            break
+    return due
+
+
+def retry_event(
+    conn: sqlite3.Connection, event_id: int, *, error: str, give_up: bool, backoff: float
+) -> None:
+    """Record a failed attempt: try again after ``backoff`` seconds, or give up."""
+    conn.execute(
+        "UPDATE incident_events SET attempts = attempts + 1, error = ?, next_attempt_at = ?,"
+        " state = ? WHERE id = ?",
+        (error, now() + backoff, "failed" if give_up else "pending", event_id),
+    )
+
+
+def mark_event(conn: sqlite3.Connection, event_id: int, *, state: str, error: str | None) -> None:
+    conn.execute(
+        "UPDATE incident_events SET state = ?, error = ?, attempts = attempts + 1 WHERE id = ?",
+        (state, error, event_id),
+    )
+
+
+# -- applying a notification ----------------------------------------------------------------
+
+
+def _title(payload: WebhookPayload) -> str:
+    name = payload.common_labels.get("alertname") or payload.alerts[0].alertname or "alert"
+    extra = ", ".join(
+        f"{k}={v}" for k, v in sorted(payload.group_labels.items()) if k != "alertname"
+    )
+    return f"{name} ({extra})" if extra else name
+
+
+def _open_incident(conn: sqlite3.Connection, payload: WebhookPayload) -> str:
+    incident_id = f"inc-{uuid.uuid4().hex[:12]}"
+    ts = now()
+    conn.execute(
+        "INSERT INTO incidents (id, group_key, status, title, group_labels, external_url,"
+        " opened_at, updated_at) VALUES (?, ?, 'open', ?, ?, ?, ?, ?)",
+        (
+            incident_id,
+            payload.group_key,
+            _title(payload),
+            json.dumps(payload.group_labels),
+            payload.external_url,
+            ts,
+            ts,
+        ),
+    )
+    add_timeline(conn, incident_id, "incident", f"incident opened: {_title(payload)}")
+    return incident_id
+
+
+def _upsert_alert(conn: sqlite3.Connection, incident_id: str, alert: Alert) -> AlertChange | None:
+    row = conn.execute(
+        "SELECT status, starts_at, ends_at FROM alerts WHERE incident_id = ? AND fingerprint = ?",
+        (incident_id, alert.fingerprint),
+    ).fetchone()
+    starts = alert.starts_at.isoformat()
+    ends = alert.ended_at.isoformat() if alert.ended_at else None
+    values = (
+        alert.status,
+        json.dumps(alert.labels, sort_keys=True),
+        json.dumps(alert.annotations, sort_keys=True),
+        starts,
+        ends,
+        alert.generator_url,
+        now(),
+    )
+    if row is None:
+        conn.execute(
+            "INSERT INTO alerts (status, labels, annotations, starts_at, ends_at, generator_url,"
+            " updated_at, incident_id, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*values, incident_id, alert.fingerprint),
+        )
+        previous = None
+    elif (row["status"], row["starts_at"], row["ends_at"]) == (alert.status, starts, ends):
+        return None
+    else:
+        conn.execute(
+            "UPDATE alerts SET status = ?, labels = ?, annotations = ?, starts_at = ?, ends_at = ?,"
+            " generator_url = ?, updated_at = ? WHERE incident_id = ? AND fingerprint = ?",
+            (*values, incident_id, alert.fingerprint),
+        )
+        previous = row["status"]
+        if previous == alert.status:
+            # Same status with new times: a new episode (re-fired) or a corrected end time.
+            previous = None if alert.status == "firing" else previous
+    change = AlertChange(alert.fingerprint, alert.status, previous, alert.labels)
+    add_timeline(
+        conn,
+        incident_id,
+        f"alert_{alert.status}",
+        f"alert {alert.alertname or alert.fingerprint} {alert.status}",
+        {**change.as_dict(), "startsAt": starts, "endsAt": ends},
+    )
+    return change
+
+
+def apply_notification(conn: sqlite3.Connection, payload: WebhookPayload) -> NotificationOutcome:
+    """Diff one notification into incidents; run inside the store's write transaction."""
+    open_row = conn.execute(
+        "SELECT id FROM incidents WHERE group_key = ? AND status = 'open'", (payload.group_key,)
+    ).fetchone()
+    firing = [a for a in payload.alerts if a.status == "firing"]
+    opened = False
+    if open_row is None:
+        if not firing:
+            # News of resolution for a group with no open incident: already resolved, or
+            # never seen firing. Nothing to resolve.
+            return NotificationOutcome(None, [], opened=False, resolved=False)
+        incident_id = _open_incident(conn, payload)
+        opened = True
+    else:
+        incident_id = open_row["id"]
+
+    changes = [c for a in payload.alerts if (c := _upsert_alert(conn, incident_id, a)) is not None]
+    still_firing = conn.execute(
+        "SELECT count(*) FROM alerts WHERE incident_id = ? AND status = 'firing'", (incident_id,)
+    ).fetchone()[0]
+    resolved = still_firing == 0
+    ts = now()
+    conn.execute(
+        "UPDATE incidents SET updated_at = ?, status = ?, resolved_at = ? WHERE id = ?",
+        (ts, "resolved" if resolved else "open", ts if resolved else None, incident_id),
+    )
+    if opened:
+        _queue_event(conn, incident_id, "opened", {"changes": [c.as_dict() for c in changes]})
+    elif changes:
+        _queue_event(
+            conn, incident_id, "alerts_changed", {"changes": [c.as_dict() for c in changes]}
+        )
+    if resolved:
+        add_timeline(conn, incident_id, "incident", "incident resolved: every alert resolved")
+        _queue_event(conn, incident_id, "resolved", {})
+    return NotificationOutcome(incident_id, changes, opened=opened, resolved=resolved)
+
+
+# -- reading incidents ----------------------------------------------------------------------
+
+
+def _incident_summary(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "title": row["title"],
+        "groupKey": row["group_key"],
+        "groupLabels": json.loads(row["group_labels"]),
+        "openedAt": _iso(row["opened_at"]),
+        "updatedAt": _iso(row["updated_at"]),
+        "resolvedAt": _iso(row["resolved_at"]),
+        "errorClass": row["error_class"],
+        "severity": row["severity"],
+        "acknowledgeBy": _iso(row["acknowledge_by"]),
+    }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def list_incidents(
+    conn: sqlite3.Connection, *, status: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    if status is None:
+        rows = conn.execute(
+            "SELECT * FROM incidents ORDER BY opened_at DESC LIMIT ?", (limit,)
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT * FROM incidents WHERE status = ? ORDER BY opened_at DESC LIMIT ?",
+            (status, limit),
+        ).fetchall()
+    return [_incident_summary(r) for r in rows]
+
+
+def get_incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+    if row is None:
+        return None
+    incident = _incident_summary(row)
+    incident["externalURL"] = row["external_url"]
+    incident["decision"] = json.loads(row["decision"]) if row["decision"] else None
+    incident["alerts"] = [
+        {
+            "fingerprint": a["fingerprint"],
+            "status": a["status"],
+            "labels": json.loads(a["labels"]),
+            "annotations": json.loads(a["annotations"]),
+            "startsAt": a["starts_at"],
+            "endsAt": a["ends_at"],
+            "generatorURL": a["generator_url"],
+        }
+        for a in conn.execute(
+            "SELECT * FROM alerts WHERE incident_id = ? ORDER BY starts_at, fingerprint",
+            (incident_id,),
+        )
+    ]
+    incident["timeline"] = [
+        {
+            "at": _iso(t["at"]),
+            "kind": t["kind"],
+            "message": t["message"],
+            "data": json.loads(t["data"]),
+        }
+        for t in conn.execute(
+            "SELECT * FROM timeline WHERE incident_id = ? ORDER BY id", (incident_id,)
+        )
+    ]
+    return incident

@@ -1,0 +1,17 @@
+"""Typed keys for what the application holds (settings, store, metrics, worker)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from receiver.config import Settings
+from receiver.metrics import Metrics
+from receiver.store import Store
+from receiver.worker import Worker
+
+__all__ = ["METRICS", "SETTINGS", "STORE", "WORKER"]
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+METRICS = web.AppKey("metrics", Metrics)
+WORKER = web.AppKey("worker", Worker)

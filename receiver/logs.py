@@ -1,0 +1,90 @@
+"""Structured logging: JSON lines in production, readable console output on a terminal.
+
+Secrets must never reach a log line. Every configured secret is registered here at start-up
+and a final processor replaces any occurrence of one, in any field, with ``[redacted]``: a
+safety net under the rule that code never logs secrets in the first place.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+from receiver.config import LoggingSettings
+
+__all__ = ["configure_logging", "redact_secrets", "register_secrets"]
+
+_secrets: set[str] = set()
+REDACTED = "[redacted]"
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Remember secret values so that they are scrubbed from every log event."""
+    _secrets.update(v for v in values if v and len(v) >= 4)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        for secret in _secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: replace registered secret values with ``[redacted]``."""
+    if not _secrets:
+        return event_dict
+    return {k: _scrub(v) for k, v in event_dict.items()}
+
+
+def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
+    """Configure structlog (and route stdlib logging through the same output)."""
+    out = stream or sys.stderr
+    console = settings.format == "console" or (settings.format == "auto" and out.isatty())
+    level = getattr(logging, settings.level.upper())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        if console
+        else structlog.processors.JSONRenderer()
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_secrets,
+    ]
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries (aiohttp, kubernetes_asyncio) log through stdlib logging: same format.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+            ],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(level, logging.INFO))
+    # aiohttp's access log duplicates our own request log line.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,72 @@
+"""Prometheus metrics for everything the service does, on a registry of its own.
+
+One registry per application (not the global default) so several apps can live in one
+process, as they do in tests, without colliding.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+__all__ = ["Metrics"]
+
+# The *_created series double every counter for no use in alerting.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """The service's collectors. Names start with ``posthog_receiver_``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.webhooks = Counter(
+            "posthog_receiver_webhooks_total",
+            "Webhook requests by outcome (stored, duplicate, unauthorized, too_large, "
+            "unsupported_media_type, bad_request, unavailable).",
+            ["outcome"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            "posthog_receiver_alert_changes_total",
+            "Alert state changes recorded on incidents, by new status.",
+            ["status"],
+            registry=r,
+        )
+        self.inbox_depth = Gauge(
+            "posthog_receiver_inbox_depth",
+            "Stored webhooks waiting to be processed.",
+            registry=r,
+        )
+        self.processing_seconds = Histogram(
+            "posthog_receiver_processing_seconds",
+            "Time from a webhook being stored to its changes being applied to incidents.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.incidents = Counter(
+            "posthog_receiver_incidents_total",
+            "Incident lifecycle transitions (opened, resolved).",
+            ["transition"],
+            registry=r,
+        )
+        self.incident_events = Counter(
+            "posthog_receiver_incident_events_total",
+            "Incident events handled by the responder, by kind and outcome.",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.worker_errors = Counter(
+            "posthog_receiver_worker_errors_total",
+            "Errors in the background worker, by stage.",
+            ["stage"],
+            registry=r,
+        )

@@ -1,0 +1,273 @@
+"""The store: durable state behind one small interface, SQLite by default.
+
+Why a writer thread with group commit: sqlite3 calls block, so they must stay off the event
+loop, and SQLite allows one writer at a time anyway. Every write is a function run on the
+single writer thread; whatever has queued up while the previous commit ran is committed
+together in one transaction (each function inside its own savepoint, so one failure does not
+spoil the others). A caller's ``await store.write(...)`` returns only after the commit, which
+is what lets the webhook answer 200 only for what is durably stored.
+
+Durability (``store.synchronous``) in WAL mode: ``normal`` survives a crash or kill of this
+process (the WAL is written before the commit returns) but not a power loss before the next
+checkpoint; ``full`` fsyncs on every commit and survives power loss. docs/benchmarks.md
+records the cost of each.
+
+Reads run on a separate thread with their own connection; WAL lets them proceed while the
+writer commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from receiver.config import StoreSettings
+
+__all__ = ["MIGRATIONS", "Store", "StoreUnavailable"]
+
+T = TypeVar("T")
+logger = structlog.get_logger(__name__)
+
+MAX_BATCH = 512
+
+# Append-only: each entry is applied once, in order, and recorded in PRAGMA user_version.
+MIGRATIONS: list[str] = [
+    # 1: received webhooks, kept until processed (and a while after, for inspection).
+    """
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY,
+        dedup_key TEXT NOT NULL UNIQUE,
+        group_key TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        payload BLOB NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        processed_at REAL,
+        error TEXT
+    );
+    CREATE INDEX inbox_pending ON inbox (state, id);
+    CREATE TABLE incidents (
+        id TEXT PRIMARY KEY,
+        group_key TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('open', 'resolved')),
+        title TEXT NOT NULL,
+        group_labels TEXT NOT NULL,
+        external_url TEXT NOT NULL DEFAULT '',
+        opened_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        resolved_at REAL,
+        error_class TEXT,
+        severity TEXT,
+        acknowledge_by REAL,
+        decision TEXT
+    );
+    CREATE UNIQUE INDEX incidents_one_open_per_group ON incidents (group_key)
+        WHERE status = 'open';
+    CREATE TABLE alerts (
+        incident_id TEXT NOT NULL REFERENCES incidents (id),
+        fingerprint TEXT NOT NULL,
+        status TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        annotations TEXT NOT NULL,
+        starts_at TEXT NOT NULL,
+        ends_at TEXT,
+        generator_url TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (incident_id, fingerprint)
+    );
+    CREATE TABLE timeline (
+        id INTEGER PRIMARY KEY,
+        incident_id TEXT NOT NULL REFERENCES incidents (id),
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX timeline_incident ON timeline (incident_id, id);
+    CREATE TABLE incident_events (
+        id INTEGER PRIMARY KEY,
+        incident_id TEXT NOT NULL REFERENCES incidents (id),
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    CREATE INDEX incident_events_pending ON incident_events (state, id);
+    """,
+]
+
+
+class StoreUnavailable(Exception):
+    """The store could not complete an operation (disk full, locked, closed): transient."""
+
+
+_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
+
+
+class Store:
+    """SQLite state: ``write`` runs a function in a committed transaction; ``read`` reads."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self._settings = settings
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self.commits = 0
+
+    @property
+    def path(self) -> Path:
+        return self._settings.path
+
+    async def open(self) -> None:
+        """Create the database if needed, migrate it, and start the writer thread."""
+        await asyncio.to_thread(self._migrate)
+        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._writer.start()
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+
+    async def close(self) -> None:
+        """Finish queued writes, then stop the threads."""
+        if self._writer is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+
+    def _migrate(self) -> None:
+        self._settings.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(self._settings.path, self._settings.synchronous)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;"
+                )
+                logger.info("store migrated", version=number, path=str(self._settings.path))
+        finally:
+            conn.close()
+
+    def _write_loop(self) -> None:
+        conn = _connect(self._settings.path, self._settings.synchronous)
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                batch = [job]
+                stop = False
+                while len(batch) < MAX_BATCH:
+                    try:
+                        nxt = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                self._commit_batch(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job[0](conn)
+                except Exception as e:  # the caller gets its own error; others still commit
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, None, e))
+                else:
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, result, None))
+            conn.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            logger.error("store commit failed", error=str(e), batch=len(batch))
+            failure = StoreUnavailable(f"store commit failed: {e}")
+            outcomes = [(job, None, failure) for job in batch]
+        for (_, fut, loop), result, error in outcomes:
+            loop.call_soon_threadsafe(_settle, fut, result, error)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the writer thread; return once its transaction is committed."""
+        if self._writer is None or not self._writer.is_alive():
+            raise StoreUnavailable("store is not open")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((fn, fut, loop))
+        return await fut
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self._settings.path, self._settings.synchronous)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+        return conn
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` against a read-only connection, off the event loop."""
+        if self._readers is None:
+            raise StoreUnavailable("store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._readers, lambda: fn(self._reader_conn()))
+        except sqlite3.OperationalError as e:
+            raise StoreUnavailable(f"store read failed: {e}") from e
+
+    async def ping(self) -> bool:
+        """Whether the database answers reads and the writer is alive (for /readyz)."""
+        if self._writer is None or not self._writer.is_alive():
+            return False
+        try:
+            await self.read(lambda conn: conn.execute("SELECT 1").fetchone())
+        except StoreUnavailable:
+            return False
+        return True
+
+
+def now() -> float:
+    """Wall-clock seconds; one place so tests and records agree on the clock."""
+    return time.time()

@@ -1,0 +1,205 @@
+"""The background worker: drains the inbox into incidents, then hands incident events on.
+
+Two durable queues, both in the store: the inbox (received webhooks) and incident events
+(opened, alerts changed, resolved). Each item is removed only after its work committed, so
+work left behind by a crash or a shutdown is done after the next start. The responder must
+therefore be idempotent for an event it may see twice; the remediation journal and the
+notification outbox make it so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sqlite3
+import time
+from typing import Protocol
+
+import structlog
+from pydantic import ValidationError
+
+from receiver.alertmanager import WebhookPayload
+from receiver.incidents import (
+    InboxRow,
+    IncidentEvent,
+    NotificationOutcome,
+    apply_notification,
+    due_events,
+    inbox_depth,
+    mark_event,
+    mark_inbox,
+    pending_inbox,
+    prune_inbox,
+    retry_event,
+)
+from receiver.metrics import Metrics
+from receiver.store import Store, StoreUnavailable, now
+
+__all__ = ["Responder", "Worker"]
+
+logger = structlog.get_logger(__name__)
+
+MAX_EVENT_ATTEMPTS = 10
+IDLE_WAIT_SECONDS = 1.0
+PRUNE_EVERY_SECONDS = 300.0
+
+
+class Responder(Protocol):
+    """What happens after an incident changes: triage, remediation, notifications."""
+
+    async def handle(self, event: IncidentEvent) -> None: ...
+
+
+class Worker:
+    """Processes stored webhooks and incident events until cancelled."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        metrics: Metrics,
+        responder: Responder,
+        inbox_retention_seconds: float,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._responder = responder
+        self._retention = inbox_retention_seconds
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_prune = 0.0
+        self.heartbeat = time.monotonic()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="incident-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def wake(self) -> None:
+        """Tell the worker there is new work (called after a webhook is stored)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        logger.info("worker started")
+        while True:
+            self.heartbeat = time.monotonic()
+            try:
+                busy = await self.run_once()
+            except StoreUnavailable as e:
+                self._metrics.worker_errors.labels("store").inc()
+                logger.warning("worker cannot reach the store; retrying", error=str(e))
+                busy = False
+            except Exception:
+                self._metrics.worker_errors.labels("unexpected").inc()
+                logger.exception("worker iteration failed")
+                busy = False
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=IDLE_WAIT_SECONDS)
+                self._wake.clear()
+
+    async def run_once(self) -> bool:
+        """One pass over both queues; ``True`` if anything was done."""
+        did_inbox = await self._drain_inbox()
+        did_events = await self._drain_events()
+        await self._maybe_prune()
+        return did_inbox or did_events
+
+    async def _drain_inbox(self) -> bool:
+        rows = await self._store.read(pending_inbox)
+        if not rows:
+            self._metrics.inbox_depth.set(0)
+            return False
+        # Submitted together, applied in order on the writer thread, committed as a batch.
+        outcomes = await asyncio.gather(*(self._store.write(_Apply(r)) for r in rows))
+        for row, outcome in zip(rows, outcomes, strict=True):
+            self._metrics.processing_seconds.observe(max(0.0, now() - row.received_at))
+            if outcome is None:
+                continue
+            for change in outcome.changes:
+                self._metrics.alerts.labels(change.status).inc()
+            if outcome.opened:
+                self._metrics.incidents.labels("opened").inc()
+            if outcome.resolved:
+                self._metrics.incidents.labels("resolved").inc()
+            logger.info(
+                "notification applied",
+                inbox_id=row.id,
+                incident_id=outcome.incident_id,
+                changes=len(outcome.changes),
+                opened=outcome.opened,
+                resolved=outcome.resolved,
+            )
+        self._metrics.inbox_depth.set(await self._store.read(inbox_depth))
+        return True
+
+    async def _drain_events(self) -> bool:
+        events = await self._store.read(due_events)
+        for event in events:
+            log = logger.bind(incident_id=event.incident_id, kind=event.kind, event_id=event.id)
+            try:
+                await self._responder.handle(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                attempts = event.attempts + 1
+                give_up = attempts >= MAX_EVENT_ATTEMPTS
+                self._metrics.incident_events.labels(
+                    event.kind, "failed" if give_up else "retry"
+                ).inc()
+                log.exception("responder failed", attempts=attempts, giving_up=give_up)
+                backoff = min(300.0, 2.0**attempts)
+                await self._store.write(
+                    functools.partial(
+                        retry_event,
+                        event_id=event.id,
+                        error=str(e)[:500],
+                        give_up=give_up,
+                        backoff=backoff,
+                    )
+                )
+                continue
+            await self._store.write(
+                functools.partial(mark_event, event_id=event.id, state="done", error=None)
+            )
+            self._metrics.incident_events.labels(event.kind, "done").inc()
+        return bool(events)
+
+    async def _maybe_prune(self) -> None:
+        if time.monotonic() - self._last_prune < PRUNE_EVERY_SECONDS:
+            return
+        self._last_prune = time.monotonic()
+        cutoff = now() - self._retention
+        pruned = await self._store.write(lambda c: prune_inbox(c, older_than=cutoff))
+        if pruned:
+            logger.info("pruned processed webhooks", count=pruned)
+
+
+class _Apply:
+    """Apply one inbox row, and mark it done, inside one write transaction."""
+
+    def __init__(self, row: InboxRow) -> None:
+        self.row = row
+
+    def __call__(self, conn: sqlite3.Connection) -> NotificationOutcome | None:
+        state = conn.execute("SELECT state FROM inbox WHERE id = ?", (self.row.id,)).fetchone()
+        if state is None or state["state"] != "pending":
+            return None  # done meanwhile (a second worker pass); nothing to do twice
+        try:
+            payload = WebhookPayload.model_validate_json(self.row.payload)
+        except ValidationError as e:
+            mark_inbox(conn, self.row.id, state="failed", error=str(e)[:500])
+            return None
+        outcome = apply_notification(conn, payload)
+        mark_inbox(conn, self.row.id, state="done", error=None)
+        return outcome

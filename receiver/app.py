@@ -115,6 +115,7 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
             metrics=app[METRICS],
             responder=responder or RecordingResponder(),
             inbox_retention_seconds=settings.store.inbox_retention_hours * 3600,
+            settings=settings.worker,
         )
         app[WORKER] = worker
         worker.start()

@@ -19,6 +19,7 @@ writer commits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -116,23 +117,26 @@ class StoreUnavailable(Exception):
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+def _connect(path: Path, synchronous: str, busy_timeout: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+    )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     return conn
 
 
-def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if fut.done():
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(result)
+def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, result, error in outcomes:
+        if fut.done():  # the caller gave up waiting (a timeout); nothing to tell it
+            continue
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
 
 
 class Store:
@@ -169,7 +173,7 @@ class Store:
 
     def _migrate(self) -> None:
         self._settings.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect(self._settings.path, self._settings.synchronous)
+        conn = self._connect()
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
@@ -180,8 +184,12 @@ class Store:
         finally:
             conn.close()
 
+    def _connect(self) -> sqlite3.Connection:
+        s = self._settings
+        return _connect(s.path, s.synchronous, s.busy_timeout_seconds)
+
     def _write_loop(self) -> None:
-        conn = _connect(self._settings.path, self._settings.synchronous)
+        conn = self._connect()
         try:
             while True:
                 job = self._jobs.get()
@@ -223,12 +231,21 @@ class Store:
             self.commits += 1
         except sqlite3.Error as e:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             logger.error("store commit failed", error=str(e), batch=len(batch))
             failure = StoreUnavailable(f"store commit failed: {e}")
             outcomes = [(job, None, failure) for job in batch]
+        # One wake-up per event loop for the whole batch, not one per job: under load this
+        # is most of the cost of handing results back across threads.
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for (_, fut, loop), result, error in outcomes:
-            loop.call_soon_threadsafe(_settle, fut, result, error)
+            by_loop.setdefault(loop, []).append((fut, result, error))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                continue
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer thread; return once its transaction is committed."""
@@ -237,12 +254,16 @@ class Store:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._jobs.put((fn, fut, loop))
-        return await fut
+        try:
+            return await fut
+        except sqlite3.OperationalError as e:
+            # Raised inside the job (disk full, I/O error, locked): transient, not the job's bug.
+            raise StoreUnavailable(f"store write failed: {e}") from e
 
     def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self._settings.path, self._settings.synchronous)
+            conn = self._connect()
             conn.execute("PRAGMA query_only=ON")
             self._local.conn = conn
         return conn
@@ -258,14 +279,23 @@ class Store:
             raise StoreUnavailable(f"store read failed: {e}") from e
 
     async def ping(self) -> bool:
-        """Whether the database answers reads and the writer is alive (for /readyz)."""
+        """Whether the store can commit right now (for /readyz).
+
+        An empty write transaction takes the database's write lock, so a store that answers
+        reads but cannot commit (locked by another process, disk gone) is reported as down:
+        webhooks would be answered 503. Callers bound the wait with ``asyncio.timeout``.
+        """
         if self._writer is None or not self._writer.is_alive():
             return False
         try:
-            await self.read(lambda conn: conn.execute("SELECT 1").fetchone())
+            await self.write(_nothing)
         except StoreUnavailable:
             return False
         return True
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    """A write that changes nothing: commits an empty transaction."""
 
 
 def now() -> float:

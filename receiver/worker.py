@@ -20,6 +20,7 @@ import structlog
 from pydantic import ValidationError
 
 from receiver.alertmanager import WebhookPayload
+from receiver.config import WorkerSettings
 from receiver.incidents import (
     InboxRow,
     IncidentEvent,
@@ -41,7 +42,6 @@ __all__ = ["Responder", "Worker"]
 logger = structlog.get_logger(__name__)
 
 MAX_EVENT_ATTEMPTS = 10
-IDLE_WAIT_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 300.0
 
 
@@ -61,11 +61,13 @@ class Worker:
         metrics: Metrics,
         responder: Responder,
         inbox_retention_seconds: float,
+        settings: WorkerSettings | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._responder = responder
         self._retention = inbox_retention_seconds
+        self._settings = settings or WorkerSettings()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
@@ -85,16 +87,29 @@ class Worker:
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def paused(self) -> bool:
+        """Maintenance mode: stored webhooks wait in the inbox (``worker.paused``)."""
+        return self._settings.paused
+
+    @property
+    def stalled(self) -> bool:
+        """No pass completed for ``worker.stall_after_seconds`` (e.g. a responder hangs)."""
+        return time.monotonic() - self.heartbeat > self._settings.stall_after_seconds
+
     def wake(self) -> None:
         """Tell the worker there is new work (called after a webhook is stored)."""
         self._wake.set()
 
     async def _run(self) -> None:
-        logger.info("worker started")
+        if self.paused:
+            logger.warning("worker paused: webhooks are stored but not processed")
+        else:
+            logger.info("worker started")
         while True:
             self.heartbeat = time.monotonic()
             try:
-                busy = await self.run_once()
+                busy = await (self._count_backlog() if self.paused else self.run_once())
             except StoreUnavailable as e:
                 self._metrics.worker_errors.labels("store").inc()
                 logger.warning("worker cannot reach the store; retrying", error=str(e))
@@ -105,8 +120,14 @@ class Worker:
                 busy = False
             if not busy:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=IDLE_WAIT_SECONDS)
+                    await asyncio.wait_for(
+                        self._wake.wait(), timeout=self._settings.poll_interval_seconds
+                    )
                 self._wake.clear()
+
+    async def _count_backlog(self) -> bool:
+        self._metrics.inbox_depth.set(await self._store.read(inbox_depth))
+        return False
 
     async def run_once(self) -> bool:
         """One pass over both queues; ``True`` if anything was done."""

@@ -315,7 +315,9 @@ class Alertmanager(_Process):
             "--cluster.listen-address=",
             "--log.level=debug",
         ]
-        super().__init__(argv, log_path=workdir / "alertmanager.log", env=dict(os.environ), cwd=workdir)
+        super().__init__(
+            argv, log_path=workdir / "alertmanager.log", env=dict(os.environ), cwd=workdir
+        )
 
     @property
     def url(self) -> str:

@@ -77,9 +77,7 @@ async def test_readyz_is_503_while_the_worker_is_stalled(make_client: ClientFact
     )
     assert resp.status == 200
     await asyncio.wait_for(responder.entered.wait(), timeout=10)
-    status, body = await wait_until(
-        lambda: readiness(client), lambda r: r[0] == 503, what="not ready"
-    )
+    _, body = await wait_until(lambda: readiness(client), lambda r: r[0] == 503, what="not ready")
     assert (body["store"], body["worker"]) == (True, False)
     responder.release.set()
     await wait_until(lambda: readiness(client), lambda r: r[0] == 200, what="ready again")

@@ -116,9 +116,7 @@ async def test_alert_lifecycle_is_diffed_per_fingerprint(make_client: ClientFact
     assert (await listing(client, "?status=resolved"))[0]["id"] == first["id"]
     assert (await listing(client, "?status=open"))[0]["id"] == reopened["id"]
 
-    await wait_until(
-        lambda: _kinds(responder), lambda k: len(k) == 5, what="5 responder events"
-    )
+    await wait_until(lambda: _kinds(responder), lambda k: len(k) == 5, what="5 responder events")
     assert responder.events[0].incident_id == first["id"]
     assert [e.kind for e in responder.events] == [
         "opened",

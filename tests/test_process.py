@@ -94,7 +94,7 @@ def test_sigterm_lets_the_in_flight_request_finish(receiver_proc: StartReceiver)
 def test_webhook_acknowledged_before_a_crash_is_processed_after_restart(
     receiver_proc: StartReceiver,
 ) -> None:
-    """A webhook answered 200 and then SIGKILLed before processing becomes an incident on restart."""
+    """A webhook answered 200, then SIGKILLed before processing, is an incident after restart."""
     rx = receiver_proc(worker={"paused": True})  # 'before processing', made deterministic
     answer = rx.post_webhook(notification([alert("a1"), alert("b2")]))
     assert (answer.status, answer.json()["status"]) == (200, "stored")

@@ -64,9 +64,7 @@ async def incidents(client: Client) -> list[dict[str, Any]]:
         pytest.param({"Authorization": "Basic !!!notbase64"}, 401, id="basic-malformed"),
     ],
 )
-async def test_webhook_authentication(
-    client: Client, headers: dict[str, str], status: int
-) -> None:
+async def test_webhook_authentication(client: Client, headers: dict[str, str], status: int) -> None:
     """Only the configured bearer token or basic credentials are accepted; the rest get 401."""
     resp = await client.post(WEBHOOK, json=notification([alert("a1")]), headers=headers)
     assert resp.status == status

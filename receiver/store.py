@@ -3,9 +3,15 @@
 Why a writer thread with group commit: sqlite3 calls block, so they must stay off the event
 loop, and SQLite allows one writer at a time anyway. Every write is a function run on the
 single writer thread; whatever has queued up while the previous commit ran is committed
-together in one transaction (each function inside its own savepoint, so one failure does not
-spoil the others). A caller's ``await store.write(...)`` returns only after the commit, which
-is what lets the webhook answer 200 only for what is durably stored.
+together in one transaction. A caller's ``await store.write(...)`` returns only after the
+commit, which is what lets the webhook answer 200 only for what is durably stored.
+
+One failing function must not spoil the others in its batch. Savepoints around each one would
+say so directly, but every sqlite3 call hands the GIL to the event loop and back, and under
+load that hand-over, not SQLite, is what the writer waits on. So a batch first runs without
+savepoints; only if a function raises is the batch rolled back and run again, each function
+in its own savepoint. A function may therefore run more than once before its commit: it must
+keep its effects in the database it is given.
 
 Durability (``store.synchronous``) in WAL mode: ``normal`` survives a crash or kill of this
 process (the WAL is written before the commit returns) but not a power loss before the next
@@ -114,6 +120,10 @@ class StoreUnavailable(Exception):
     """The store could not complete an operation (disk full, locked, closed): transient."""
 
 
+class _JobFailed(Exception):
+    """A job raised in a batch run without savepoints; the batch is run again isolated."""
+
+
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 
@@ -149,6 +159,7 @@ class Store:
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self.commits = 0
+        self.committed_jobs = 0
 
     @property
     def path(self) -> Path:
@@ -170,6 +181,12 @@ class Store:
         if self._readers is not None:
             self._readers.shutdown(wait=True)
             self._readers = None
+        logger.info(
+            "store closed",
+            commits=self.commits,
+            writes=self.committed_jobs,
+            path=str(self._settings.path),
+        )
 
     def _migrate(self) -> None:
         self._settings.path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,22 +230,17 @@ class Store:
             conn.close()
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        outcomes: list[tuple[_Job, Any, BaseException | None]]
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job[0](conn)
-                except Exception as e:  # the caller gets its own error; others still commit
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, None, e))
-                else:
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, result, None))
+            try:
+                outcomes = self._run_batch(conn, batch, isolate=False)
+            except _JobFailed:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                outcomes = self._run_batch(conn, batch, isolate=True)
             conn.execute("COMMIT")
             self.commits += 1
+            self.committed_jobs += len(batch)
         except sqlite3.Error as e:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -246,6 +258,36 @@ class Store:
                 loop.call_soon_threadsafe(_settle_all, settled)
             except RuntimeError:  # that loop is closed: nobody is waiting any more
                 continue
+
+    @staticmethod
+    def _run_batch(
+        conn: sqlite3.Connection, batch: list[_Job], *, isolate: bool
+    ) -> list[tuple[_Job, Any, BaseException | None]]:
+        """Run every job in one open transaction; ``isolate`` gives each its own savepoint.
+
+        Without ``isolate`` the first failing job raises :class:`_JobFailed` (the caller rolls
+        back and runs the batch again isolated).
+        """
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for job in batch:
+            if not isolate:
+                try:
+                    outcomes.append((job, job[0](conn), None))
+                except Exception as e:
+                    raise _JobFailed from e
+                continue
+            conn.execute("SAVEPOINT job")
+            try:
+                result = job[0](conn)
+            except Exception as e:  # the caller gets its own error; the others still commit
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((job, None, e))
+            else:
+                conn.execute("RELEASE job")
+                outcomes.append((job, result, None))
+        return outcomes
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer thread; return once its transaction is committed."""

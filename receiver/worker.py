@@ -166,34 +166,55 @@ class Worker:
 
     async def _drain_events(self) -> bool:
         events = await self._store.read(due_events)
-        for event in events:
-            log = logger.bind(incident_id=event.incident_id, kind=event.kind, event_id=event.id)
-            try:
-                await self._responder.handle(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                attempts = event.attempts + 1
-                give_up = attempts >= MAX_EVENT_ATTEMPTS
-                self._metrics.incident_events.labels(
-                    event.kind, "failed" if give_up else "retry"
-                ).inc()
-                log.exception("responder failed", attempts=attempts, giving_up=give_up)
-                backoff = min(300.0, 2.0**attempts)
-                await self._store.write(
-                    functools.partial(
-                        retry_event,
-                        event_id=event.id,
-                        error=str(e)[:500],
-                        give_up=give_up,
-                        backoff=backoff,
+        # Marking an event done is not awaited one by one: the marks commit in the writer's
+        # next group commit while the responder works on the next event. A crash in between
+        # hands an event to the responder again, which it must (and does) tolerate.
+        marks: list[asyncio.Future[None]] = []
+        failed: set[str] = set()
+        try:
+            for event in events:
+                if event.incident_id in failed:
+                    continue  # keep each incident's events in order: retry the failed one first
+                log = logger.bind(incident_id=event.incident_id, kind=event.kind, event_id=event.id)
+                try:
+                    await self._responder.handle(event)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    failed.add(event.incident_id)
+                    attempts = event.attempts + 1
+                    give_up = attempts >= MAX_EVENT_ATTEMPTS
+                    self._metrics.incident_events.labels(
+                        event.kind, "failed" if give_up else "retry"
+                    ).inc()
+                    log.exception("responder failed", attempts=attempts, giving_up=give_up)
+                    marks.append(
+                        asyncio.ensure_future(
+                            self._store.write(
+                                functools.partial(
+                                    retry_event,
+                                    event_id=event.id,
+                                    error=str(e)[:500],
+                                    give_up=give_up,
+                                    backoff=min(300.0, 2.0**attempts),
+                                )
+                            )
+                        )
+                    )
+                    continue
+                marks.append(
+                    asyncio.ensure_future(
+                        self._store.write(
+                            functools.partial(
+                                mark_event, event_id=event.id, state="done", error=None
+                            )
+                        )
                     )
                 )
-                continue
-            await self._store.write(
-                functools.partial(mark_event, event_id=event.id, state="done", error=None)
-            )
-            self._metrics.incident_events.labels(event.kind, "done").inc()
+                self._metrics.incident_events.labels(event.kind, "done").inc()
+        finally:
+            if marks:
+                await asyncio.gather(*marks)
         return bool(events)
 
     async def _maybe_prune(self) -> None:

@@ -267,6 +267,7 @@ def bench_receiver(
         "webhook": {"bearer_token": {"env": "POSTHOG_RECEIVER_WEBHOOK_TOKEN"}},
         "store": {"path": str(home / "receiver.sqlite3"), "synchronous": synchronous},
         "logging": {"level": args.log_level, "format": "json"},
+        "worker": {"paused": args.worker_paused},
     }
     (home / "receiver.yaml").write_text(json.dumps(config), encoding="utf-8")
     env = {**os.environ, "POSTHOG_RECEIVER_WEBHOOK_TOKEN": TOKEN}
@@ -345,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="repeat the targets, interleaved, and report the median round (noisy machines)",
     )
+    parser.add_argument(
+        "--worker-paused",
+        action="store_true",
+        help="measure ingestion alone: webhooks are stored but not processed during the run",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
@@ -382,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrk: {args.threads} threads, {args.connections} connections, "
         f"{args.duration:g} s per target, body ~{body_bytes} bytes, "
-        f"median of {args.rounds} round(s)"
+        f"median of {args.rounds} round(s), worker {'paused' if args.worker_paused else 'on'}"
     )
     bare = results.get("bare", {}).get("rps")
     print(

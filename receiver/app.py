@@ -34,7 +34,8 @@ class RecordingResponder:
     """The responder until triage and remediation are configured: records and logs only."""
 
     async def handle(self, event: IncidentEvent) -> None:
-        logger.info("incident event", incident_id=event.incident_id, kind=event.kind)
+        # Debug: the worker already logs what each notification changed, at info.
+        logger.debug("incident event", incident_id=event.incident_id, kind=event.kind)
 
 
 def secret_values(settings: Settings) -> list[str]:

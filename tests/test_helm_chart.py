@@ -181,7 +181,7 @@ def test_values_validate_against_the_schema(scenario: str) -> None:
     ],
 )
 def test_schema_rejects_bad_values(override: dict[str, Any], complaint: str) -> None:
-    """Wrong types, unknown keys, bad enums and HA on a shared volume are refused before rendering."""
+    """Wrong types, unknown keys, bad enums and HA on a shared volume are refused."""
     values = deep_merge(DEFAULTS, override)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft7Validator(SCHEMA).validate(values)
@@ -227,7 +227,7 @@ def test_every_value_is_commented_in_values_yaml() -> None:
     stack: list[tuple[int, str]] = []
     for number, line in enumerate(lines):
         stripped = line.strip()
-        if not stripped or stripped.startswith("#") or stripped.startswith("-"):
+        if not stripped or stripped.startswith(("#", "-")):
             continue
         indent = len(line) - len(line.lstrip())
         key = stripped.split(":", 1)[0]
@@ -288,7 +288,7 @@ def test_rbac_uses_resource_names_wherever_kubernetes_allows(scenario: str) -> N
 
 
 def test_default_role_grants_exactly_the_runbook_steps() -> None:
-    """With the defaults: read and patch the integration Deployment, read pods, logs and the API-key Secret, write Events."""
+    """Defaults: get/patch the Deployment, read pods, logs and the key Secret, write Events."""
     docs = rendered("default")
     (role,) = of_kind(docs, "Role")
     assert role["metadata"]["namespace"] == NAMESPACE
@@ -305,7 +305,7 @@ def test_default_role_grants_exactly_the_runbook_steps() -> None:
 
 
 def test_role_follows_the_target_and_the_enabled_actions() -> None:
-    """Another namespace gets the Role and binding; copying the API key adds exactly a named Secret patch."""
+    """Another target namespace gets the Role; copying the key adds one named Secret patch."""
     docs = rendered("other-namespace")
     (role,) = of_kind(docs, "Role")
     (binding,) = of_kind(docs, "RoleBinding")
@@ -378,7 +378,7 @@ def test_rbac_can_be_left_to_the_operator() -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_pod_runs_locked_down(scenario: str) -> None:
-    """Non-root, read-only root filesystem, no capabilities, no privilege escalation, seccomp RuntimeDefault, resources set."""
+    """Non-root, read-only root, no capabilities or escalation, seccomp RuntimeDefault."""
     docs = rendered(scenario)
     pod = only(docs, "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -399,7 +399,7 @@ def test_pod_runs_locked_down(scenario: str) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_probes_and_port_match_the_receiver_config(scenario: str) -> None:
-    """Liveness hits /healthz and readiness /readyz on the port the config makes the receiver listen on."""
+    """Liveness hits /healthz and readiness /readyz on the port the receiver listens on."""
     docs = rendered(scenario)
     container = receiver_container(docs)
     config = rendered_config(docs)
@@ -417,7 +417,7 @@ def test_probes_and_port_match_the_receiver_config(scenario: str) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_writable_paths_are_volumes(scenario: str) -> None:
-    """The SQLite file sits on the state volume and /tmp is an emptyDir; nothing else is writable."""
+    """The SQLite file sits on the state volume, /tmp is an emptyDir; nothing else is writable."""
     docs = rendered(scenario)
     container = receiver_container(docs)
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
@@ -469,7 +469,7 @@ def _posthog_receiver() -> list[str]:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_rendered_config_passes_check_config(scenario: str, tmp_path: Path) -> None:
-    """The ConfigMap's config.yaml is accepted by `posthog-receiver check-config` with the mounted secret files in place."""
+    """`posthog-receiver check-config` accepts the rendered config.yaml with its secret files."""
     docs = rendered(scenario)
     config = rendered_config(docs)
     container = receiver_container(docs)
@@ -507,7 +507,7 @@ def test_rendered_config_passes_check_config(scenario: str, tmp_path: Path) -> N
 
 
 def test_check_config_catches_a_config_the_model_does_not_know(tmp_path: Path) -> None:
-    """A key the settings model lacks, passed through values, fails check-config (the drift check can fail)."""
+    """A key the settings model lacks, passed through values, fails check-config."""
     docs = render({"config": {"server": {"no_such_setting": 1}}})
     text = only(docs, "ConfigMap")["data"]["config.yaml"]
     (tmp_path / "webhook-token").write_text("token\n")
@@ -537,7 +537,7 @@ def test_values_config_is_merged_over_the_chart_settings() -> None:
 
 
 def test_created_secret_holds_the_enabled_credentials() -> None:
-    """The chart's Secret holds the token and one key per enabled notification channel, base64-encoded."""
+    """The chart's Secret holds the token and one key per enabled notification channel."""
     values = {
         "secrets": {
             "webhookToken": "token-alertmanager-sends",
@@ -559,13 +559,13 @@ def test_created_secret_holds_the_enabled_credentials() -> None:
 
 
 def test_enabled_channel_without_its_credential_fails_to_render() -> None:
-    """Enabling PagerDuty without a routing key (and without an existing Secret) is an error naming the value."""
+    """Enabling PagerDuty without a routing key is an error naming the missing value."""
     with pytest.raises(helm.HelmRenderError, match=r"secrets\.pagerdutyRoutingKey"):
         render({"notify": {"pagerduty": {"enabled": True}}})
 
 
 def test_existing_secret_is_mounted_with_its_own_key_names() -> None:
-    """With existingSecret no Secret is created; its keys are mapped onto the file names the config reads."""
+    """With existingSecret no Secret is created; its keys map onto the files the config reads."""
     docs = rendered("existing-secret")
     assert not of_kind(docs, "Secret")
     volume = next(
@@ -591,7 +591,7 @@ def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 def test_network_policy_admits_alertmanager_prometheus_and_the_test_pod() -> None:
-    """Ingress on the HTTP port only from Alertmanager, Prometheus (selectors from values) and the helm test pod."""
+    """Ingress on the HTTP port only from Alertmanager, Prometheus and the helm test pod."""
     docs = rendered("monitoring")
     policy = only(docs, "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
@@ -620,7 +620,7 @@ def test_network_policy_admits_alertmanager_prometheus_and_the_test_pod() -> Non
 
 
 def test_helm_test_pod_checks_readiness_without_joining_the_service() -> None:
-    """The helm test pod curls /readyz through the Service and is not selected by the Service or the PDB."""
+    """The helm test pod curls /readyz via the Service and is not selected by it or the PDB."""
     docs = rendered("default")
     pod = only(docs, "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
@@ -638,7 +638,7 @@ def test_helm_test_pod_checks_readiness_without_joining_the_service() -> None:
 
 
 def test_service_monitor_scrapes_the_service_as_the_rules_expect() -> None:
-    """The ServiceMonitor selects the Service's http port at /metrics with job=posthog-incident-receiver."""
+    """The ServiceMonitor scrapes the Service's /metrics as job posthog-incident-receiver."""
     docs = rendered("monitoring")
     monitor = only(docs, "ServiceMonitor")
     service = only(docs, "Service")
@@ -653,7 +653,7 @@ def test_service_monitor_scrapes_the_service_as_the_rules_expect() -> None:
 
 
 def test_prometheus_rule_carries_the_rules_file(tmp_path: Path) -> None:
-    """The PrometheusRule's groups are the rules file's groups, and promtool accepts them as rendered."""
+    """The PrometheusRule holds the rules file's groups, and promtool accepts them as rendered."""
     docs = rendered("monitoring")
     rule = only(docs, "PrometheusRule")
     assert rule["spec"]["groups"] == yaml.safe_load(RULES_FILE.read_text())["groups"]

@@ -1,0 +1,158 @@
+"""The Prometheus rules that feed the receiver and the Alertmanager example that delivers them.
+
+The rules file is checked by Prometheus's own ``promtool`` (syntax, and unit tests showing each
+alert fires with the labels triage reads), and the Alertmanager example by ``amtool`` (syntax,
+and which receiver each alert is routed to). The labels are also checked against the
+runbook's vocabulary in ``receiver.runbook``, so a renamed error class breaks this test.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from receiver.config import ServerSettings
+from receiver.runbook import ErrorClass, Severity
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES_FILE = ROOT / "helm" / "posthog-incident-receiver" / "files" / "posthog-rules.yaml"
+RULES_TESTS = Path(__file__).resolve().parent / "alert_rules" / "posthog-rules.test.yaml"
+ALERTMANAGER_EXAMPLE = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+RECEIVER_NAME = "posthog-incident-receiver"
+
+
+def tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (Debian package {package})")
+    return path
+
+
+def run(argv: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=60, check=False)
+
+
+def rule_groups() -> dict[str, list[dict[str, Any]]]:
+    data = yaml.safe_load(RULES_FILE.read_text())
+    return {group["name"]: group["rules"] for group in data["groups"]}
+
+
+def test_promtool_accepts_the_rules() -> None:
+    """`promtool check rules` accepts the rules file."""
+    result = run([tool("promtool", "prometheus"), "check", "rules", str(RULES_FILE)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_each_alert_fires_with_the_labels_triage_reads() -> None:
+    """`promtool test rules`: each alert fires for its class with its labels, and only then."""
+    result = run(
+        [tool("promtool", "prometheus"), "test", "rules", RULES_TESTS.name], cwd=RULES_TESTS.parent
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The unit tests cover every alert in the file.
+    tests = yaml.safe_load(RULES_TESTS.read_text())["tests"]
+    tested = {
+        case["alertname"] for t in tests for case in t["alert_rule_test"] if case["exp_alerts"]
+    }
+    defined = {rule["alert"] for rules in rule_groups().values() for rule in rules}
+    assert tested == defined
+
+
+def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
+    """The unit tests fail when a rule's labels change (they are not vacuous)."""
+    broken = RULES_FILE.read_text().replace("error_type: rate_limited", "error_type: throttled")
+    rules = tmp_path / "posthog-rules.yaml"
+    rules.write_text(broken)
+    tests = yaml.safe_load(RULES_TESTS.read_text())
+    tests["rule_files"] = [str(rules)]
+    test_file = tmp_path / "posthog-rules.test.yaml"
+    test_file.write_text(yaml.safe_dump(tests))
+    result = run([tool("promtool", "prometheus"), "test", "rules", str(test_file)])
+    assert result.returncode != 0
+    assert "PostHogRateLimited" in result.stdout + result.stderr
+
+
+def test_integration_alerts_speak_the_runbook_vocabulary() -> None:
+    """Each integration alert carries a runbook error class and priority, and keeps status_code."""
+    classes = set()
+    for rule in rule_groups()["posthog-integration"]:
+        labels = rule["labels"]
+        assert rule["alert"].startswith("PostHog")
+        assert ErrorClass(labels["error_type"]) is not ErrorClass.UNKNOWN
+        assert Severity(labels["priority"])
+        assert labels["severity"] in {"critical", "warning"}
+        assert "posthog_errors_total" in rule["expr"]
+        if labels["error_type"] != ErrorClass.NETWORK:
+            # One alert per status code: the aggregation keeps exactly that label.
+            assert "sum by (status_code)" in rule["expr"]
+        classes.add(labels["error_type"])
+    assert classes == {c.value for c in ErrorClass} - {ErrorClass.UNKNOWN.value}
+
+
+def test_receiver_alerts_watch_its_own_metrics() -> None:
+    """The self-monitoring alerts select the receiver's scrape job and its own metric names."""
+    for rule in rule_groups()["posthog-incident-receiver"]:
+        assert rule["alert"].startswith("PostHogReceiver")
+        assert f'job="{RECEIVER_NAME}"' in rule["expr"]
+        assert Severity(rule["labels"]["priority"])
+        assert "error_type" not in rule["labels"]  # never routed to the receiver itself
+
+
+def test_amtool_accepts_the_alertmanager_example() -> None:
+    """`amtool check-config` accepts the example alertmanager.yml."""
+    result = run(
+        [tool("amtool", "prometheus-alertmanager"), "check-config", str(ALERTMANAGER_EXAMPLE)]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["alertname=PostHogAuthErrors", "error_type=auth", "status_code=401"], RECEIVER_NAME),
+        (
+            ["alertname=PostHogRateLimited", "error_type=rate_limited", "status_code=429"],
+            RECEIVER_NAME,
+        ),
+        (
+            ["alertname=PostHogUpstreamErrors", "error_type=upstream_error", "status_code=503"],
+            RECEIVER_NAME,
+        ),
+        (["alertname=PostHogNetworkErrors", "error_type=network"], RECEIVER_NAME),
+        (["alertname=PostHogReceiverDown", "severity=critical"], "platform-oncall"),
+        (["alertname=PostHogReceiverWebhooksRejected", "outcome=unauthorized"], "platform-oncall"),
+        (["alertname=KubePodCrashLooping"], "platform-oncall"),
+    ],
+)
+def test_alertmanager_routes_posthog_alerts_to_the_receiver(
+    labels: list[str], receiver: str
+) -> None:
+    """The PostHog alerts go to the receiver; alerts about the receiver itself go to people."""
+    argv = [tool("amtool", "prometheus-alertmanager"), "config", "routes", "test"]
+    result = run([*argv, f"--config.file={ALERTMANAGER_EXAMPLE}", *labels])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == receiver
+
+
+def test_alertmanager_example_delivers_what_the_receiver_needs() -> None:
+    """Bearer token from a file, resolved alerts sent, no truncation, a group per status code."""
+    config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
+    (receiver,) = [r for r in config["receivers"] if r["name"] == RECEIVER_NAME]
+    (webhook,) = receiver["webhook_configs"]
+    assert webhook["url"].endswith(f":{ServerSettings().port}/webhook/alertmanager")
+    assert webhook["send_resolved"] is True
+    assert webhook["max_alerts"] == 0
+    auth = webhook["http_config"]["authorization"]
+    assert auth["type"] == "Bearer"
+    assert auth["credentials_file"].endswith("/webhook-token")
+    assert "credentials" not in auth
+    (route,) = [r for r in config["route"]["routes"] if r["receiver"] == RECEIVER_NAME]
+    assert {"alertname", "status_code"} <= set(route["group_by"])
+    for timing in ("group_wait", "group_interval", "repeat_interval"):
+        assert timing in route

@@ -8,8 +8,10 @@ the mounted secret files present, so the chart and the settings model cannot dri
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import io
 import json
 import os
 import shutil
@@ -23,6 +25,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
+from receiver import cli
 
 CHART = Path(__file__).resolve().parents[1] / "helm" / "posthog-incident-receiver"
 RULES_FILE = CHART / "files" / "posthog-rules.yaml"
@@ -130,6 +134,20 @@ def _normalise(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, tuple[st
     return facts
 
 
+@functools.cache
+def kubernetes_problem(manifest: str, version: str) -> str | None:
+    """Why ``manifest`` (JSON) is not valid for Kubernetes ``version``, or None.
+
+    Cached: most manifests are the same in every scenario, and a validation reads the whole
+    OpenAPI definition file.
+    """
+    try:
+        kubernetes_validate.validate(json.loads(manifest), version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return f"{'.'.join(str(p) for p in e.path)}: {e.message}"
+    return None
+
+
 # --- every scenario: renders, validates, lints -------------------------------------------
 
 
@@ -143,11 +161,19 @@ def test_every_manifest_is_valid_kubernetes(scenario: str) -> None:
             assert doc["apiVersion"] == "monitoring.coreos.com/v1"
             continue
         for version in KUBE_VERSIONS:
-            try:
-                kubernetes_validate.validate(doc, version, strict=True)
-            except kubernetes_validate.ValidationError as e:
-                where = ".".join(str(p) for p in e.path)
-                pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} ({version}): {where}: {e}")
+            problem = kubernetes_problem(json.dumps(doc, sort_keys=True), version)
+            assert problem is None, (
+                f"{doc['kind']}/{doc['metadata']['name']} ({version}): {problem}"
+            )
+
+
+def test_strict_validation_catches_a_misplaced_field() -> None:
+    """A field Kubernetes does not know (a typo, a wrong indent) fails strict validation."""
+    deployment = only(rendered("default"), "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"path": "/readyz"}
+    problem = kubernetes_problem(json.dumps(deployment, sort_keys=True), KUBE_VERSIONS[0])
+    assert problem is not None
+    assert "readinesProbe" in problem
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -367,6 +393,23 @@ def test_ha_adds_only_its_own_lease() -> None:
     assert not any("leases" in str(r["rules"]) for r in of_kind(rendered("default"), "Role"))
 
 
+def test_role_follows_the_rendered_config() -> None:
+    """A remediation target changed through config values moves the Role's names with it."""
+    target = {"deployment": "analytics-ingest", "api_key_secret": "analytics-posthog"}
+    docs = render({"config": {"remediation": {"target": target}}})
+    (role,) = of_kind(docs, "Role")
+    assert rendered_config(docs)["remediation"]["target"]["deployment"] == "analytics-ingest"
+    named = {(resource, verb): names for _, resource, verb, names in _normalise(role["rules"])}
+    assert named[("deployments", "patch")] == ("analytics-ingest",)
+    assert named[("secrets", "get")] == ("analytics-posthog",)
+
+
+def test_evidence_outside_the_target_namespace_is_refused() -> None:
+    """Reading logs in a namespace the Role does not cover fails at render time, not at 3 a.m."""
+    with pytest.raises(helm.HelmRenderError, match=r"evidence\.logs\.namespace"):
+        render({"config": {"evidence": {"logs": {"namespace": "elsewhere"}}}})
+
+
 def test_rbac_can_be_left_to_the_operator() -> None:
     """rbac.create=false renders no Role or RoleBinding."""
     kinds = {d["kind"] for d in render({"rbac": {"create": False}})}
@@ -462,6 +505,26 @@ def test_config_or_secret_change_rolls_the_pods() -> None:
 # --- config and secrets -------------------------------------------------------------------
 
 
+# What each mounted file would hold in a real Secret (the model checks their shape).
+PLAUSIBLE_SECRETS = {
+    "webhook-token": "token-alertmanager-sends-as-bearer",
+    "pagerduty-routing-key": "0123456789abcdef0123456789abcdef",
+    "statuspage-api-key": "statuspage-api-key-value",
+    "slack-webhook-url": "https://hooks.slack.test/services/T000/B000/XXXX",
+}
+
+
+def check_config(path: Path) -> tuple[int, str, str]:
+    """`posthog-receiver check-config --config PATH` in this process: (code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(["check-config", "--config", str(path)])
+        except SystemExit as e:
+            code = int(e.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
 def _posthog_receiver() -> list[str]:
     script = Path(sys.executable).with_name("posthog-receiver")
     return [str(script)] if script.exists() else [sys.executable, "-m", "receiver"]
@@ -487,23 +550,28 @@ def test_rendered_config_passes_check_config(scenario: str, tmp_path: Path) -> N
         # Every file the config reads is provided by the Secret volume, under its mount.
         assert str(ref_path.parent) == secrets_mount["mountPath"], where
         assert ref_path.name in mounted_files, where
-        (secrets_dir / ref_path.name).write_text(f"value-for-{ref_path.name}\n")
+        (secrets_dir / ref_path.name).write_text(PLAUSIBLE_SECRETS[ref_path.name] + "\n")
 
     text = only(docs, "ConfigMap")["data"]["config.yaml"]
     text = text.replace(secrets_mount["mountPath"] + "/", str(secrets_dir) + "/")
     config_file = tmp_path / "config.yaml"
     config_file.write_text(text)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTHOG_RECEIVER")}
-    result = subprocess.run(
-        [*_posthog_receiver(), "check-config", "--config", str(config_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "config OK" in result.stdout
+    code, out, err = check_config(config_file)
+    assert code == 0, err
+    assert "config OK" in out
+    if scenario == "default":
+        # Once through the installed console script too, exactly as the pod runs it.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POSTHOG_RECEIVER")}
+        result = subprocess.run(
+            [*_posthog_receiver(), "check-config", "--config", str(config_file)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "config OK" in result.stdout
 
 
 def test_check_config_catches_a_config_the_model_does_not_know(tmp_path: Path) -> None:
@@ -513,15 +581,9 @@ def test_check_config_catches_a_config_the_model_does_not_know(tmp_path: Path) -
     (tmp_path / "webhook-token").write_text("token\n")
     config_file = tmp_path / "config.yaml"
     config_file.write_text(text.replace("/etc/posthog-receiver/secrets/", f"{tmp_path}/"))
-    result = subprocess.run(
-        [*_posthog_receiver(), "check-config", "--config", str(config_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode != 0
-    assert "server.no_such_setting" in result.stderr
+    code, _, err = check_config(config_file)
+    assert code != 0
+    assert "server.no_such_setting" in err
 
 
 def test_values_config_is_merged_over_the_chart_settings() -> None:

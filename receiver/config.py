@@ -29,12 +29,20 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from receiver.runbook import Severity
+
 __all__ = [
     "ConfigError",
     "LoggingSettings",
+    "NotifySettings",
+    "OutboxSettings",
+    "PagerDutySettings",
     "SecretSource",
     "ServerSettings",
     "Settings",
+    "SlackSettings",
+    "StatuspageSettings",
+    "StatuspageTemplates",
     "StoreSettings",
     "WebhookSettings",
     "example_config_path",
@@ -179,6 +187,203 @@ class LoggingSettings(_Group):
     )
 
 
+def _http_url(value: str, field: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{field} must be an http(s) URL")
+    return value.rstrip("/")
+
+
+class PagerDutySettings(_Group):
+    """PagerDuty Events API v2: alerts (trigger, acknowledge, resolve) and change events."""
+
+    routing_key: SecretSource = Field(
+        description="The 32-character integration key of an Events API v2 integration."
+    )
+    events_url: str = Field(
+        default="https://events.pagerduty.com",
+        description=(
+            "Events API base URL, without /v2: https://events.pagerduty.com (US) or "
+            "https://events.eu.pagerduty.com (EU)."
+        ),
+    )
+    acknowledge_on_action: bool = Field(
+        default=False,
+        description="Send 'acknowledge' once a remediation has been applied to the incident.",
+    )
+    source: str = Field(
+        default="posthog-integration",
+        min_length=1,
+        description="payload.source: the affected system, as responders know it.",
+    )
+    component: str = Field(default="posthog", description="payload.component.")
+    group: str = Field(default="posthog-integration", description="payload.group.")
+    dashboard_url: str | None = Field(
+        default=None, description="A dashboard linked from every alert (e.g. Grafana)."
+    )
+    runbook_url: str | None = Field(
+        default=None, description="The runbook linked from every alert."
+    )
+    rate_limit_per_minute: int = Field(
+        default=120,
+        ge=1,
+        description="Events sent per minute per routing key at most (PagerDuty allows ~120).",
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
+
+    @model_validator(mode="after")
+    def _urls(self) -> PagerDutySettings:
+        object.__setattr__(self, "events_url", _http_url(self.events_url, "events_url"))
+        return self
+
+
+class StatuspageTemplates(_Group):
+    """Customer-facing text, from the runbook's external (status page) template.
+
+    ``{impact}`` is replaced by the impact text for the incident's severity and
+    ``{timestamp}`` by the time of the update (UTC).
+    """
+
+    name: str = Field(
+        default="PostHog Integration Issue", max_length=255, description="Incident name."
+    )
+    investigating: str = Field(
+        default=(
+            "We're experiencing issues with our PostHog integration.\n"
+            "Some users may experience {impact}.\n"
+            "We're actively investigating and will provide updates.\n"
+            "Last updated: {timestamp}"
+        ),
+        description="Body while the cause is being investigated.",
+    )
+    identified: str = Field(
+        default=(
+            "We have identified the cause of the issues with our PostHog integration.\n"
+            "Some users may experience {impact}.\n"
+            "We're working on a fix and will provide updates.\n"
+            "Last updated: {timestamp}"
+        ),
+        description="Body once the cause is known.",
+    )
+    monitoring: str = Field(
+        default=(
+            "A fix for the issues with our PostHog integration has been applied.\n"
+            "We're monitoring the results.\n"
+            "Last updated: {timestamp}"
+        ),
+        description="Body once a remediation has been applied.",
+    )
+    resolved: str = Field(
+        default=(
+            "The issues with our PostHog integration have been resolved.\n"
+            "Last updated: {timestamp}"
+        ),
+        description="Body when the incident is resolved.",
+    )
+    impact: dict[Severity, str] = Field(
+        default={
+            Severity.P1: "analytics features being unavailable",
+            Severity.P2: "delays or errors in analytics features",
+            Severity.P3: "delays in analytics data",
+            Severity.P4: "no noticeable impact",
+        },
+        description="The '[specific impact]' of the template, per severity.",
+    )
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> StatuspageTemplates:
+        for field in ("investigating", "identified", "monitoring", "resolved"):
+            text: str = getattr(self, field)
+            try:
+                text.format(impact="", timestamp="")
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(
+                    f"{field}: only {{impact}} and {{timestamp}} may be used ({e!r})"
+                ) from None
+        return self
+
+
+class StatuspageSettings(_Group):
+    """Atlassian Statuspage (manage API v1): customer-facing incidents and component status."""
+
+    api_base: str = Field(
+        default="https://api.statuspage.io/v1", description="Manage API base URL."
+    )
+    page_id: str = Field(min_length=1, description="The page's id.")
+    component_id: str = Field(
+        min_length=1, description="The component that stands for the PostHog integration."
+    )
+    api_key: SecretSource = Field(description="API key, sent as 'Authorization: OAuth <key>'.")
+    severities: tuple[Severity, ...] = Field(
+        default=(Severity.P1, Severity.P2),
+        description="Severities that reach the status page; others stay internal.",
+    )
+    hold_off_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "How long an incident must last before customers see it: one resolved sooner "
+            "(a flapping alert) never reaches the status page."
+        ),
+    )
+    deliver_notifications: bool = Field(
+        default=True, description="Let Statuspage notify the page's subscribers."
+    )
+    templates: StatuspageTemplates = StatuspageTemplates()
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
+
+    @model_validator(mode="after")
+    def _urls(self) -> StatuspageSettings:
+        object.__setattr__(self, "api_base", _http_url(self.api_base, "api_base"))
+        return self
+
+
+class SlackSettings(_Group):
+    """Slack incoming webhook: the runbook's internal incident message."""
+
+    webhook_url: SecretSource = Field(
+        description="The incoming webhook URL (it is the credential: keep it secret)."
+    )
+    incident_commander: str = Field(
+        default="on-call", min_length=1, description="Named as 'Incident commander: @<name>'."
+    )
+    next_update_minutes: int = Field(
+        default=30, ge=1, description="'Next update' is this many minutes after each message."
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
+
+
+class OutboxSettings(_Group):
+    """Delivery of stored notifications: polling, retries and back-off."""
+
+    poll_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often waiting notifications are looked at."
+    )
+    initial_backoff_seconds: float = Field(
+        default=1.0, gt=0, description="First wait after a temporary failure."
+    )
+    max_backoff_seconds: float = Field(
+        default=300.0, gt=0, description="Longest wait between attempts (before jitter)."
+    )
+    jitter_seconds: float = Field(
+        default=1.0, ge=0, description="Random extra wait, up to this much, per attempt."
+    )
+    max_retry_after_seconds: float = Field(
+        default=3600.0, gt=0, description="A destination's Retry-After is honoured up to this."
+    )
+    concurrency: int = Field(
+        default=8, ge=1, description="Deliveries in flight at once (one per incident and destination)."
+    )
+
+
+class NotifySettings(_Group):
+    """Who is told about incidents. A destination left out is written to the log instead."""
+
+    pagerduty: PagerDutySettings | None = None
+    statuspage: StatuspageSettings | None = None
+    slack: SlackSettings | None = None
+    outbox: OutboxSettings = OutboxSettings()
+
+
 class Settings(BaseSettings):
     """Everything the receiver needs to run."""
 
@@ -193,6 +398,7 @@ class Settings(BaseSettings):
     webhook: WebhookSettings
     store: StoreSettings = StoreSettings()
     logging: LoggingSettings = LoggingSettings()
+    notify: NotifySettings = NotifySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -274,8 +274,7 @@ class StatuspageTemplates(_Group):
     )
     resolved: str = Field(
         default=(
-            "The issues with our PostHog integration have been resolved.\n"
-            "Last updated: {timestamp}"
+            "The issues with our PostHog integration have been resolved.\nLast updated: {timestamp}"
         ),
         description="Body when the incident is resolved.",
     )
@@ -371,7 +370,9 @@ class OutboxSettings(_Group):
         default=3600.0, gt=0, description="A destination's Retry-After is honoured up to this."
     )
     concurrency: int = Field(
-        default=8, ge=1, description="Deliveries in flight at once (one per incident and destination)."
+        default=8,
+        ge=1,
+        description="Deliveries in flight at once (one per incident and destination).",
     )
 
 

@@ -233,6 +233,8 @@ class PagerDutySettings(_Group):
     @model_validator(mode="after")
     def _urls(self) -> PagerDutySettings:
         object.__setattr__(self, "events_url", _http_url(self.events_url, "events_url"))
+        if len(self.routing_key.secret.get_secret_value()) != 32:
+            raise ValueError("routing_key must be the 32-character integration key")
         return self
 
 
@@ -349,6 +351,12 @@ class SlackSettings(_Group):
         default=30, ge=1, description="'Next update' is this many minutes after each message."
     )
     timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
+
+    @model_validator(mode="after")
+    def _url(self) -> SlackSettings:
+        if not self.webhook_url.secret.get_secret_value().startswith(("https://", "http://")):
+            raise ValueError("webhook_url must hold an http(s) URL")
+        return self
 
 
 class OutboxSettings(_Group):

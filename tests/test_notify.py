@@ -549,3 +549,25 @@ async def test_no_secret_reaches_a_log_line(tmp_path: Path, fakes: Fakes, clock:
     assert logs
     for secret in (ROUTING_KEY, STATUSPAGE_KEY, SLACK_PATH, fakes.slack.webhook_url):
         assert secret not in text
+
+
+@pytest.mark.asyncio
+async def test_escalation_to_p1_reaches_the_status_page(
+    tmp_path: Path, fakes: Fakes, clock: Clock
+) -> None:
+    """A P3 incident stays internal until it escalates to P1, then customers are told."""
+    h = await started(
+        tmp_path, fakes, clock, only=("statuspage",), statuspage={"hold_off_seconds": 0}
+    )
+    try:
+        minor = snapshot(clock, severity=Severity.P3)
+        await h.notifier.incident_opened(minor)
+        await h.drain()
+        assert fakes.statuspage.attempts == 0
+        await h.notifier.incident_changed(dataclasses.replace(minor, severity=Severity.P1))
+        await h.drain()
+    finally:
+        await h.close()
+    assert [r.body["incident"]["components"] for r in fakes.statuspage.received] == [
+        {COMPONENT_ID: "major_outage"}
+    ]

@@ -377,6 +377,11 @@ class OutboxSettings(_Group):
     max_retry_after_seconds: float = Field(
         default=3600.0, gt=0, description="A destination's Retry-After is honoured up to this."
     )
+    retention_hours: float = Field(
+        default=720.0,
+        gt=0,
+        description="How long delivered, failed and skipped notifications are kept.",
+    )
     concurrency: int = Field(
         default=8,
         ge=1,

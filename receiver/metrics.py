@@ -102,7 +102,8 @@ class Metrics:
         )
         self.notification_delivery_seconds = Histogram(
             "posthog_receiver_notification_delivery_seconds",
-            "Time from a notification being stored to its delivery, by destination.",
+            "Time from a notification being stored to its delivery (including any status-page "
+            "hold-off), by destination.",
             ["destination"],
             buckets=LATENCY_BUCKETS,
             registry=r,

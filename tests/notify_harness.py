@@ -160,6 +160,7 @@ def snapshot(clock: Clock, incident_id: str = "inc-1", **changes: Any) -> Incide
         decision_summary="PostHog API returning errors; status page not checked yet",
         decision_steps=("PostHog API returning errors? yes",),
         generator_url="http://prometheus.example.com:9090/graph?g0.expr=posthog_errors_total",
+        external_url="http://alertmanager.example.com:9093",
         labels={"alertname": "PostHogErrorsHigh", "service": "posthog-integration"},
     )
     return dataclasses.replace(base, **changes)

@@ -88,6 +88,7 @@ async def test_pagerduty_trigger_change_acknowledge_resolve(
     assert [link["href"] for link in trigger["links"]] == [
         "https://wiki.example.com/runbooks/posthog",
         "http://prometheus.example.com:9090/graph?g0.expr=posthog_errors_total",
+        "http://alertmanager.example.com:9093",
         "https://grafana.example.com/d/posthog",
         f"{PUBLIC_URL}/api/incidents/inc-1",
     ]
@@ -526,11 +527,12 @@ async def test_no_secret_reaches_a_log_line(tmp_path: Path, fakes: Fakes, clock:
     h = await started(
         tmp_path, fakes, clock, statuspage={"hold_off_seconds": 0}, slack={"timeout_seconds": 0.2}
     )
-    fakes.pagerduty.fail(400, body="bad event")
+    # Answers that echo the credentials back, as a misbehaving proxy might.
+    fakes.pagerduty.fail(400, body=f"invalid routing_key {ROUTING_KEY}")
     fakes.pagerduty.fail(429, retry_after="1")
-    fakes.statuspage.fail(503)
+    fakes.statuspage.fail(503, body=f"<html>upstream failed for OAuth {STATUSPAGE_KEY}</html>")
     fakes.slack.slow(0.5)
-    fakes.slack.fail(404, body="no_service")
+    fakes.slack.fail(404, body=f"no_service at {SLACK_PATH}")
     try:
         with structlog.testing.capture_logs() as logs:
             opened = snapshot(clock)
@@ -540,13 +542,15 @@ async def test_no_secret_reaches_a_log_line(tmp_path: Path, fakes: Fakes, clock:
                 await h.drain()
                 clock.advance(10)
         delivered = [len(f.received) for f in fakes.all()]
+        errors = [m["last_error"] for m in await h.messages() if m["last_error"]]
     finally:
         await h.close()
     # PagerDuty: the trigger refused (400), the change event after a 429; the status page:
     # its create after a 503; Slack: the action message (the first timed out, then 404).
     assert delivered == [1, 1, 1]
-    text = "\n".join(repr(e) for e in logs)
+    text = "\n".join(repr(e) for e in logs) + "\n".join(errors)
     assert logs
+    assert "[redacted]" in text
     for secret in (ROUTING_KEY, STATUSPAGE_KEY, SLACK_PATH, fakes.slack.webhook_url):
         assert secret not in text
 
@@ -571,3 +575,23 @@ async def test_escalation_to_p1_reaches_the_status_page(
     assert [r.body["incident"]["components"] for r in fakes.statuspage.received] == [
         {COMPONENT_ID: "major_outage"}
     ]
+
+
+@pytest.mark.asyncio
+async def test_finished_notifications_are_pruned_after_retention(
+    tmp_path: Path, fakes: Fakes, clock: Clock
+) -> None:
+    """Delivered messages are forgotten after the retention; undelivered ones never are."""
+    h = await started(tmp_path, fakes, clock, only=("slack",), outbox={"retention_hours": 1})
+    try:
+        await h.notifier.incident_opened(snapshot(clock, "inc-old"))
+        await h.drain()
+        fakes.slack.down = True
+        clock.advance(7200)
+        await h.notifier.incident_opened(snapshot(clock, "inc-new"))
+        await h.drain()
+        left = {(m["incident_id"], m["destination"], m["state"]) for m in await h.messages()}
+    finally:
+        await h.close()
+    assert ("inc-old", "slack", "sent") not in left
+    assert ("inc-new", "slack", "pending") in left

@@ -124,10 +124,13 @@ async def http_call(
     timeout_seconds: float,
     ok: tuple[int, ...],
     temporary: tuple[int, ...] = (429,),
+    redact: tuple[str, ...] = (),
 ) -> Answer:
     """Send one JSON request; raise :class:`DeliveryError` unless the status is in ``ok``.
 
     5xx and the ``temporary`` statuses are temporary failures; other statuses are permanent.
+    An error keeps the start of the answer's body, with any of the ``redact`` strings (the
+    credentials of the call) replaced, in case the service echoes them back.
     """
     try:
         async with session.request(
@@ -148,7 +151,11 @@ async def http_call(
         raise TemporaryFailure(f"{service}: network error ({type(e).__name__})") from None
     if status in ok:
         return Answer(status, body)
-    short = " ".join(body.split())[:MAX_ERROR_BODY]
+    short = " ".join(body.split())
+    for secret in redact:
+        if secret:
+            short = short.replace(secret, "[redacted]")
+    short = short[:MAX_ERROR_BODY]
     text = f"{service} answered {status}: {short}" if short else f"{service} answered {status}"
     if status >= 500 or status in temporary:
         raise TemporaryFailure(text, retry_after=retry_after)

@@ -30,7 +30,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from receiver.config import NotifySettings, StatuspageTemplates
 from receiver.notify import pagerduty, slack, statuspage
@@ -118,7 +118,12 @@ class Notifier:
         if outcome in CHANGE_OUTCOMES:
             drafts.append(self._pagerduty_change(snapshot, action, event))
         pd = self._settings.pagerduty
-        if outcome == "applied" and pd is not None and pd.acknowledge_on_action:
+        if (
+            outcome == "applied"
+            and snapshot.status == "open"
+            and pd is not None
+            and pd.acknowledge_on_action
+        ):
             drafts.append(self._pagerduty(snapshot, "acknowledge", "acknowledge"))
         drafts.append(self._slack(snapshot, event, current_action=action_summary(action)))
         return await self._store_drafts(snapshot, drafts, self._statuspage(snapshot, event))
@@ -139,12 +144,17 @@ class Notifier:
     def _key(self, snapshot: IncidentSnapshot, event: str, destination: str, kind: str) -> str:
         return f"{snapshot.id}|{event}|{destination}|{kind}"
 
-    def _pagerduty(self, snapshot: IncidentSnapshot, event: str, action: str) -> Draft:
+    def _pagerduty(
+        self,
+        snapshot: IncidentSnapshot,
+        event: str,
+        action: Literal["trigger", "acknowledge", "resolve"],
+    ) -> Draft:
         destination = self._where("pagerduty")
         kind = f"pagerduty.{action}"
         payload = pagerduty.alert_event(
             snapshot,
-            action=action,  # type: ignore[arg-type]
+            action=action,
             settings=self._settings.pagerduty,
             public_url=self._public_url,
         )

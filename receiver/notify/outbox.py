@@ -14,6 +14,7 @@ Retries: a temporary failure (429, 5xx, Statuspage's 420, timeouts, network erro
 ``Retry-After``; it lives in the table, so it holds across restarts. A permanent failure (400
 and other 4xx) is not retried: the message is marked ``failed``, logged and counted, and the
 messages behind it proceed. Temporary failures are retried for as long as it takes.
+Finished messages are kept for ``outbox.retention_hours`` (the incident's record), then pruned.
 
 Hold-off: a message may carry a ``not_before`` time (the status page's hold-off). A
 status-page incident that resolved before its hold-off ended, and never reached the page, is
@@ -70,6 +71,7 @@ logger = structlog.get_logger(__name__)
 
 DESTINATIONS = ("pagerduty", "statuspage", "slack", "log")
 MAX_ERROR = 500
+PRUNE_EVERY_SECONDS = 300.0
 Clock = Callable[[], float]
 
 
@@ -191,17 +193,21 @@ def _heads(conn: sqlite3.Connection) -> list[_Head]:
     ]
 
 
-def _drop_flapping(conn: sqlite3.Connection) -> dict[str, int]:
-    """Skip the status-page messages of incidents resolved within their hold-off that never
-    reached the status page; the count skipped per destination."""
-    rows = conn.execute(
+def _flapping(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Status-page message queues whose incident resolved before the hold-off ended."""
+    return conn.execute(
         "SELECT DISTINCT ordering_key, destination, incident_id FROM outbox"
         " WHERE state = 'pending' AND kind = 'statuspage.update'"
         " AND json_extract(payload, '$.status') = 'resolved'"
         " AND json_extract(payload, '$.resolved_at') < not_before"
     ).fetchall()
+
+
+def _drop_flapping(conn: sqlite3.Connection) -> dict[str, int]:
+    """Skip the status-page messages of incidents resolved within their hold-off that never
+    reached the status page; the count skipped per destination."""
     skipped: dict[str, int] = {}
-    for r in rows:
+    for r in _flapping(conn):
         if "incident_id" in get_state(conn, r["destination"], r["incident_id"]):
             continue  # already on the status page: it must be resolved there too
         cur = conn.execute(
@@ -211,6 +217,14 @@ def _drop_flapping(conn: sqlite3.Connection) -> dict[str, int]:
         )
         skipped[r["destination"]] = skipped.get(r["destination"], 0) + cur.rowcount
     return skipped
+
+
+def _prune(conn: sqlite3.Connection, *, older_than: float) -> int:
+    """Forget finished messages created before ``older_than``; pending ones always stay."""
+    cur = conn.execute(
+        "DELETE FROM outbox WHERE state != 'pending' AND created_at < ?", (older_than,)
+    )
+    return cur.rowcount
 
 
 def _record_sent(conn: sqlite3.Connection, message: Message, sent: Sent, *, now: float) -> None:
@@ -290,6 +304,7 @@ class OutboxWorker:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._limit = asyncio.Semaphore(self._settings.concurrency)
+        self._last_prune = float("-inf")
         self.heartbeat = time.monotonic()
 
     def start(self) -> None:
@@ -341,7 +356,9 @@ class OutboxWorker:
 
     async def run_once(self) -> int:
         """One pass: drop flapping status-page messages, then attempt every due head."""
-        skipped = await self._store.write(_drop_flapping)
+        skipped: dict[str, int] = {}
+        if await self._store.read(_flapping):  # read first: an idle pass writes nothing
+            skipped = await self._store.write(_drop_flapping)
         for destination, count in skipped.items():
             self._metrics.notifications_skipped.labels(destination).inc(count)
             logger.info("status page held back: resolved within the hold-off", count=count)
@@ -365,7 +382,17 @@ class OutboxWorker:
             self._metrics.notification_queue_depth.labels(destination).set(
                 depth.get(destination, 0)
             )
+        await self._maybe_prune(now)
         return len(jobs)
+
+    async def _maybe_prune(self, now: float) -> None:
+        if now - self._last_prune < PRUNE_EVERY_SECONDS:
+            return
+        self._last_prune = now
+        cutoff = now - self._settings.retention_hours * 3600
+        pruned = await self._store.write(functools.partial(_prune, older_than=cutoff))
+        if pruned:
+            logger.info("pruned delivered notifications", count=pruned)
 
     async def _unconfigured(self, message: Message) -> None:
         error = f"destination {message.destination} is no longer configured"

@@ -106,6 +106,7 @@ def alert_event(
     links = [
         *_link(_setting(settings, "runbook_url"), "Runbook"),
         *_link(snapshot.generator_url, "Alert source (Prometheus)"),
+        *_link(snapshot.external_url, "Alertmanager"),
         *_link(_setting(settings, "dashboard_url"), "Dashboard"),
         *_link(url, "Incident in posthog-receiver"),
     ]
@@ -189,10 +190,8 @@ class PagerDutySender:
         self, session: aiohttp.ClientSession, message: Message, state: Mapping[str, str]
     ) -> Sent:
         path = "/v2/change/enqueue" if message.kind == "pagerduty.change" else "/v2/enqueue"
-        body = {
-            "routing_key": self._settings.routing_key.secret.get_secret_value(),
-            **message.payload,
-        }
+        key = self._settings.routing_key.secret.get_secret_value()
+        body = {"routing_key": key, **message.payload}
         await http_call(
             session,
             "POST",
@@ -201,5 +200,6 @@ class PagerDutySender:
             json_body=body,
             timeout_seconds=self._settings.timeout_seconds,
             ok=(200, 201, 202),
+            redact=(key,),
         )
         return Sent()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -80,13 +81,15 @@ class SlackSender:
     async def send(
         self, session: aiohttp.ClientSession, message: Message, state: Mapping[str, str]
     ) -> Sent:
+        url = self._settings.webhook_url.secret.get_secret_value()
         await http_call(
             session,
             "POST",
-            self._settings.webhook_url.secret.get_secret_value(),
+            url,
             service="Slack",
             json_body=message.payload,
             timeout_seconds=self._settings.timeout_seconds,
             ok=(200,),
+            redact=(url, urlsplit(url).path),
         )
         return Sent()

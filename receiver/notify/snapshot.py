@@ -11,7 +11,7 @@ An action is a plain dict, as the remediation journal records it. The keys read 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -41,8 +41,8 @@ class IncidentSnapshot:
     error_class: ErrorClass | None = None
     verdict: Verdict | None = None
     decision_summary: str = ""
-    decision_steps: tuple[str, ...] = ()
-    actions: tuple[Mapping[str, Any], ...] = ()
+    decision_steps: Sequence[str] = ()
+    actions: Sequence[Mapping[str, Any]] = ()
     generator_url: str = ""
     external_url: str = ""
     resolved_at: float | None = None

@@ -87,7 +87,8 @@ class StatuspageSender:
             "component_ids": [s.component_id],
             "deliver_notifications": s.deliver_notifications,
         }
-        headers = {"Authorization": f"OAuth {s.api_key.secret.get_secret_value()}"}
+        key = s.api_key.secret.get_secret_value()
+        headers = {"Authorization": f"OAuth {key}"}
         base = f"{s.api_base}/pages/{quote(s.page_id, safe='')}/incidents"
         existing = state.get("incident_id")
         if existing is None:
@@ -105,6 +106,7 @@ class StatuspageSender:
                 timeout_seconds=s.timeout_seconds,
                 ok=(200, 201),
                 temporary=(420, 429),
+                redact=(key,),
             )
             created = answer.json()
             if not isinstance(created, dict) or not isinstance(created.get("id"), str):
@@ -120,5 +122,6 @@ class StatuspageSender:
             timeout_seconds=s.timeout_seconds,
             ok=(200,),
             temporary=(420, 429),
+            redact=(key,),
         )
         return Sent()

@@ -595,3 +595,22 @@ async def test_finished_notifications_are_pruned_after_retention(
         await h.close()
     assert ("inc-old", "slack", "sent") not in left
     assert ("inc-new", "slack", "pending") in left
+
+
+@pytest.mark.asyncio
+async def test_network_error_is_retried_without_naming_the_url(
+    tmp_path: Path, fakes: Fakes, clock: Clock
+) -> None:
+    """A refused connection is a temporary failure whose error does not name the webhook URL."""
+    h = await started(tmp_path, fakes, clock, only=("slack",))
+    await fakes.slack.stop()  # nothing listens on the webhook's port any more
+    try:
+        await h.notifier.incident_opened(snapshot(clock))
+        await h.drain()
+        (message,) = await h.messages("slack")
+        retried = h.metric("posthog_receiver_notifications_retried_total", "slack")
+    finally:
+        await h.close()
+    assert message["state"] == "pending"
+    assert message["last_error"] == "Slack: network error (ClientConnectorError)"
+    assert retried == 1

@@ -4,6 +4,16 @@ The responder calls a :class:`Notifier` with an :class:`IncidentSnapshot`; the n
 stores messages; an :class:`OutboxWorker` (started and stopped with the application)
 delivers them, retrying until each destination has them. One module per outside system:
 ``pagerduty``, ``statuspage``, ``slack``; ``log`` stands in for any that is not configured.
+
+Wiring, in the application's lifecycle (after the store is open)::
+
+    register_secrets(notify.secret_values(settings.notify))
+    notifier, outbox = notify.build_notifier(
+        settings.notify, store=store, metrics=metrics, public_url=settings.server.public_url
+    )
+    outbox.start()
+    ...
+    await outbox.stop()  # before the store is closed
 """
 
 from __future__ import annotations

@@ -323,9 +323,8 @@ async def decide(
         return Decision(error_class, verdict, summary, path.steps)
 
     status = await _upstream_step(path, upstream)
-    vendor = status.has_incident if status is not None else None
-    if vendor:
-        assert status is not None
+    vendor = None if status is None else status.has_incident
+    if status is not None and status.has_incident:
         return done(
             Verdict.VENDOR_INCIDENT,
             f"PostHog reports an incident ({status.indicator.value}"
@@ -351,9 +350,9 @@ async def decide(
             f"our service is unhealthy ({found}): check pods, memory, network",
         )
 
-    ours_checked = Answer.YES in (service, pods)
+    seen_healthy = Answer.YES in (service, pods)
     if vendor is None:
-        ours = "our service looks healthy" if ours_checked else "our side could not be checked"
+        ours = "our service looks healthy" if seen_healthy else "our side could not be checked"
         return done(
             Verdict.UNKNOWN,
             "PostHog's status page could not be read, so a vendor incident cannot be ruled "
@@ -365,7 +364,7 @@ async def decide(
             "PostHog is operational but answers with errors: our integration "
             f"({_OUR_INTEGRATION_HINT[error_class]})",
         )
-    if ours_checked:
+    if seen_healthy:
         return done(
             Verdict.INTERMITTENT,
             "PostHog is operational and our service is healthy: likely resolved or "

@@ -79,9 +79,13 @@ async def fetch_json(
                 body = await _read_limited(resp, max_body_bytes + 1)
     except TimeoutError:
         return Fetched(failure="timeout", reason=f"no answer within {timeout_seconds:g}s")
+    except aiohttp.InvalidURL:
+        return Fetched(failure="unreachable", reason=f"invalid URL {shown_url(url)}")
     except aiohttp.ClientError as e:
-        # aiohttp's messages name the host and the OS error, not the query string.
-        return Fetched(failure="unreachable", reason=_short(f"{type(e).__name__}: {e}"))
+        # aiohttp's messages name the host and the OS error; should one quote the whole URL,
+        # it is replaced by the shown form, without credentials or query.
+        text = f"{type(e).__name__}: {e}".replace(url, shown_url(url))
+        return Fetched(failure="unreachable", reason=_short(text))
     except OSError as e:
         return Fetched(failure="unreachable", reason=_short(f"{type(e).__name__}: {e.strerror}"))
     if len(body) > max_body_bytes:

@@ -271,3 +271,19 @@ async def test_health_not_configured() -> None:
     """Without a URL the step is reported as not configured."""
     got, _, _ = await health_of(check(None))
     assert got is HealthState.NOT_CONFIGURED
+
+
+@pytest.mark.asyncio
+async def test_health_url_credentials_are_not_shown(health: FakeHealth) -> None:
+    """User info and query string of the health URL never reach the evidence."""
+    url = health.url.replace("http://", "http://ops:hunter2-pass@") + "?token=sekret-token-456"
+    reader = check(url)
+    try:
+        status = await reader.check()
+    finally:
+        await reader.close()
+    assert status.state is HealthState.HEALTHY
+    shown = str(status.as_dict())
+    assert "hunter2" not in shown
+    assert "sekret" not in shown
+    assert status.url == health.url

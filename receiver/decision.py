@@ -13,9 +13,10 @@ The runbook asks, in order::
 "PostHog API returning errors" is the error class: auth (401/403), rate_limited (429) and
 upstream_error (5xx) are answers PostHog gave; network and unknown are not. The tree here:
 
-1. Is PostHog having an incident (its status page)? Yes → ``vendor_incident``: fallback and
-   wait, never restart our pods for PostHog's outage. Asked for every class, since PostHog
-   being down also shows up as timeouts and refused connections.
+1. Is PostHog having an incident (its status page: indicator minor, major or critical, or
+   maintenance in progress)? Yes → ``vendor_incident``: fallback and wait, never restart our
+   pods for PostHog's outage. Asked for every class, since PostHog being down also shows up
+   as timeouts and refused connections.
 2. For ``auth``: is our API key in order (the Secret exists, holds a key, and the pods started
    after it last changed)? No → ``our_integration`` (a missing or rotated key is ours to fix
    whatever the status page says).

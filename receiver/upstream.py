@@ -41,6 +41,8 @@ class Indicator(StrEnum):
     UNKNOWN = "unknown"
 
 
+# Evidence is stored with the incident: a page listing dozens of items is cut short.
+MAX_LISTED = 10
 # Resolved incidents and finished maintenance no longer explain errors.
 _INACTIVE = {"resolved", "postmortem", "completed", "scheduled"}
 _OPERATIONAL = "operational"
@@ -115,14 +117,14 @@ def _incidents(body: dict[str, Any]) -> tuple[UpstreamIncident, ...]:
                 continue
             found.append(
                 UpstreamIncident(
-                    name=_text(item.get("name"), "(unnamed)"),
+                    name=_text(item.get("name"), "(unnamed)")[:200],
                     status=status,
                     impact=_text(item.get("impact"), "unknown"),
                     shortlink=_text(item.get("shortlink")) or None,
                     started_at=_text(item.get("started_at") or item.get("created_at")) or None,
                 )
             )
-    return tuple(found)
+    return tuple(found[:MAX_LISTED])
 
 
 def _degraded(body: dict[str, Any]) -> tuple[str, ...]:
@@ -130,10 +132,10 @@ def _degraded(body: dict[str, Any]) -> tuple[str, ...]:
     if not isinstance(items, list):
         return ()
     return tuple(
-        f"{_text(c.get('name'), '(unnamed)')}: {_text(c.get('status'), 'unknown')}"
+        f"{_text(c.get('name'), '(unnamed)')[:80]}: {_text(c.get('status'), 'unknown')[:40]}"
         for c in items
         if isinstance(c, dict) and c.get("status") != _OPERATIONAL and not c.get("group")
-    )
+    )[:MAX_LISTED]
 
 
 def parse_status(body: Any, *, url: str, fetched_at: datetime) -> UpstreamStatus:
@@ -149,7 +151,7 @@ def parse_status(body: Any, *, url: str, fetched_at: datetime) -> UpstreamStatus
     if not isinstance(status, dict) or "indicator" not in status:
         return unknown("malformed: no status.indicator")
     raw = status.get("indicator")
-    description = _text(status.get("description"))
+    description = _text(status.get("description"))[:200]
     try:
         indicator = Indicator(raw) if isinstance(raw, str) else None
     except ValueError:

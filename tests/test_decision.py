@@ -80,7 +80,7 @@ def answers(decision: Decision) -> list[str]:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("indicator", ["minor", "major", "critical"])
+@pytest.mark.parametrize("indicator", ["minor", "major", "critical", "maintenance"])
 @pytest.mark.parametrize("error_class", [A, U, N])
 async def test_vendor_incident_stops_the_tree(
     page: FakeStatusPage, service: FakeHealth, indicator: str, error_class: ErrorClass

@@ -125,6 +125,20 @@ async def test_unknown_indicator_is_unknown(page: FakeStatusPage, indicator: str
 
 
 @pytest.mark.asyncio
+async def test_long_incident_lists_are_cut_short(page: FakeStatusPage) -> None:
+    """A page listing many incidents yields a bounded list, so stored evidence stays small."""
+    page.indicator = "critical"
+    page.incidents = [incident(f"Outage {n}") for n in range(50)]
+    reader = await read(page.url("summary"))
+    try:
+        status = await reader.status()
+    finally:
+        await reader.close()
+    assert len(status.incidents) == 10
+    assert status.indicator is Indicator.CRITICAL
+
+
+@pytest.mark.asyncio
 async def test_status_is_cached_for_the_ttl(page: FakeStatusPage) -> None:
     """Within the TTL the page is asked once; after it, again (with a controlled clock)."""
     now = [100.0]

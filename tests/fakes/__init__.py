@@ -1,1 +1,2 @@
-"""Fake outside services for tests: real HTTP servers on loopback, strict like the originals."""
+"""Fakes of outside systems, served over real HTTP on loopback (or, for our own protocols,
+as plain objects)."""

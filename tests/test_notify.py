@@ -469,7 +469,7 @@ async def test_pagerduty_rate_limit_per_routing_key(
             await h.worker.run_once()
             if len(fakes.pagerduty.received) == 150:
                 break
-            clock.advance(1)
+            clock.advance(3)
         throttled = await h.messages()
     finally:
         await h.close()

@@ -1,4 +1,4 @@
-"""A fake HTTP service on a free loopback port that can fail on demand.
+"""A fake HTTP service (on :class:`FakeServer`) that records requests and fails on demand.
 
 Failures are queued (:meth:`FakeService.fail`, :meth:`FakeService.slow`) or permanent while
 ``down`` is true; a request answered by a failure is counted in ``attempts`` but is not
@@ -7,15 +7,16 @@ Failures are queued (:meth:`FakeService.fail`, :meth:`FakeService.slow`) or perm
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.http import FakeServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -37,37 +38,22 @@ class Received:
     at: float
 
 
-@dataclass
-class FakeService:
+class FakeService(FakeServer):
     """Base: subclasses add routes and validate requests."""
 
-    clock: Callable[[], float] = time.time
-    received: list[Received] = field(default_factory=list)
-    rejected: list[tuple[int, str]] = field(default_factory=list)
-    attempts: int = 0
-    down: bool = False
-    faults: deque[Fault] = field(default_factory=deque)
-    url: str = ""
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.clock = clock
+        self.received: list[Received] = []
+        self.rejected: list[tuple[int, str]] = []
+        self.attempts = 0
+        self.down = False
+        self.faults: deque[Fault] = deque()
+        self.app.middlewares.append(self._fault_middleware)
 
-    def __post_init__(self) -> None:
-        self.app = web.Application(middlewares=[self._fault_middleware])
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> str:
-        self._runner = web.AppRunner(self.app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    @property
+    def url(self) -> str:
+        return self.base_url
 
     def fail(
         self, status: int, *, times: int = 1, retry_after: str | None = None, body: str = ""
@@ -87,7 +73,7 @@ class FakeService:
         if self.faults:
             fault = self.faults.popleft()
             if fault.delay:
-                await asyncio.sleep(fault.delay)
+                await self.stall(fault.delay)
             if fault.status:
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
                 return web.Response(status=fault.status, text=fault.body, headers=headers)

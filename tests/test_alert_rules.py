@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from receiver.config import ServerSettings
+from receiver.config import ServerSettings, TriageSettings
 from receiver.runbook import ErrorClass, Severity
+from receiver.triage import classify, severity_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES_FILE = ROOT / "helm" / "posthog-incident-receiver" / "files" / "posthog-rules.yaml"
@@ -93,6 +94,30 @@ def test_integration_alerts_speak_the_runbook_vocabulary() -> None:
             assert "sum by (status_code)" in rule["expr"]
         classes.add(labels["error_type"])
     assert classes == {c.value for c in ErrorClass} - {ErrorClass.UNKNOWN.value}
+
+
+@pytest.mark.parametrize(
+    ("alertname", "status_code"),
+    [
+        ("PostHogAuthErrors", "401"),
+        ("PostHogAuthErrors", "403"),
+        ("PostHogRateLimited", "429"),
+        ("PostHogUpstreamErrors", "500"),
+        ("PostHogUpstreamErrors", "501"),
+        ("PostHogUpstreamErrors", "503"),
+        ("PostHogNetworkErrors", None),
+    ],
+)
+def test_triage_reads_each_alert_as_intended(alertname: str, status_code: str | None) -> None:
+    """Triage, with its default rules, gives each alert the class and priority its labels name."""
+    (rule,) = [r for r in rule_groups()["posthog-integration"] if r["alert"] == alertname]
+    labels = {"alertname": alertname, **rule["labels"]}
+    if status_code is not None:
+        labels["status_code"] = status_code
+    settings = TriageSettings()
+    error_class = classify(labels, settings)
+    assert error_class == ErrorClass(rule["labels"]["error_type"])
+    assert severity_of(labels, error_class, settings) == Severity(rule["labels"]["priority"])
 
 
 def test_receiver_alerts_watch_its_own_metrics() -> None:

@@ -626,6 +626,13 @@ def test_enabled_channel_without_its_credential_fails_to_render() -> None:
         render({"notify": {"pagerduty": {"enabled": True}}})
 
 
+def test_statuspage_without_its_page_fails_to_render() -> None:
+    """Statuspage enabled without config.notify.statuspage.page_id is refused at render time."""
+    values = {"notify": {"statuspage": {"enabled": True}}, "secrets": {"statuspageApiKey": "k"}}
+    with pytest.raises(helm.HelmRenderError, match="page_id"):
+        render(values)
+
+
 def test_existing_secret_is_mounted_with_its_own_key_names() -> None:
     """With existingSecret no Secret is created; its keys map onto the files the config reads."""
     docs = rendered("existing-secret")

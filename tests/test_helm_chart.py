@@ -485,6 +485,30 @@ def test_writable_paths_are_volumes(scenario: str) -> None:
         assert not of_kind(docs, "PersistentVolumeClaim")
 
 
+def test_kill_switch_is_an_optional_config_map_the_config_watches() -> None:
+    """The config's kill_switch_file lies in an optional ConfigMap volume: absent until thrown."""
+    docs = rendered("default")
+    switch = Path(rendered_config(docs)["remediation"]["kill_switch_file"])
+    mount = next(m for m in receiver_container(docs)["volumeMounts"] if m["name"] == "kill-switch")
+    assert str(switch.parent) == mount["mountPath"]
+    assert mount["readOnly"] is True
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "kill-switch")
+    assert volume["configMap"] == {
+        "name": f"{RELEASE}-posthog-incident-receiver-kill-switch",
+        "optional": True,
+    }
+    # The ConfigMap is the operator's to create; the chart never does.
+    assert not [
+        d
+        for d in of_kind(docs, "ConfigMap")
+        if d["metadata"]["name"] == volume["configMap"]["name"]
+    ]
+    off = render({"remediation": {"killSwitch": {"enabled": False}}})
+    assert "kill_switch_file" not in rendered_config(off)["remediation"]
+    assert "kill-switch" not in str(only(off, "Deployment"))
+
+
 def test_config_or_secret_change_rolls_the_pods() -> None:
     """A change in the receiver config or the credentials changes the pod template."""
 

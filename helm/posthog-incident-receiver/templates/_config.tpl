@@ -49,6 +49,9 @@ receiver's settings model.
       "deployment" $integration.deployment
       "label_selector" $integration.podSelector))
 }}
+{{- if $remediation.killSwitch.enabled }}
+{{- $_ := set $defaults.remediation "kill_switch_file" (printf "%s/engaged" (include "receiver.killSwitchDir" .)) }}
+{{- end }}
 {{- with .Values.prometheusUrl }}
 {{- $_ := set $defaults.evidence "prometheus" (dict "url" .) }}
 {{- $_ := set $defaults.remediation "verify" (dict "prometheus_url" .) }}

@@ -64,6 +64,11 @@ app.kubernetes.io/part-of: posthog-incident-response
 {{- define "receiver.configDir" -}}/etc/posthog-receiver{{- end }}
 {{- define "receiver.secretsDir" -}}/etc/posthog-receiver/secrets{{- end }}
 {{- define "receiver.stateDir" -}}/var/lib/posthog-receiver{{- end }}
+{{- define "receiver.killSwitchDir" -}}/etc/posthog-receiver/kill-switch{{- end }}
+
+{{- define "receiver.killSwitchName" -}}
+{{- default (printf "%s-kill-switch" (include "receiver.fullname" .)) .Values.remediation.killSwitch.configMapName }}
+{{- end }}
 
 {{- define "receiver.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag }}

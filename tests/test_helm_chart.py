@@ -32,8 +32,8 @@ CHART = Path(__file__).resolve().parents[1] / "helm" / "posthog-incident-receive
 RULES_FILE = CHART / "files" / "posthog-rules.yaml"
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
-# The oldest Kubernetes the chart supports that still serves every API it uses (kubeVersion in
-# Chart.yaml says >=1.25; policy/v1 unhealthyPodEvictionPolicy needs the 1.27+ schema).
+# The oldest Kubernetes the chart supports (kubeVersion in Chart.yaml: PodDisruptionBudget's
+# unhealthyPodEvictionPolicy is on by default from 1.27) and a recent one.
 KUBE_VERSIONS = ("1.27", "1.31")
 RELEASE = "rcv"
 NAMESPACE = "monitoring"
@@ -165,6 +165,12 @@ def test_every_manifest_is_valid_kubernetes(scenario: str) -> None:
             assert problem is None, (
                 f"{doc['kind']}/{doc['metadata']['name']} ({version}): {problem}"
             )
+
+
+def test_validated_versions_start_at_the_supported_minimum() -> None:
+    """The oldest Kubernetes validated against is the chart's declared minimum."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={KUBE_VERSIONS[0]}.0-0"
 
 
 def test_strict_validation_catches_a_misplaced_field() -> None:

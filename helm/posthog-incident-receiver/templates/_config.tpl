@@ -50,7 +50,7 @@ receiver's settings model.
       "label_selector" $integration.podSelector))
 }}
 {{- if $remediation.killSwitch.enabled }}
-{{- $_ := set $defaults.remediation "kill_switch_file" (printf "%s/engaged" (include "receiver.killSwitchDir" .)) }}
+{{- $_ := set $defaults.remediation "kill_switch_file" (printf "%s/stop" (include "receiver.killSwitchDir" .)) }}
 {{- end }}
 {{- with .Values.prometheusUrl }}
 {{- $_ := set $defaults.evidence "prometheus" (dict "url" .) }}

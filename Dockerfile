@@ -11,9 +11,9 @@
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
+# pip compiles the bytecode at install time, so the read-only image never needs to write it.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY config ./config
@@ -33,7 +33,7 @@ RUN groupadd --system --gid 10001 receiver \
     && mkdir -p /etc/posthog-receiver /var/lib/posthog-receiver \
     && chown receiver:receiver /var/lib/posthog-receiver
 COPY --from=builder /opt/venv /opt/venv
-# Bytecode was compiled at install time; the root filesystem is read-only in the pod.
+# The root filesystem is read-only in the pod: nothing may try to write bytecode.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from receiver import __version__
 from receiver.config import ConfigError, Settings, load_settings
 
+if TYPE_CHECKING:
+    from receiver.evidence import EvidenceCollector
+
 __all__ = ["main"]
 
 EXIT_CONFIG = 2
+EXIT_NOT_FOUND = 1
+EXIT_UNAVAILABLE = 3
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a configuration and exit")
     _add_config(check)
+
+    postmortem = sub.add_parser(
+        "postmortem", help="print an incident's postmortem draft (Markdown)"
+    )
+    _add_config(postmortem)
+    postmortem.add_argument("incident_id", metavar="ID", help="incident id (inc-...)")
+    postmortem.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="write to FILE instead of stdout"
+    )
+
+    evidence = sub.add_parser(
+        "evidence", help="write an incident's evidence bundle (.tar.gz), collecting it if needed"
+    )
+    _add_config(evidence)
+    evidence.add_argument("incident_id", metavar="ID", help="incident id (inc-...)")
+    evidence.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", required=True, help="where to write it"
+    )
     return parser
 
 
@@ -86,7 +110,65 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": _serve, "check-config": _check_config}
+def _with_collector(args: argparse.Namespace, use: Callable[[EvidenceCollector], Awaitable[int]]) -> int:
+    """Run ``use(collector)`` against the local store named by ``--config``."""
+    import asyncio
+
+    from receiver.evidence import EvidenceCollector, IncidentNotFound
+    from receiver.store import Store, StoreUnavailable
+
+    settings = _load(args.config)
+
+    async def run() -> int:
+        store = Store(settings.store)
+        await store.open()
+        collector = EvidenceCollector.from_settings(settings.evidence, store=store)
+        try:
+            return await use(collector)
+        finally:
+            await collector.close()
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except IncidentNotFound:
+        print(f"posthog-receiver: no incident {args.incident_id}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except StoreUnavailable as e:
+        print(f"posthog-receiver: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def _postmortem(args: argparse.Namespace) -> int:
+    async def use(collector: EvidenceCollector) -> int:
+        text = await collector.postmortem(args.incident_id)
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            args.output.write_text(text, encoding="utf-8")
+        return 0
+
+    return _with_collector(args, use)
+
+
+def _evidence(args: argparse.Namespace) -> int:
+    import shutil
+
+    async def use(collector: EvidenceCollector) -> int:
+        path = await collector.bundle(args.incident_id)
+        shutil.copyfile(path, args.output)
+        print(f"evidence bundle for {args.incident_id} written to {args.output}")
+        return 0
+
+    return _with_collector(args, use)
+
+
+COMMANDS = {
+    "serve": _serve,
+    "check-config": _check_config,
+    "postmortem": _postmortem,
+    "evidence": _evidence,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

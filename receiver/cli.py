@@ -110,7 +110,9 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_collector(args: argparse.Namespace, use: Callable[[EvidenceCollector], Awaitable[int]]) -> int:
+def _with_collector(
+    args: argparse.Namespace, use: Callable[[EvidenceCollector], Awaitable[int]]
+) -> int:
     """Run ``use(collector)`` against the local store named by ``--config``."""
     import asyncio
 

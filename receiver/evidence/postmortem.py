@@ -228,7 +228,12 @@ def render_postmortem(
     severity = _severity(incident)
     verdict = _verdict(incident)
     decision = _decision(incident)
-    timeline = [t for t in incident.get("timeline") or [] if isinstance(t, dict)]
+    # The service's own bookkeeping (evidence collected) is not part of the incident's story.
+    timeline = [
+        t
+        for t in incident.get("timeline") or []
+        if isinstance(t, dict) and not str(t.get("kind", "")).startswith("evidence")
+    ]
     responses = [t for t in timeline if is_response_entry(str(t.get("kind", "")))]
     alerts = incident.get("alerts") or []
 

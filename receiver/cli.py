@@ -117,9 +117,11 @@ def _with_collector(
     import asyncio
 
     from receiver.evidence import EvidenceCollector, IncidentNotFound
+    from receiver.logs import configure_logging
     from receiver.store import Store, StoreUnavailable
 
     settings = _load(args.config)
+    configure_logging(settings.logging)  # to stderr: stdout carries the draft
 
     async def run() -> int:
         store = Store(settings.store)

@@ -49,9 +49,12 @@ def test_a_file_over_the_limit_is_cut_and_marked(tmp_path: Path) -> None:
     text = "".join(f"line {n:05d}\n" for n in range(1000))
     head = b.add("head.log", text, source="pod_logs")
     tail = b.add("tail.log", text, source="pod_logs", keep="tail")
-    assert head is not None and tail is not None
-    assert head.truncated and head.original_bytes == len(text)
-    assert head.bytes <= 2048 and tail.bytes <= 2048
+    assert head is not None
+    assert tail is not None
+    assert head.truncated
+    assert head.original_bytes == len(text)
+    assert head.bytes <= 2048
+    assert tail.bytes <= 2048
     _, files = _open(b.write(tmp_path, stem="s", meta={}, created_at=0).path)
     assert files["head.log"].startswith(b"line 00000\n")
     assert files["head.log"].endswith(TRUNCATION_MARK)

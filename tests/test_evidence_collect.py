@@ -161,7 +161,8 @@ async def test_a_resolved_incident_bundle_holds_every_source(
     assert again == path
     files = _read(path)
     manifest = json.loads(files["manifest.json"])
-    assert manifest["incident_id"] == incident_id and manifest["phase"] == "resolved"
+    assert manifest["incident_id"] == incident_id
+    assert manifest["phase"] == "resolved"
     assert manifest["failed_sources"] == []
     assert {s["source"] for s in manifest["sources"] if s["status"] == "collected"} >= {
         "timeline",
@@ -189,19 +190,23 @@ async def test_a_resolved_incident_bundle_holds_every_source(
 
     # Logs: the error lines of the hour, and a tail.
     errors = files[f"logs/{POD}/app.errors.log"].decode()
-    assert "503 Service Unavailable" in errors and "429" in errors
+    assert "503 Service Unavailable" in errors
+    assert "429" in errors
     assert "sent batch" not in errors
     tail = files[f"logs/{POD}/app.tail.log"].decode().splitlines()
-    assert len(tail) == 3 and tail[-1].endswith("sent batch of 50 events")
+    assert len(tail) == 3
+    assert tail[-1].endswith("sent batch of 50 events")
     events = json.loads(files["events.json"])
     assert [(e["object"], e["reason"]) for e in events] == [(f"Pod/{POD}", "Unhealthy")]
 
     # The chart with the action marked, and the draft that references it.
     svg = files["chart.svg"].decode()
-    assert "<polyline" in svg and "set POSTHOG_FALLBACK=true" in svg
+    assert "<polyline" in svg
+    assert "set POSTHOG_FALLBACK=true" in svg
     draft = files["postmortem.md"].decode()
     assert draft.startswith("## Incident: PostHog Errors (500/503)")
-    assert "](chart.svg)" in draft and "PostHog itself had an incident" in draft
+    assert "](chart.svg)" in draft
+    assert "PostHog itself had an incident" in draft
 
     # Recorded in the store, and on the incident's timeline.
     records = await store.read(lambda c: bundles_for(c, incident_id))
@@ -237,7 +242,8 @@ async def test_prometheus_down_and_logs_forbidden_leave_notes(
     assert "cannot reach Prometheus" in failed["prometheus:error_rate_by_status"]
     assert "403" in failed["pod_logs"]
     notes = files["NOTES.md"].decode()
-    assert "**pod_logs**: failed:" in notes and "cannot reach Prometheus" in notes
+    assert "**pod_logs**: failed:" in notes
+    assert "cannot reach Prometheus" in notes
     assert "**upstream_status**: not configured" in notes
     # What could be collected still is.
     assert json.loads(files["incident.json"])["id"] == incident_id
@@ -314,7 +320,8 @@ async def test_a_noisy_pod_cannot_exceed_the_size_limits(
     assert manifest["content_bytes"] <= 200 * 1024
     assert all(f["bytes"] <= 64 * 1024 for f in manifest["files"])
     cut = [f for f in manifest["files"] if f["truncated"]]
-    assert cut and all(f["path"].endswith(".errors.log") for f in cut)
+    assert cut
+    assert all(f["path"].endswith(".errors.log") for f in cut)
     assert manifest["failed_sources"] == []
     assert manifest["omitted"], "some logs must have been left out at the bundle limit"
     assert {"incident.json", "postmortem.md", "chart.svg"} <= set(files)

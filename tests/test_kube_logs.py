@@ -213,8 +213,10 @@ async def test_events_of_the_deployment_and_its_pods_only(
         ("ReplicaSet/posthog-integration-7d9", "SuccessfulCreate"),
         ("Pod/posthog-integration-7d9-a", "BackOff"),
     ]
-    assert events[-1].type == "Warning" and events[-1].count == 4
-    assert events[-1].at is not None and events[-1].at.utcoffset() is not None
+    assert events[-1].type == "Warning"
+    assert events[-1].count == 4
+    assert events[-1].at is not None
+    assert events[-1].at.utcoffset() is not None
     assert any(r.resource == EVENTS for r in kmock)
 
 

@@ -136,7 +136,8 @@ def test_action_items_suit_the_error_class() -> None:
     rate = render_postmortem(_incident(), impact=ImpactFigures(), now=NOW)
     auth = render_postmortem(_incident(errorClass="auth"), impact=ImpactFigures(), now=NOW)
     items = [line for line in rate.splitlines() if line.startswith("- [ ] ")]
-    assert items and all(
+    assert items
+    assert all(
         re.fullmatch(r"- \[ \] .+ - Owner: \(to assign\) - Due: 2026-01-15", line) for line in items
     )
     assert any("rate-limit increase" in line for line in items)

@@ -55,7 +55,8 @@ async def running_exporter(exporter: ErrorsExporter | None = None) -> AsyncItera
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     server = site._server
-    assert server is not None and server.sockets
+    assert server is not None
+    assert server.sockets
     port = server.sockets[0].getsockname()[1]
     exporter.address = f"127.0.0.1:{port}"
     try:

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from receiver.alertmanager import WebhookPayload
-from receiver.incidents import add_timeline, apply_notification
+from receiver.incidents import add_timeline, apply_notification, record_triage
+from receiver.runbook import ErrorClass, Severity
 from receiver.store import Store
 
 __all__ = ["notification", "open_incident", "record", "resolve_incident"]
@@ -67,22 +68,24 @@ async def record(
     kind: str,
     message: str,
     *,
-    error_class: str | None = None,
-    severity: str | None = None,
+    error_class: ErrorClass | None = None,
+    severity: Severity = Severity.P2,
     decision: dict[str, Any] | None = None,
 ) -> None:
-    """Record what triage and remediation would: a timeline entry, and the triage result."""
-    import json
+    """Record what triage and remediation would: the triage result (when ``error_class`` is
+    given, through the same function triage uses), and a timeline entry."""
 
     def write(conn: Any) -> None:
-        add_timeline(conn, incident_id, kind, message)
-        if error_class or severity or decision:
-            conn.execute(
-                "UPDATE incidents SET error_class = coalesce(?, error_class),"
-                " severity = coalesce(?, severity), decision = coalesce(?, decision)"
-                " WHERE id = ?",
-                (error_class, severity, json.dumps(decision) if decision else None, incident_id),
+        if error_class is not None:
+            record_triage(
+                conn,
+                incident_id,
+                error_class=error_class,
+                severity=severity,
+                acknowledge_by=datetime.now(UTC),
+                decision=decision or {},
             )
+        add_timeline(conn, incident_id, kind, message)
 
     await store.write(write)
 

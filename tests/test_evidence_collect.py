@@ -22,6 +22,7 @@ from receiver.config import (
 )
 from receiver.evidence import EvidenceCollector, IncidentNotFound, bundles_for
 from receiver.incidents import get_incident
+from receiver.runbook import ErrorClass, Severity
 from receiver.store import Store
 from tests.fakes.errors_exporter import ErrorsExporter, running_exporter
 from tests.fakes.kube import add_event, add_pod, serve_logs, write_kubeconfig
@@ -138,9 +139,9 @@ async def test_a_resolved_incident_bundle_holds_every_source(
         incident_id,
         "decision",
         "decision: vendor incident",
-        error_class="upstream_error",
-        severity="P2",
-        decision={"verdict": "vendor_incident"},
+        error_class=ErrorClass.UPSTREAM_ERROR,
+        severity=Severity.P2,
+        decision={"verdict": "vendor_incident", "summary": "PostHog reports a major outage"},
     )
     for _ in range(6):
         exporter.add("503", 25)
@@ -207,6 +208,8 @@ async def test_a_resolved_incident_bundle_holds_every_source(
     assert draft.startswith("## Incident: PostHog Errors (500/503)")
     assert "](chart.svg)" in draft
     assert "PostHog itself had an incident" in draft
+    assert "Triage said: PostHog reports a major outage" in draft
+    assert "**Severity:** P2" in draft
 
     # Recorded in the store, and on the incident's timeline.
     records = await store.read(lambda c: bundles_for(c, incident_id))

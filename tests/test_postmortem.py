@@ -26,7 +26,8 @@ def _incident(**overrides: Any) -> dict[str, Any]:
                 {
                     "question": "Is PostHog having an incident?",
                     "answer": "no",
-                    "evidence": "status indicator none",
+                    "finding": "status indicator none",
+                    "evidence": {"indicator": "none"},
                 },
                 {"question": "Is our service healthy?", "answer": "yes"},
             ],

@@ -202,11 +202,11 @@ def _step_lines(decision: dict[str, Any]) -> list[str]:
             continue
         question = _one_line(step.get("question") or step.get("name") or "step")
         answer = _one_line(step.get("answer") or step.get("result") or "?")
-        evidence = step.get("evidence")
+        # What the step found, in words; raw evidence only when that is all there is.
+        finding = step.get("finding") or step.get("evidence")
         line = f"{n}. {question} → **{answer}**"
-        if evidence:
-            shown = evidence if isinstance(evidence, str) else repr(evidence)
-            line += f" ({_one_line(shown)})"
+        if isinstance(finding, str) and finding.strip():
+            line += f" ({_one_line(finding)})"
         lines.append(line)
     return lines
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from receiver.evidence import EvidenceCollector, IncidentNotFound
-from receiver.keys import SETTINGS, STORE
+from receiver.keys import METRICS, SETTINGS, STORE
 from receiver.store import StoreUnavailable
 
 __all__ = ["EVIDENCE", "add_routes"]
@@ -29,7 +29,9 @@ def add_routes(app: web.Application, *, collector: EvidenceCollector | None = No
     else:
 
         async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-            built = EvidenceCollector.from_settings(app[SETTINGS].evidence, store=app[STORE])
+            built = EvidenceCollector.from_settings(
+                app[SETTINGS].evidence, store=app[STORE], metrics=app[METRICS]
+            )
             app[EVIDENCE] = built
             yield
             await built.close()

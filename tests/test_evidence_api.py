@@ -96,6 +96,8 @@ async def test_evidence_is_the_gzip_bundle(aiohttp_client: Any, tmp_path: Path) 
     assert {"manifest.json", "NOTES.md", "incident.json", "postmortem.md", "chart.svg"} <= set(
         names
     )
+    metrics = await (await client.get("/metrics")).text()
+    assert 'posthog_receiver_evidence_bundles_total{phase="opened"} 1.0' in metrics
 
 
 @pytest.mark.asyncio

@@ -22,6 +22,8 @@ from receiver.config import (
 )
 from receiver.evidence import EvidenceCollector, IncidentNotFound, bundles_for
 from receiver.incidents import get_incident
+from receiver.logs import register_secrets
+from receiver.metrics import Metrics
 from receiver.runbook import ErrorClass, Severity
 from receiver.store import Store
 from tests.fakes.errors_exporter import ErrorsExporter, running_exporter
@@ -228,11 +230,13 @@ async def test_prometheus_down_and_logs_forbidden_leave_notes(
     add_event(kmock, NS, "ev-1", kind="Pod", object_name=POD, reason="BackOff", message="x")
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url))
     incident_id = await open_incident(store)
+    metrics = Metrics()
     collector = EvidenceCollector.from_settings(
         _settings(
             tmp_path, prometheus_url=f"http://127.0.0.1:{free_port()}", kubeconfig=kubeconfig
         ),
         store=store,
+        metrics=metrics,
     )
     try:
         path = await collector.collect(incident_id=incident_id, phase="opened", upstream=None)
@@ -255,6 +259,10 @@ async def test_prometheus_down_and_logs_forbidden_leave_notes(
     assert not any(name.startswith("logs/") for name in files)
     records = await store.read(lambda c: bundles_for(c, incident_id))
     assert set(records[0].failed_sources) == set(failed)
+    failures = metrics.registry.get_sample_value(
+        "posthog_receiver_evidence_source_failures_total", {"source": "pod_logs"}
+    )
+    assert failures == 1
 
 
 @pytest.mark.asyncio
@@ -358,3 +366,27 @@ async def test_postmortem_on_demand_collects_and_follows_resolution(
             await collector.postmortem("inc-nope")
     finally:
         await collector.close()
+
+
+@pytest.mark.asyncio
+async def test_registered_secrets_are_scrubbed_from_collected_logs(
+    tmp_path: Path, store: Store, kmock: KubernetesEmulator
+) -> None:
+    """A configured secret that a pod logged is replaced by [redacted] in the bundle."""
+    secret = "phc_evidence_test_secret_value_1234"
+    register_secrets([secret])
+    add_pod(kmock, NS, POD, labels=APP)
+    serve_logs(kmock, {(POD, "app"): f"ERROR 401 with key {secret}\nINFO ok {secret}\n"})
+    add_event(kmock, NS, "ev-1", kind="Pod", object_name=POD, reason="BackOff", message=secret)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url))
+    incident_id = await open_incident(store)
+    collector = EvidenceCollector.from_settings(
+        _settings(tmp_path, prometheus_url=None, kubeconfig=kubeconfig), store=store
+    )
+    try:
+        path = await collector.collect(incident_id=incident_id, phase="opened", upstream=None)
+    finally:
+        await collector.close()
+    files = _read(path)
+    assert b"ERROR 401 with key [redacted]" in files[f"logs/{POD}/app.errors.log"]
+    assert all(secret.encode() not in content for content in files.values())

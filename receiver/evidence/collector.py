@@ -44,6 +44,7 @@ from receiver.incidents import add_timeline, get_incident
 from receiver.kube.errors import KubeError
 from receiver.kube.logs import PodLogReader
 from receiver.logs import redact_secrets
+from receiver.metrics import Metrics
 from receiver.prometheus import PrometheusClient, PrometheusError, Series
 from receiver.store import Store, now
 
@@ -195,9 +196,11 @@ class EvidenceCollector:
         store: Store,
         logs: LogSource | None = None,
         prometheus: PrometheusClient | None = None,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = now,
     ) -> None:
         self._settings = settings
+        self._counters = metrics
         self._store = store
         self._logs = logs
         self._prometheus = prometheus
@@ -205,7 +208,9 @@ class EvidenceCollector:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @classmethod
-    def from_settings(cls, settings: EvidenceSettings, *, store: Store) -> EvidenceCollector:
+    def from_settings(
+        cls, settings: EvidenceSettings, *, store: Store, metrics: Metrics | None = None
+    ) -> EvidenceCollector:
         """A collector with the configured sources: a cluster when logs are enabled,
         Prometheus when its URL is set."""
         logs = settings.logs
@@ -223,7 +228,7 @@ class EvidenceCollector:
         client = (
             PrometheusClient(prom.url, timeout_seconds=prom.timeout_seconds) if prom.url else None
         )
-        return cls(settings=settings, store=store, logs=source, prometheus=client)
+        return cls(settings=settings, store=store, logs=source, prometheus=client, metrics=metrics)
 
     async def close(self) -> None:
         if self._logs is not None:
@@ -358,6 +363,11 @@ class EvidenceCollector:
         )
         files = len(builder.files) + 2
         await self._store.write(lambda c: _record(c, record, files))
+        if self._counters is not None:
+            self._counters.evidence_bundles.labels(phase).inc()
+            for source in written.failed_sources:
+                # Per query name at most: the label set stays bounded by the configuration.
+                self._counters.evidence_source_failures.labels(source).inc()
         log.info(
             "evidence bundle written",
             path=str(written.path),

@@ -149,7 +149,6 @@ async def test_events_of_the_deployment_and_its_pods_only(
 ) -> None:
     """Events about the deployment, its ReplicaSets and pods are kept, oldest first; others not."""
     add_pod(kmock, NS, "posthog-integration-7d9-a", labels=APP)
-    serve_logs(kmock, {("posthog-integration-7d9-a", "app"): "x\n"})
     add_event(
         kmock,
         NS,
@@ -202,6 +201,29 @@ async def test_events_of_the_deployment_and_its_pods_only(
         message="not ours either",
         at="2026-01-01T10:03:00Z",
     )
+    add_pod(kmock, NS, "hand-made-pod", labels=APP)
+    serve_logs(
+        kmock, {("posthog-integration-7d9-a", "app"): "x\n", ("hand-made-pod", "app"): "y\n"}
+    )
+    add_event(
+        kmock,
+        NS,
+        "e6",
+        kind="Pod",
+        object_name="hand-made-pod",
+        reason="Started",
+        message="selected by label, so ours",
+        at="2026-01-01T10:06:00Z",
+    )
+    for n, (kind, name) in enumerate(
+        [
+            ("ReplicaSet", "posthog-integration-canary-5f7c9d"),
+            ("Pod", "posthog-integration-canary-5f7c9d-abcde"),
+        ]
+    ):
+        add_event(
+            kmock, NS, f"n{n}", kind=kind, object_name=name, reason="Other", message="not ours"
+        )
     reader = _reader(kubeconfig)
     try:
         await reader.pod_logs(since_seconds=60, limit_bytes=1024, tail_lines=1)
@@ -212,11 +234,12 @@ async def test_events_of_the_deployment_and_its_pods_only(
         ("Deployment/posthog-integration", "ScalingReplicaSet"),
         ("ReplicaSet/posthog-integration-7d9", "SuccessfulCreate"),
         ("Pod/posthog-integration-7d9-a", "BackOff"),
+        ("Pod/hand-made-pod", "Started"),
     ]
-    assert events[-1].type == "Warning"
-    assert events[-1].count == 4
-    assert events[-1].at is not None
-    assert events[-1].at.utcoffset() is not None
+    assert events[2].type == "Warning"
+    assert events[2].count == 4
+    assert events[2].at is not None
+    assert events[2].at.utcoffset() is not None
     assert any(r.resource == EVENTS for r in kmock)
 
 

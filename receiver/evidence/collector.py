@@ -326,10 +326,8 @@ class EvidenceCollector:
             builder.add_json("upstream-status.json", upstream, source="upstream_status")
             builder.report("upstream_status", "collected")
 
-        summary, (pod_logs, tails), events = await asyncio.gather(
-            self._metrics(builder, window),
-            self._pod_logs(builder),
-            self._events(builder),
+        summary, ((pod_logs, tails), events) = await asyncio.gather(
+            self._metrics(builder, window), self._cluster(builder)
         )
         builder.add_json(SUMMARY, summary, source="prometheus")
         if events is not None:
@@ -435,6 +433,13 @@ class EvidenceCollector:
             summary[key] = sum(values) if values else None
             builder.report(f"prometheus:{key}", "collected", f"{len(samples)} samples")
         return summary
+
+    async def _cluster(
+        self, builder: BundleBuilder
+    ) -> tuple[tuple[list[PodLogs], list[PodLogs]], list[ClusterEvent] | None]:
+        # Logs first: the events kept are those of the pods the logs were read from.
+        logs = await self._pod_logs(builder)
+        return logs, await self._events(builder)
 
     async def _pod_logs(self, builder: BundleBuilder) -> tuple[list[PodLogs], list[PodLogs]]:
         logs = self._settings.logs

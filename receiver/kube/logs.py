@@ -14,6 +14,7 @@ request, and the same answer from a real API server and from a test emulator.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -116,15 +117,23 @@ async def _read_one(
 
 
 def _about_integration(obj: Any, *, deployment: str, pods: set[str]) -> bool:
+    """Whether an event's object is the deployment, one of its ReplicaSets
+    (``<deployment>-<pod-template-hash>``) or one of its pods (seen, or named
+    ``<deployment>-<hash>-<suffix>``); a longer-named neighbour such as
+    ``<deployment>-canary`` is not."""
     if obj is None:
         return False
     kind, name = obj.kind or "", obj.name or ""
+    prefix = re.escape(deployment)
     if kind == "Deployment":
         return bool(name == deployment)
     if kind == "ReplicaSet":
-        return name.startswith(f"{deployment}-")
+        return re.fullmatch(rf"{prefix}-[a-z0-9]{{1,10}}", name) is not None
     if kind == "Pod":
-        return name in pods or name.startswith(f"{deployment}-")
+        return (
+            name in pods
+            or re.fullmatch(rf"{prefix}-[a-z0-9]{{1,10}}-[a-z0-9]{{5}}", name) is not None
+        )
     return False
 
 

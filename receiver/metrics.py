@@ -70,3 +70,10 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.remediation_actions = Counter(
+            "posthog_receiver_remediation_actions_total",
+            "Remediation decisions by action and status (applied, dry_run, skipped, failed,"
+            " escalated, reverted).",
+            ["action", "status"],
+            registry=r,
+        )

@@ -106,6 +106,40 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX incident_events_pending ON incident_events (state, id);
     """,
+    # 2: the remediation journal (intent before applying, outcome after), cooldowns, and
+    # reverts scheduled after resolve.
+    """
+    CREATE TABLE remediation_actions (
+        id INTEGER PRIMARY KEY,
+        incident_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN (
+            'intent', 'done', 'held', 'failed', 'dry_run',
+            'reverting', 'reverted', 'revert_skipped', 'handed_over'
+        )),
+        before TEXT,
+        after TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        UNIQUE (incident_id, action)
+    );
+    CREATE INDEX remediation_actions_target ON remediation_actions (target, state);
+    CREATE TABLE remediation_cooldowns (
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        applied_at REAL NOT NULL,
+        PRIMARY KEY (action, target)
+    );
+    CREATE TABLE remediation_reverts (
+        incident_id TEXT PRIMARY KEY,
+        due_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done'))
+    );
+    CREATE INDEX remediation_reverts_due ON remediation_reverts (state, due_at);
+    """,
 ]
 
 

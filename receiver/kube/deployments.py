@@ -193,9 +193,7 @@ async def _dry_run_then_apply(
     policy: RetryPolicy,
 ) -> Any:
     """Server-side dry run first; the real patch only if that passed and we are not dry."""
-    await _patch(
-        api, namespace=namespace, name=name, body=body, dry_run=True, policy=policy
-    )
+    await _patch(api, namespace=namespace, name=name, body=body, dry_run=True, policy=policy)
     if dry_run:
         return None
     return await _patch(

@@ -452,22 +452,18 @@ class Remediator:
         )
         if failed is not None:
             return failed
-        if not change.changed:
-            await self._finish(entry_id, "held", reason="already set by someone else")
-            return self._outcome(
-                action.name,
-                target,
-                "skipped",
-                f"{action.env} was set to {wanted.describe()} by someone else meanwhile",
-            )
+        # Not changed on the final write: the value was already in place when re-read after a
+        # conflict or a timed-out attempt, most likely because that attempt of ours went
+        # through. Journal it as ours (with the value we first read), so resolve reverts it.
+        original = change.before if change.changed else before
         await self._finish(
-            entry_id, "done", before=_env_json(change.before), cooldown=(action.name, target)
+            entry_id, "done", before=_env_json(original), cooldown=(action.name, target)
         )
         return await self._verified(
             action.name,
             target,
             f"set {action.env}={action.value}",
-            before=change.before.describe(),
+            before=original.describe(),
             after=wanted.describe(),
         )
 
@@ -637,14 +633,15 @@ class Remediator:
         *,
         before: str | None = None,
         after: str | None = None,
+        success: Status = "applied",
     ) -> ActionOutcome:
-        """``applied``, or ``escalated`` if the rollout or the error rate says it did not help."""
+        """``success``, or ``escalated`` if the rollout or the error rate says it did not help."""
         problem = await self._verify()
         if problem is not None:
             return self._outcome(
                 action, target, "escalated", f"{done}, but {problem}", before=before, after=after
             )
-        return self._outcome(action, target, "applied", done, before=before, after=after)
+        return self._outcome(action, target, success, done, before=before, after=after)
 
     async def _verify(self) -> str | None:
         assert self._workload is not None
@@ -780,7 +777,12 @@ class Remediator:
         await self._store.write(lambda c: journal.set_state(c, entry.id, "reverted", at=done_at))
         what = f"set {env} back to {before.describe()}" if before.present else f"removed {env}"
         return await self._verified(
-            entry.action, entry.target, what, before=after.describe(), after=before.describe()
+            entry.action,
+            entry.target,
+            what,
+            before=after.describe(),
+            after=before.describe(),
+            success="reverted",
         )
 
     # -- recording --------------------------------------------------------------------------

@@ -8,13 +8,15 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from receiver.config import KubernetesSettings
+from receiver.config import KubernetesSettings, load_settings
 from receiver.incidents import get_incident
 from receiver.kube.workload import IntegrationWorkload
 from receiver.prometheus import PrometheusClient
-from receiver.remediation import ActionOutcome, Remediator
+from receiver.remediation import ActionOutcome, Remediator, open_remediator
 from receiver.remediation.journal import get_entry, write_intent
 from receiver.runbook import ErrorClass, Verdict
 from receiver.store import Store
@@ -717,3 +719,125 @@ async def test_rollout_not_finishing_escalates(
         "set RATE_LIMIT_MODE=queue, but the rollout did not finish within 0.3s "
         "(generation 2 not yet observed (observed 1))"
     )
+
+
+class FakePrometheus:
+    """Prometheus's instant-query API answering a scripted series of error rates."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = values
+        self.queries: list[str] = []
+
+    async def query(self, request: web.Request) -> web.Response:
+        promql = request.query.get("query")
+        if not promql:
+            return web.json_response(
+                {"status": "error", "errorType": "bad_data", "error": "no query"}, status=400
+            )
+        self.queries.append(promql)
+        value = self.values[min(len(self.queries) - 1, len(self.values) - 1)]
+        return web.json_response(
+            {
+                "status": "success",
+                "data": {
+                    "resultType": "vector",
+                    "result": [{"metric": {}, "value": [1_800_000_000, str(value)]}],
+                },
+            }
+        )
+
+
+@pytest_asyncio.fixture()
+async def prometheus_with() -> AsyncIterator[
+    Callable[[list[float]], Awaitable[tuple[FakePrometheus, PrometheusClient]]]
+]:
+    servers: list[TestServer] = []
+    clients: list[PrometheusClient] = []
+
+    async def start(values: list[float]) -> tuple[FakePrometheus, PrometheusClient]:
+        fake = FakePrometheus(values)
+        app = web.Application()
+        app.router.add_get("/api/v1/query", fake.query)
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server()
+        servers.append(server)
+        client = PrometheusClient(str(server.make_url("/")))
+        clients.append(client)
+        return fake, client
+
+    yield start
+    for client in clients:
+        await client.close()
+    for server in servers:
+        await server.close()
+
+
+VERIFY = {
+    "promql": "sum(rate(posthog_errors_total[5m]))",
+    "window_seconds": 0.5,
+    "poll_seconds": 0.05,
+}
+
+
+@pytest.mark.asyncio
+async def test_error_rate_falling_confirms_the_action(
+    cluster: ClusterEmulator, store: Store, make: Make, prometheus_with: Any
+) -> None:
+    """When the configured query shows the error rate falling, the action stands as applied."""
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
+    fake, client = await prometheus_with([4.0, 4.0, 1.5])
+    remediator = await make(prometheus=client, verify=VERIFY)
+    outcomes = await rate_limited(remediator, await open_incident(store))
+    assert statuses(outcomes) == [("enable_request_queuing", "applied")]
+    assert fake.queries[:3] == [VERIFY["promql"]] * 3
+
+
+@pytest.mark.asyncio
+async def test_error_rate_not_falling_escalates(
+    cluster: ClusterEmulator, store: Store, make: Make, prometheus_with: Any
+) -> None:
+    """When the error rate does not fall within the window, the action is escalated."""
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
+    _, client = await prometheus_with([4.0, 4.0, 5.0])
+    remediator = await make(prometheus=client, verify=VERIFY)
+    outcomes = await rate_limited(remediator, await open_incident(store))
+    assert [o.status for o in outcomes] == ["escalated"]
+    assert outcomes[0].reason == (
+        "set RATE_LIMIT_MODE=queue, but the error rate did not fall within 0.5s (4 -> 5)"
+    )
+
+
+@pytest.mark.asyncio
+async def test_unloadable_cluster_config_degrades_to_reports(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kubeconfig that cannot be loaded does not crash the service: outcomes say why."""
+    monkeypatch.setenv("POSTHOG_RECEIVER_WEBHOOK_TOKEN", "t0ken-for-tests")
+    settings = load_settings(None).model_copy(
+        update={
+            "kubernetes": KubernetesSettings(mode="kubeconfig", kubeconfig=tmp_path / "missing"),
+            "remediation": remediation_settings(dry_run=False),
+        }
+    )
+    incident = await open_incident(store)
+    async with open_remediator(settings, store=store) as remediator:
+        outcomes = await rate_limited(remediator, incident)
+    assert [o.status for o in outcomes] == ["skipped"]
+    assert outcomes[0].reason.startswith("cluster not reachable (connect: cannot load the cluster")
+
+
+@pytest.mark.asyncio
+async def test_embedded_default_reports_dry_run_without_a_cluster(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the embedded default, remediation answers with dry-run outcomes and no cluster."""
+    monkeypatch.setenv("POSTHOG_RECEIVER_WEBHOOK_TOKEN", "t0ken-for-tests")
+    incident = await open_incident(store)
+    async with open_remediator(load_settings(None), store=store) as remediator:
+        outcomes = await remediator.remediate(
+            incident_id=incident,
+            error_class=ErrorClass.UPSTREAM_ERROR,
+            verdict=Verdict.VENDOR_INCIDENT,
+            labels={},
+        )
+    assert [(o.action, o.status) for o in outcomes] == [("enable_fallback", "dry_run")]

@@ -9,15 +9,18 @@ operations remediation needs.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from kubernetes_asyncio import client
+from kubernetes_asyncio.config import ConfigException
 
-from receiver.cluster import ApiKeyReport, PodsReport
+from receiver.cluster import ApiKeyReport, ClusterView, PodsReport
 from receiver.config import KubernetesSettings, RemediationTarget
 from receiver.kube import deployments, events, pods, secrets
 from receiver.kube.calls import RetryPolicy
 from receiver.kube.client import connect
 from receiver.kube.deployments import DeploymentState, EnvChange, EnvValue
+from receiver.kube.errors import KubeInvalid
 from receiver.kube.secrets import CopyResult
 
 __all__ = ["IntegrationWorkload"]
@@ -40,10 +43,15 @@ class IntegrationWorkload:
         """Connect as configured; ``None`` when no cluster is configured (mode ``none``)."""
         if settings.mode == "none":
             return None
-        api = await connect(
-            kubeconfig=settings.kubeconfig if settings.mode == "kubeconfig" else None,
-            context=settings.context,
-        )
+        try:
+            api = await connect(
+                kubeconfig=settings.kubeconfig if settings.mode == "kubeconfig" else None,
+                context=settings.context,
+            )
+        except (ConfigException, OSError, ValueError) as e:
+            raise KubeInvalid(
+                f"cannot load the cluster configuration: {str(e)[:200]}", operation="connect"
+            ) from e
         policy = RetryPolicy(
             attempts=settings.retry_attempts,
             backoff_seconds=settings.retry_backoff_seconds,
@@ -191,3 +199,9 @@ class IntegrationWorkload:
             now=now,
             policy=self._policy,
         )
+
+
+if TYPE_CHECKING:  # the workload answers triage's questions about the cluster
+
+    def _is_a_cluster_view(workload: IntegrationWorkload) -> ClusterView:
+        return workload

@@ -5,5 +5,6 @@ Talks to the cluster only through :mod:`receiver.kube`; never imports the Kubern
 
 from receiver.remediation.outcome import ActionOutcome
 from receiver.remediation.remediator import Remediator
+from receiver.remediation.setup import open_remediator
 
-__all__ = ["ActionOutcome", "Remediator"]
+__all__ = ["ActionOutcome", "Remediator", "open_remediator"]

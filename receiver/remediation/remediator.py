@@ -81,8 +81,10 @@ class Remediator:
         prometheus: PrometheusClient | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = now,
+        no_cluster_reason: str = "no cluster configured",
     ) -> None:
         self._settings = settings
+        self._no_cluster = no_cluster_reason
         self._store = store
         self._workload = workload
         self._prometheus = prometheus
@@ -269,10 +271,10 @@ class Remediator:
                     action.name,
                     target,
                     "dry_run",
-                    "dry run: would apply; no cluster configured, so nothing was checked",
+                    f"dry run: would apply; {self._no_cluster}, so nothing was checked",
                     after=action.value,
                 )
-            return self._outcome(action.name, target, "skipped", "no cluster configured")
+            return self._outcome(action.name, target, "skipped", self._no_cluster)
 
         dep = await self._workload.deployment()
         refusal = guards.deployment_unsettled(
@@ -601,7 +603,7 @@ class Remediator:
                 action.name,
                 target,
                 "escalated",
-                "our infrastructure looks unhealthy; no cluster configured to look closer: "
+                f"our infrastructure looks unhealthy ({self._no_cluster}, cannot look closer): "
                 "check pods, memory and network",
             )
         problems: list[str] = []
@@ -710,7 +712,7 @@ class Remediator:
                 "when it resolves",
             )
         if self._workload is None:
-            return self._outcome(entry.action, entry.target, "skipped", "no cluster configured")
+            return self._outcome(entry.action, entry.target, "skipped", self._no_cluster)
         workload = self._workload
         dep = await workload.deployment()
         live = dep.env_value(self._settings.target.container, env)

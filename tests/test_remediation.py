@@ -841,3 +841,89 @@ async def test_embedded_default_reports_dry_run_without_a_cluster(
             labels={},
         )
     assert [(o.action, o.status) for o in outcomes] == [("enable_fallback", "dry_run")]
+
+
+@pytest.mark.asyncio
+async def test_endless_conflicts_fail_without_a_change(
+    cluster: ClusterEmulator, store: Store, make: Make
+) -> None:
+    """When every write conflicts, the action fails after the configured re-reads."""
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
+    cluster.fail("patch", "deployments", 409, times=100)
+    remediator = await make(conflict_attempts=3)
+    outcomes = await rate_limited(remediator, await open_incident(store))
+    assert [o.status for o in outcomes] == ["failed"]
+    assert "changed under us 3 times in a row" in outcomes[0].reason
+    assert "RATE_LIMIT_MODE" not in env_of(cluster)
+
+
+@pytest.mark.asyncio
+async def test_restart_interrupted_after_the_patch_is_not_repeated(
+    cluster: ClusterEmulator, store: Store, make: Make
+) -> None:
+    """A restart whose stamp is on the live template is confirmed, not restarted again."""
+    stamped = deployment()
+    marker = "2026-01-01T12:30:00Z"
+    stamped["spec"]["template"]["metadata"]["annotations"] = {
+        "kubectl.kubernetes.io/restartedAt": marker
+    }
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, stamped)
+    incident = await open_incident(store)
+    await store.write(
+        lambda c: write_intent(
+            c,
+            incident_id=incident,
+            action="restart_for_rotated_key",
+            kind="restart_if_key_rotated",
+            target=f"prod/{NAME}",
+            before=None,
+            after={"restartedAt": marker},
+            at=0.0,
+        )
+    )
+    remediator = await make()
+    outcomes = await remediator.remediate(
+        incident_id=incident,
+        error_class=ErrorClass.AUTH,
+        verdict=Verdict.OUR_INTEGRATION,
+        labels={},
+    )
+    assert statuses(outcomes) == [("restart_for_rotated_key", "applied")]
+    assert cluster.writes("deployments") == []
+
+
+@pytest.mark.asyncio
+async def test_unanswered_patch_is_reconciled_on_the_next_event(
+    cluster: ClusterEmulator, store: Store, make: Make
+) -> None:
+    """A patch that kept failing with 5xx leaves its intent; the next event settles it once."""
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
+    cluster.fail("patch", "deployments", 503, times=3, dry_run=False)
+    remediator = await make()
+    incident = await open_incident(store)
+    first = await rate_limited(remediator, incident)
+    assert [o.status for o in first] == ["escalated"]
+    entry = await store.read(lambda c: get_entry(c, incident, "enable_request_queuing"))
+    assert entry is not None
+    assert entry.state == "intent"
+
+    second = await rate_limited(remediator, incident)
+    assert statuses(second) == [("enable_request_queuing", "applied")]
+    assert len(cluster.writes("deployments")) == 4  # three refused, one stored
+    assert env_of(cluster)["RATE_LIMIT_MODE"] == "queue"
+
+
+@pytest.mark.asyncio
+async def test_ignored_label_selection_is_recorded(
+    cluster: ClusterEmulator, store: Store, make: Make
+) -> None:
+    """A label naming an action that is not configured is noted on the timeline, not acted on."""
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
+    remediator = await make()
+    incident = await open_incident(store)
+    outcomes = await rate_limited(remediator, incident, runbook_action="scale_to_zero")
+    assert outcomes == []
+    assert [e["message"] for e in await timeline(store, incident)] == [
+        "ignored: label runbook_action='scale_to_zero' names no applicable configured action"
+    ]
+    assert cluster.writes("deployments") == []

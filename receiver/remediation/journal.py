@@ -136,13 +136,14 @@ def set_state(
     )
 
 
-def actions_used(conn: sqlite3.Connection, incident_id: str) -> int:
-    """Changes made (or possibly made) for an incident: what the budget counts."""
+def actions_used(conn: sqlite3.Connection, incident_id: str, *, other_than: str) -> int:
+    """Changes made (or possibly made) for an incident by actions other than ``other_than``
+    (whose own unfinished attempt must not use up its budget): what the budget counts."""
     row = conn.execute(
-        "SELECT count(*) FROM remediation_actions WHERE incident_id = ?"
+        "SELECT count(*) FROM remediation_actions WHERE incident_id = ? AND action != ?"
         " AND kind != 'escalate_infrastructure'"
         " AND state IN ('intent', 'done', 'reverting', 'reverted', 'revert_skipped')",
-        (incident_id,),
+        (incident_id, other_than),
     ).fetchone()
     return int(row[0])
 

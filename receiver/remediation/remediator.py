@@ -125,6 +125,11 @@ class Remediator:
         )
         for note in chosen.notes:
             logger.warning("remediation label ignored", incident_id=incident_id, note=note)
+            await self._store.write(
+                lambda c, note=note: add_timeline(  # type: ignore[misc]
+                    c, incident_id, "remediation", f"ignored: {note}", {"status": "ignored"}
+                )
+            )
         outcomes: list[ActionOutcome] = []
         for action in chosen.actions:
             try:
@@ -245,7 +250,7 @@ class Remediator:
         current = self._clock()
         used, last = await self._store.read(
             lambda c: (
-                journal.actions_used(c, incident_id),
+                journal.actions_used(c, incident_id, other_than=action.name),
                 journal.last_applied(c, action.name, target),
             )
         )

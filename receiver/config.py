@@ -13,6 +13,7 @@ Environment overrides use the prefix ``POSTHOG_RECEIVER__`` and ``__`` between l
 from __future__ import annotations
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -25,24 +26,35 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from receiver.runbook import ErrorClass, Verdict
+from receiver.runbook import ErrorClass, Severity, Verdict
 
 __all__ = [
     "ActionKind",
+    "ClassRule",
     "ConfigError",
+    "HealthCheckSettings",
     "KubernetesSettings",
     "LoggingSettings",
+    "NotifySettings",
+    "OutboxSettings",
+    "PagerDutySettings",
     "RemediationSettings",
     "RemediationTarget",
     "RunbookActionSettings",
     "SecretSource",
     "ServerSettings",
     "Settings",
+    "SlackSettings",
+    "StatuspageSettings",
+    "StatuspageTemplates",
     "StoreSettings",
+    "TriageSettings",
+    "UpstreamStatusSettings",
     "VerifySettings",
     "WebhookSettings",
     "example_config_path",
@@ -373,6 +385,432 @@ class RemediationSettings(_Group):
         return self
 
 
+def _http_url(value: str) -> str:
+    if not re.match(r"https?://[^/\s]+", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+class ClassRule(_Group):
+    """One error-class rule: if any of ``labels`` fully matches ``pattern``, the class is set.
+
+    Rules are tried in order and the first match wins. Patterns are Python regular
+    expressions, matched against the whole label value, ignoring case and surrounding spaces.
+    """
+
+    labels: list[str] = Field(min_length=1, description="Alert labels to look at.")
+    pattern: str = Field(min_length=1, description="Regex matched against each label value.")
+    error_class: ErrorClass = Field(description="The class when the pattern matches.")
+    _regex: re.Pattern[str] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _compile(self) -> ClassRule:
+        try:
+            self._regex = re.compile(self.pattern, re.IGNORECASE)
+        except re.error as e:
+            raise ValueError(f"pattern {self.pattern!r} is not a valid regex: {e}") from None
+        return self
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        assert self._regex is not None
+        return self._regex
+
+
+# What a posthog_errors_total alert carries: an HTTP status in ``status_code`` (or ``code``),
+# and for failures without one an error name in ``error_type``/``reason``/``code``. Status codes
+# come first: they are exact. Words for 5xx come before the network rule, so that
+# "gateway_timeout" (504, PostHog's side) is not taken for a network timeout (our side).
+_NETWORK_WORDS = (
+    r".*(time[ _-]?out|timed[ _-]?out|etimedout|dns|nxdomain|name[ _-]?resolution|getaddrinfo"
+    r"|enotfound|eai_again|no[ _-]?such[ _-]?host|connection[ _-]?(refused|reset|error|aborted"
+    r"|closed)|conn[ _-]?(refused|reset)|econnrefused|econnreset|econnaborted|ehostunreach"
+    r"|enetunreach|host[ _-]?unreachable|network[ _-]?unreachable|broken[ _-]?pipe|epipe|tls"
+    r"|ssl|certificate|x509|handshake|socket|network).*"
+)
+DEFAULT_CLASS_RULES: tuple[ClassRule, ...] = (
+    ClassRule(labels=["status_code", "code"], pattern=r"40[13]", error_class=ErrorClass.AUTH),
+    ClassRule(labels=["status_code", "code"], pattern=r"429", error_class=ErrorClass.RATE_LIMITED),
+    ClassRule(
+        labels=["status_code", "code"], pattern=r"50[0234]", error_class=ErrorClass.UPSTREAM_ERROR
+    ),
+    ClassRule(
+        labels=["error_type", "reason", "code"],
+        pattern=r".*(unauthori[sz]ed|forbidden|invalid[ _-]?(api[ _-]?)?(key|token)"
+        r"|auth(entication|orization)?[ _-]?(error|failed|failure)).*",
+        error_class=ErrorClass.AUTH,
+    ),
+    ClassRule(
+        labels=["error_type", "reason", "code"],
+        pattern=r".*(rate[ _-]?limit(ed)?|too[ _-]?many[ _-]?requests|throttl(ed|ing)).*",
+        error_class=ErrorClass.RATE_LIMITED,
+    ),
+    ClassRule(
+        labels=["error_type", "reason", "code"],
+        pattern=r".*(internal[ _-]?server[ _-]?error|server[ _-]?error|bad[ _-]?gateway"
+        r"|service[ _-]?unavailable|gateway[ _-]?time[ _-]?out|5xx|upstream[ _-]?error).*",
+        error_class=ErrorClass.UPSTREAM_ERROR,
+    ),
+    ClassRule(
+        labels=["error_type", "reason", "code"],
+        pattern=_NETWORK_WORDS,
+        error_class=ErrorClass.NETWORK,
+    ),
+    ClassRule(
+        labels=["alertname"],
+        pattern=r".*(auth|unauthori[sz]ed|forbidden|credential).*",
+        error_class=ErrorClass.AUTH,
+    ),
+    ClassRule(
+        labels=["alertname"],
+        pattern=r".*(rate[ _-]?limit|throttl|429).*",
+        error_class=ErrorClass.RATE_LIMITED,
+    ),
+    ClassRule(
+        labels=["alertname"],
+        pattern=r".*(5xx|server[ _-]?error|unavailable|upstream).*",
+        error_class=ErrorClass.UPSTREAM_ERROR,
+    ),
+    ClassRule(
+        labels=["alertname"],
+        pattern=r".*(network|timeout|unreachable|dns|connection).*",
+        error_class=ErrorClass.NETWORK,
+    ),
+)
+
+DEFAULT_SEVERITY_LABELS: dict[str, Severity] = {
+    "critical": Severity.P1,
+    "error": Severity.P2,
+    "warning": Severity.P3,
+    "info": Severity.P4,
+}
+
+# Without a priority or severity label: auth fails every call (a complete outage of the
+# integration); 429 and 5xx fail some calls (degraded); network errors degrade too; an
+# unrecognised error is a minor impact until someone looks.
+DEFAULT_CLASS_SEVERITY: dict[ErrorClass, Severity] = {
+    ErrorClass.AUTH: Severity.P1,
+    ErrorClass.RATE_LIMITED: Severity.P2,
+    ErrorClass.UPSTREAM_ERROR: Severity.P2,
+    ErrorClass.NETWORK: Severity.P2,
+    ErrorClass.UNKNOWN: Severity.P3,
+}
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DEFAULT_BUSINESS_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
+
+
+class UpstreamStatusSettings(_Group):
+    """PostHog's own status page, read in the Statuspage format (step 1 of the decision tree)."""
+
+    url: str = Field(
+        default="https://status.posthog.com/api/v2/status.json",
+        description="Statuspage-format status.json or summary.json (summary lists incidents).",
+    )
+    timeout_seconds: float = Field(
+        default=3.0, gt=0, le=60, description="Whole-request timeout; beyond it: 'unknown'."
+    )
+    cache_ttl_seconds: float = Field(
+        default=30.0, ge=0, le=3600, description="How long an answer (or failure) is reused."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Larger answers are treated as malformed."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class HealthCheckSettings(_Group):
+    """Our integration's own health endpoint (the runbook's ``curl .../health | jq ...``)."""
+
+    url: str | None = Field(
+        default=None, description="Health URL answering JSON; unset: the step is skipped."
+    )
+    path: str = Field(
+        default="services.posthog.status",
+        pattern=r"^[^.\s]+(\.[^.\s]+)*$",
+        description="Dotted path to the status value inside the JSON (list indexes allowed).",
+    )
+    healthy_values: list[str] = Field(
+        default_factory=lambda: ["ok", "healthy", "up"],
+        min_length=1,
+        description="Values that mean healthy (compared ignoring case).",
+    )
+    timeout_seconds: float = Field(
+        default=3.0, gt=0, le=60, description="Whole-request timeout; beyond it: unhealthy."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+
+class TriageSettings(_Group):
+    """How alerts are classified, how severe they are, and where the decision tree looks."""
+
+    rules: list[ClassRule] = Field(
+        default_factory=lambda: list(DEFAULT_CLASS_RULES),
+        description="Error-class rules, first match wins; no match: 'unknown'.",
+    )
+    priority_label: str = Field(
+        default="priority", description="Label holding an explicit P1..P4; it wins over all."
+    )
+    severity_label: str = Field(
+        default="severity", description="Label holding Alertmanager's usual severity word."
+    )
+    severity_labels: dict[str, Severity] = Field(
+        default_factory=lambda: dict(DEFAULT_SEVERITY_LABELS),
+        description="Severity word (any case) to P1..P4.",
+    )
+    class_severity: dict[ErrorClass, Severity] = Field(
+        default_factory=lambda: dict(DEFAULT_CLASS_SEVERITY),
+        description="Severity when the alert has neither priority nor a known severity word.",
+    )
+    class_severity_overrides: dict[ErrorClass, Severity] = Field(
+        default_factory=dict,
+        description="Severity forced for a class, over the severity label (not over priority).",
+    )
+    business_day_start_hour: int = Field(
+        default=9, ge=0, le=23, description="P4 is due at this hour (UTC) of the next business day."
+    )
+    business_days: list[Weekday] = Field(
+        default_factory=lambda: list(DEFAULT_BUSINESS_DAYS),
+        min_length=1,
+        description="Days counted as business days for P4.",
+    )
+    cluster_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="Timeout for each question asked of the cluster."
+    )
+    upstream: UpstreamStatusSettings = UpstreamStatusSettings()
+    health: HealthCheckSettings = HealthCheckSettings()
+
+    @field_validator("severity_labels")
+    @classmethod
+    def _lower_words(cls, value: dict[str, Severity]) -> dict[str, Severity]:
+        return {word.strip().lower(): sev for word, sev in value.items()}
+
+    @field_validator("class_severity")
+    @classmethod
+    def _every_class(cls, value: dict[ErrorClass, Severity]) -> dict[ErrorClass, Severity]:
+        # Setting one class in YAML must not leave the others without a severity.
+        return {**DEFAULT_CLASS_SEVERITY, **value}
+
+
+def _base_url(value: str, field: str) -> str:
+    if not re.match(r"https?://[^/\s]+", value):
+        raise ValueError(f"{field} must be an http(s) URL")
+    return value.rstrip("/")
+
+
+class PagerDutySettings(_Group):
+    """PagerDuty Events API v2: alerts (trigger, acknowledge, resolve) and change events."""
+
+    routing_key: SecretSource = Field(
+        description="The 32-character integration key of an Events API v2 integration."
+    )
+    events_url: str = Field(
+        default="https://events.pagerduty.com",
+        description=(
+            "Events API base URL, without /v2: https://events.pagerduty.com (US) or "
+            "https://events.eu.pagerduty.com (EU)."
+        ),
+    )
+    acknowledge_on_action: bool = Field(
+        default=False,
+        description="Send 'acknowledge' once a remediation has been applied to the incident.",
+    )
+    source: str = Field(
+        default="posthog-integration",
+        min_length=1,
+        description="payload.source: the affected system, as responders know it.",
+    )
+    component: str = Field(default="posthog", description="payload.component.")
+    group: str = Field(default="posthog-integration", description="payload.group.")
+    dashboard_url: str | None = Field(
+        default=None, description="A dashboard linked from every alert (e.g. Grafana)."
+    )
+    runbook_url: str | None = Field(
+        default=None, description="The runbook linked from every alert."
+    )
+    rate_limit_per_minute: int = Field(
+        default=120,
+        ge=1,
+        description="Events sent per minute per routing key at most (PagerDuty allows ~120).",
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
+
+    @model_validator(mode="after")
+    def _urls(self) -> PagerDutySettings:
+        object.__setattr__(self, "events_url", _base_url(self.events_url, "events_url"))
+        if len(self.routing_key.secret.get_secret_value()) != 32:
+            raise ValueError("routing_key must be the 32-character integration key")
+        return self
+
+
+class StatuspageTemplates(_Group):
+    """Customer-facing text, from the runbook's external (status page) template.
+
+    ``{impact}`` is replaced by the impact text for the incident's severity and
+    ``{timestamp}`` by the time of the update (UTC).
+    """
+
+    name: str = Field(
+        default="PostHog Integration Issue", max_length=255, description="Incident name."
+    )
+    investigating: str = Field(
+        default=(
+            "We're experiencing issues with our PostHog integration.\n"
+            "Some users may experience {impact}.\n"
+            "We're actively investigating and will provide updates.\n"
+            "Last updated: {timestamp}"
+        ),
+        description="Body while the cause is being investigated.",
+    )
+    identified: str = Field(
+        default=(
+            "We have identified the cause of the issues with our PostHog integration.\n"
+            "Some users may experience {impact}.\n"
+            "We're working on a fix and will provide updates.\n"
+            "Last updated: {timestamp}"
+        ),
+        description="Body once the cause is known.",
+    )
+    monitoring: str = Field(
+        default=(
+            "A fix for the issues with our PostHog integration has been applied.\n"
+            "We're monitoring the results.\n"
+            "Last updated: {timestamp}"
+        ),
+        description="Body once a remediation has been applied.",
+    )
+    resolved: str = Field(
+        default=(
+            "The issues with our PostHog integration have been resolved.\nLast updated: {timestamp}"
+        ),
+        description="Body when the incident is resolved.",
+    )
+    impact: dict[Severity, str] = Field(
+        default={
+            Severity.P1: "analytics features being unavailable",
+            Severity.P2: "delays or errors in analytics features",
+            Severity.P3: "delays in analytics data",
+            Severity.P4: "no noticeable impact",
+        },
+        description="The '[specific impact]' of the template, per severity.",
+    )
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> StatuspageTemplates:
+        for field in ("investigating", "identified", "monitoring", "resolved"):
+            text: str = getattr(self, field)
+            try:
+                text.format(impact="", timestamp="")
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(
+                    f"{field}: only {{impact}} and {{timestamp}} may be used ({e!r})"
+                ) from None
+        return self
+
+
+class StatuspageSettings(_Group):
+    """Atlassian Statuspage (manage API v1): customer-facing incidents and component status."""
+
+    api_base: str = Field(
+        default="https://api.statuspage.io/v1", description="Manage API base URL."
+    )
+    page_id: str = Field(min_length=1, description="The page's id.")
+    component_id: str = Field(
+        min_length=1, description="The component that stands for the PostHog integration."
+    )
+    api_key: SecretSource = Field(description="API key, sent as 'Authorization: OAuth <key>'.")
+    severities: tuple[Severity, ...] = Field(
+        default=(Severity.P1, Severity.P2),
+        description="Severities that reach the status page; others stay internal.",
+    )
+    hold_off_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "How long an incident must last before customers see it: one resolved sooner "
+            "(a flapping alert) never reaches the status page."
+        ),
+    )
+    deliver_notifications: bool = Field(
+        default=True, description="Let Statuspage notify the page's subscribers."
+    )
+    templates: StatuspageTemplates = StatuspageTemplates()
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
+
+    @model_validator(mode="after")
+    def _urls(self) -> StatuspageSettings:
+        object.__setattr__(self, "api_base", _base_url(self.api_base, "api_base"))
+        return self
+
+
+class SlackSettings(_Group):
+    """Slack incoming webhook: the runbook's internal incident message."""
+
+    webhook_url: SecretSource = Field(
+        description="The incoming webhook URL (it is the credential: keep it secret)."
+    )
+    incident_commander: str = Field(
+        default="on-call", min_length=1, description="Named as 'Incident commander: @<name>'."
+    )
+    next_update_minutes: int = Field(
+        default=30, ge=1, description="'Next update' is this many minutes after each message."
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
+
+    @model_validator(mode="after")
+    def _url(self) -> SlackSettings:
+        if not self.webhook_url.secret.get_secret_value().startswith(("https://", "http://")):
+            raise ValueError("webhook_url must hold an http(s) URL")
+        return self
+
+
+class OutboxSettings(_Group):
+    """Delivery of stored notifications: polling, retries and back-off."""
+
+    poll_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often waiting notifications are looked at."
+    )
+    initial_backoff_seconds: float = Field(
+        default=1.0, gt=0, description="First wait after a temporary failure."
+    )
+    max_backoff_seconds: float = Field(
+        default=300.0, gt=0, description="Longest wait between attempts (before jitter)."
+    )
+    jitter_seconds: float = Field(
+        default=1.0, ge=0, description="Random extra wait, up to this much, per attempt."
+    )
+    max_retry_after_seconds: float = Field(
+        default=3600.0, gt=0, description="A destination's Retry-After is honoured up to this."
+    )
+    retention_hours: float = Field(
+        default=720.0,
+        gt=0,
+        description="How long delivered, failed and skipped notifications are kept.",
+    )
+    concurrency: int = Field(
+        default=8,
+        ge=1,
+        description="Deliveries in flight at once (one per incident and destination).",
+    )
+
+
+class NotifySettings(_Group):
+    """Who is told about incidents. A destination left out is written to the log instead."""
+
+    pagerduty: PagerDutySettings | None = None
+    statuspage: StatuspageSettings | None = None
+    slack: SlackSettings | None = None
+    outbox: OutboxSettings = OutboxSettings()
+
+
 class Settings(BaseSettings):
     """Everything the receiver needs to run."""
 
@@ -389,6 +827,8 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     remediation: RemediationSettings = RemediationSettings()
+    notify: NotifySettings = NotifySettings()
+    triage: TriageSettings = TriageSettings()
 
     @classmethod
     def settings_customise_sources(

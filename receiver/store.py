@@ -106,7 +106,38 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX incident_events_pending ON incident_events (state, id);
     """,
-    # 2: the remediation journal (intent before applying, outcome after), cooldowns, and
+    # 2: the notification outbox (PagerDuty, Statuspage, Slack, log) and what each destination
+    # remembers per incident (e.g. the status-page incident id that later updates need).
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        destination TEXT NOT NULL,
+        incident_id TEXT NOT NULL,
+        ordering_key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'sent', 'failed', 'skipped')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_before REAL NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at REAL NOT NULL,
+        sent_at REAL
+    );
+    CREATE INDEX outbox_pending ON outbox (state, ordering_key, id);
+    CREATE INDEX outbox_incident ON outbox (incident_id, id);
+    CREATE TABLE notify_state (
+        destination TEXT NOT NULL,
+        incident_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (destination, incident_id, key)
+    );
+    """,
+    # 3: the remediation journal (intent before applying, outcome after), cooldowns, and
     # reverts scheduled after resolve.
     """
     CREATE TABLE remediation_actions (

@@ -70,7 +70,7 @@ class ClusterEmulator(KubernetesEmulator):
             self._settle_rollout(obj)
         self.objects[res, namespace, name] = obj
 
-    def get(self, res: Any, namespace: str, name: str) -> dict[str, Any]:  # type: ignore[override]
+    def current(self, res: Any, namespace: str, name: str) -> dict[str, Any]:
         return copy.deepcopy(self.objects[res, namespace, name].raw)
 
     def fail(self, method: str, plural: str, status: int | None = 500, **kw: Any) -> Fault:

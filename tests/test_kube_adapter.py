@@ -27,7 +27,7 @@ NAME = "posthog-integration"
 
 
 def containers(cluster: ClusterEmulator, namespace: str = "prod") -> list[dict[str, object]]:
-    spec = cluster.get(DEPLOYMENTS, namespace, NAME)["spec"]["template"]["spec"]
+    spec = cluster.current(DEPLOYMENTS, namespace, NAME)["spec"]["template"]["spec"]
     return list(spec["containers"])
 
 
@@ -81,12 +81,12 @@ async def test_dry_run_stores_nothing(
 ) -> None:
     """In dry-run only the server-side dry run is sent and the Deployment stays unchanged."""
     cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
-    before = cluster.get(DEPLOYMENTS, "prod", NAME)
+    before = cluster.current(DEPLOYMENTS, "prod", NAME)
     change = await workload.set_env(
         env="RATE_LIMIT_MODE", value="queue", dry_run=True, conflict_attempts=3
     )
     assert not change.changed
-    assert cluster.get(DEPLOYMENTS, "prod", NAME) == before
+    assert cluster.current(DEPLOYMENTS, "prod", NAME) == before
     assert cluster.writes("deployments") == []
 
 
@@ -121,7 +121,7 @@ async def test_stale_resource_version_is_a_conflict(
 ) -> None:
     """A change made by someone else between our read and write is kept, not overwritten."""
     cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
-    edited = cluster.get(DEPLOYMENTS, "prod", NAME)
+    edited = cluster.current(DEPLOYMENTS, "prod", NAME)
     edited["spec"]["template"]["spec"]["containers"][1]["image"] = "integration:2"
     # Our first patch is held up in flight while someone else edits the Deployment.
     cluster.fail("patch", "deployments", None, times=1, delay=0.2)
@@ -201,7 +201,7 @@ async def test_restart_stamps_the_pod_template(
     cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
     generation = await workload.restart(restarted_at="2026-02-02T00:00:00Z", dry_run=False)
     assert generation == 2
-    annotations = cluster.get(DEPLOYMENTS, "prod", NAME)["spec"]["template"]["metadata"][
+    annotations = cluster.current(DEPLOYMENTS, "prod", NAME)["spec"]["template"]["metadata"][
         "annotations"
     ]
     assert annotations == {"kubectl.kubernetes.io/restartedAt": "2026-02-02T00:00:00Z"}
@@ -302,7 +302,7 @@ async def test_copy_api_key_moves_the_value_and_stamps_it(
         )
         at = datetime(2026, 3, 1, tzinfo=UTC)
         assert await workload.copy_api_key(dry_run=False, now=at, conflict_attempts=3) == "copied"
-        live = cluster.get(SECRETS, "prod", "posthog-secrets")
+        live = cluster.current(SECRETS, "prod", "posthog-secrets")
         assert live["data"] == {"api-key": "bmV3"}
         assert live["metadata"]["annotations"] == {UPDATED_AT: "2026-03-01T00:00:00Z"}
         assert await workload.api_key_matches_source()

@@ -75,7 +75,7 @@ async def make(store: Store, kube_settings: KubernetesSettings) -> AsyncIterator
 
 
 def env_of(cluster: ClusterEmulator, namespace: str = "prod", name: str = NAME) -> dict[str, str]:
-    spec = cluster.get(DEPLOYMENTS, namespace, name)["spec"]["template"]["spec"]
+    spec = cluster.current(DEPLOYMENTS, namespace, name)["spec"]["template"]["spec"]
     app = next(c for c in spec["containers"] if c["name"] == "posthog-integration")
     return {e["name"]: e["value"] for e in app.get("env", [])}
 
@@ -175,7 +175,7 @@ async def test_rotated_key_restarts_the_deployment(
         labels={},
     )
     assert statuses(outcomes) == [("restart_for_rotated_key", "applied")]
-    template = cluster.get(DEPLOYMENTS, "prod", NAME)["spec"]["template"]
+    template = cluster.current(DEPLOYMENTS, "prod", NAME)["spec"]["template"]
     assert "kubectl.kubernetes.io/restartedAt" in template["metadata"]["annotations"]
 
     await remediator.schedule_revert(incident_id=incident)
@@ -233,8 +233,10 @@ async def test_opt_in_copy_of_a_new_key_then_restart(
             labels={},
         )
     assert statuses(outcomes) == [("copy_api_key", "applied")]
-    assert cluster.get(SECRETS, "prod", "posthog-secrets")["data"] == {"api-key": "bmV3LWtleQ=="}
-    template = cluster.get(DEPLOYMENTS, "prod", NAME)["spec"]["template"]
+    assert cluster.current(SECRETS, "prod", "posthog-secrets")["data"] == {
+        "api-key": "bmV3LWtleQ=="
+    }
+    template = cluster.current(DEPLOYMENTS, "prod", NAME)["spec"]["template"]
     assert "kubectl.kubernetes.io/restartedAt" in template["metadata"]["annotations"]
     recorded = repr(logs) + repr(await timeline(store, incident)) + repr(events_in(cluster, "prod"))
     for value in ("bmV3LWtleQ==", "new-key", "b2xkLWtleQ==", "old-key"):
@@ -407,7 +409,7 @@ async def test_vendor_incident_never_restarts_our_pods(
         ("enable_fallback", "applied"),
         ("restart_for_rotated_key", "skipped"),
     ]
-    template = cluster.get(DEPLOYMENTS, "prod", NAME)["spec"]["template"]
+    template = cluster.current(DEPLOYMENTS, "prod", NAME)["spec"]["template"]
     assert "annotations" not in template["metadata"]
 
 
@@ -415,12 +417,12 @@ async def test_vendor_incident_never_restarts_our_pods(
 async def test_dry_run_changes_nothing(cluster: ClusterEmulator, store: Store, make: Make) -> None:
     """In dry-run the change is only server-side dry-run and reported, never stored."""
     cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
-    before = cluster.get(DEPLOYMENTS, "prod", NAME)
+    before = cluster.current(DEPLOYMENTS, "prod", NAME)
     remediator = await make(dry_run=True)
     incident = await open_incident(store)
     outcomes = await rate_limited(remediator, incident)
     assert statuses(outcomes) == [("enable_request_queuing", "dry_run")]
-    assert cluster.get(DEPLOYMENTS, "prod", NAME) == before
+    assert cluster.current(DEPLOYMENTS, "prod", NAME) == before
     assert cluster.writes("deployments") == []
     assert [r.params.get("dryRun") for r in cluster if r.method.value == "PATCH"] == ["All"]
     await remediator.schedule_revert(incident_id=incident)
@@ -458,8 +460,8 @@ async def test_labels_naming_another_target_change_nothing_else(
     cluster.put_object(DEPLOYMENTS, "kube-system", NAME, deployment())
     cluster.put_object(DEPLOYMENTS, "prod", "billing", deployment("billing"))
     untouched = {
-        ("kube-system", NAME): cluster.get(DEPLOYMENTS, "kube-system", NAME),
-        ("prod", "billing"): cluster.get(DEPLOYMENTS, "prod", "billing"),
+        ("kube-system", NAME): cluster.current(DEPLOYMENTS, "kube-system", NAME),
+        ("prod", "billing"): cluster.current(DEPLOYMENTS, "prod", "billing"),
     }
     remediator = await make()
     outcomes = await rate_limited(
@@ -474,7 +476,7 @@ async def test_labels_naming_another_target_change_nothing_else(
     assert statuses(outcomes) == [("enable_request_queuing", "applied")]
     assert outcomes[0].target == "prod/posthog-integration/posthog-integration env RATE_LIMIT_MODE"
     for (namespace, name), before in untouched.items():
-        assert cluster.get(DEPLOYMENTS, namespace, name) == before
+        assert cluster.current(DEPLOYMENTS, namespace, name) == before
     assert {r.name for r in cluster.writes("deployments")} == {NAME}
     assert {r.namespace for r in cluster.writes("deployments")} == {"prod"}
 
@@ -558,7 +560,7 @@ async def test_intent_applied_before_a_crash_is_not_applied_again(
             at=0.0,
         )
     )
-    spec = cluster.get(DEPLOYMENTS, "prod", NAME)
+    spec = cluster.current(DEPLOYMENTS, "prod", NAME)
     spec["spec"]["template"]["spec"]["containers"][1]["env"].append(
         {"name": "RATE_LIMIT_MODE", "value": "queue"}
     )
@@ -637,7 +639,7 @@ async def test_revert_leaves_a_value_someone_changed_since(
     remediator = await make()
     incident = await open_incident(store)
     await rate_limited(remediator, incident)
-    changed = cluster.get(DEPLOYMENTS, "prod", NAME)
+    changed = cluster.current(DEPLOYMENTS, "prod", NAME)
     changed["spec"]["template"]["spec"]["containers"][1]["env"][-1]["value"] = "drop"
     cluster.put_object(DEPLOYMENTS, "prod", NAME, changed)
 

@@ -9,7 +9,7 @@ import pytest
 
 from receiver.config import KubernetesSettings, RemediationTarget
 from receiver.kube.deployments import EnvValue
-from receiver.kube.errors import KubeForbidden, KubeUnavailable
+from receiver.kube.errors import KubeForbidden, KubeInvalid, KubeUnavailable
 from receiver.kube.secrets import UPDATED_AT
 from receiver.kube.workload import IntegrationWorkload
 from tests.kube_emulator import (
@@ -331,3 +331,40 @@ async def test_event_is_written_on_the_deployment(
         "namespace": "prod",
     }
     assert (event["reason"], event["type"]) == ("RemediationApplied", "Normal")
+
+
+@pytest.mark.asyncio
+async def test_in_cluster_mode_outside_a_pod_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mode in_cluster outside a pod fails clearly instead of using some local kubeconfig."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(KubeInvalid, match="not running in a pod"):
+        await IntegrationWorkload.connect(
+            KubernetesSettings(mode="in_cluster"), RemediationTarget()
+        )
+
+
+@pytest.mark.asyncio
+async def test_refused_key_copy_does_not_echo_the_key(
+    cluster: ClusterEmulator, kube_settings: KubernetesSettings
+) -> None:
+    """An error answer to the Secret patch is reported without its body."""
+    target = RemediationTarget(namespace="prod", source_secret="posthog-secrets-next")
+    workload = await IntegrationWorkload.connect(kube_settings, target)
+    assert workload is not None
+    try:
+        cluster.put_object(
+            SECRETS, "prod", "posthog-secrets", secret("posthog-secrets", {"api-key": "b2xk"})
+        )
+        cluster.put_object(
+            SECRETS,
+            "prod",
+            "posthog-secrets-next",
+            secret("posthog-secrets-next", {"api-key": "bmV3"}),
+        )
+        cluster.fail("patch", "secrets", 422)
+        with pytest.raises(KubeInvalid) as caught:
+            await workload.copy_api_key(dry_run=False, now=datetime.now(UTC), conflict_attempts=3)
+        assert str(caught.value) == "patch secrets/posthog-secrets in namespace prod: answered 422"
+        assert caught.value.__cause__ is None
+    finally:
+        await workload.close()

@@ -670,6 +670,11 @@ async def test_revert_waits_for_the_hold_down_across_restarts(
     assert await after_restart.due_reverts() == []
     clock.now += 1
     assert await after_restart.due_reverts() == [incident]
+    done = await after_restart.revert_due()
+    assert {i: statuses(o) for i, o in done.items()} == {
+        incident: [("enable_request_queuing", "reverted")]
+    }
+    assert await after_restart.due_reverts() == []
 
 
 @pytest.mark.asyncio

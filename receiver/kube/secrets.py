@@ -22,7 +22,7 @@ from typing import Any, Literal
 from kubernetes_asyncio import client
 
 from receiver.kube.calls import RetryPolicy, call, operation, patch_options
-from receiver.kube.errors import KubeConflict, KubeNotFound
+from receiver.kube.errors import KubeConflict, KubeError, KubeNotFound
 
 __all__ = [
     "UPDATED_AT",
@@ -147,6 +147,12 @@ async def copy_key(
                 )
         except KubeConflict:
             continue
+        except KubeError as e:
+            # The request carried the key: keep the server's answer body (which might echo
+            # it) out of messages, logs and tracebacks.
+            raise type(e)(
+                f"answered {e.status or 'no status'}", operation=op, status=e.status
+            ) from None
         return "dry_run" if dry_run else "copied"
     raise KubeConflict(f"the Secret changed under us {conflict_attempts} times", operation=op)
 

@@ -8,6 +8,7 @@ operations remediation needs.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,12 @@ class IntegrationWorkload:
         """Connect as configured; ``None`` when no cluster is configured (mode ``none``)."""
         if settings.mode == "none":
             return None
+        if settings.mode == "in_cluster" and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            # connect() would fall back to a kubeconfig: not what "in_cluster" promises.
+            raise KubeInvalid(
+                "mode in_cluster, but not running in a pod (KUBERNETES_SERVICE_HOST is not set)",
+                operation="connect",
+            )
         try:
             api = await connect(
                 kubeconfig=settings.kubeconfig if settings.mode == "kubeconfig" else None,

@@ -157,6 +157,13 @@ class Remediator:
         current = self._clock()
         return await self._store.read(lambda conn: journal.due_reverts(conn, current))
 
+    async def revert_due(self) -> dict[str, list[ActionOutcome]]:
+        """Run every revert whose hold-down has passed (what the worker calls periodically)."""
+        return {
+            incident_id: await self.revert(incident_id=incident_id)
+            for incident_id in await self.due_reverts()
+        }
+
     async def revert(self, *, incident_id: str) -> list[ActionOutcome]:
         """Set back every variable this incident changed, unless changed since by others."""
         reason = self._kill_switch()

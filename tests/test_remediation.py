@@ -934,3 +934,21 @@ async def test_ignored_label_selection_is_recorded(
         "ignored: label runbook_action='scale_to_zero' names no applicable configured action"
     ]
     assert cluster.writes("deployments") == []
+
+
+@pytest.mark.asyncio
+async def test_dry_run_is_reported_once_and_applied_when_switched_off(
+    cluster: ClusterEmulator, store: Store, make: Make
+) -> None:
+    """A repeated event in dry-run does not repeat the report; without dry-run it applies."""
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
+    incident = await open_incident(store)
+    dry = await make(dry_run=True)
+    assert statuses(await rate_limited(dry, incident)) == [("enable_request_queuing", "dry_run")]
+    again = await rate_limited(dry, incident)
+    assert [(o.status, o.reason) for o in again] == [
+        ("skipped", "already handled for this incident (dry_run)")
+    ]
+    live = await make(dry_run=False)
+    assert statuses(await rate_limited(live, incident)) == [("enable_request_queuing", "applied")]
+    assert env_of(cluster)["RATE_LIMIT_MODE"] == "queue"

@@ -247,7 +247,12 @@ class Remediator:
             reconciled = await self._reconcile(entry, action)
             if reconciled is not None:
                 return reconciled
-        elif entry is not None and entry.state not in ("failed", "intent"):
+        elif entry is not None and entry.state not in ("failed", "intent", "dry_run"):
+            return self._outcome(
+                action.name, target, "skipped", f"already handled for this incident ({entry.state})"
+            )
+        elif entry is not None and entry.state == "dry_run" and self._settings.dry_run:
+            # Reported once per incident; once dry-run is switched off the action may run.
             return self._outcome(
                 action.name, target, "skipped", f"already handled for this incident ({entry.state})"
             )
@@ -284,7 +289,7 @@ class Remediator:
                     target,
                     "dry_run",
                     f"dry run: would apply; {self._no_cluster}, so nothing was checked",
-                    after=action.value,
+                    after=repr(action.value) if action.value is not None else None,
                 )
             return self._outcome(action.name, target, "skipped", self._no_cluster)
 

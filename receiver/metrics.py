@@ -70,6 +70,13 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.remediation_actions = Counter(
+            "posthog_receiver_remediation_actions_total",
+            "Remediation decisions by action and status (applied, dry_run, skipped, failed,"
+            " escalated, reverted).",
+            ["action", "status"],
+            registry=r,
+        )
         self.notifications_sent = Counter(
             "posthog_receiver_notifications_sent_total",
             "Notifications delivered, by destination (pagerduty, statuspage, slack, log).",
@@ -106,5 +113,18 @@ class Metrics:
             "hold-off), by destination.",
             ["destination"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.evidence_bundles = Counter(
+            "posthog_receiver_evidence_bundles_total",
+            "Evidence bundles written, by phase (opened, resolved).",
+            ["phase"],
+            registry=r,
+        )
+        self.evidence_source_failures = Counter(
+            "posthog_receiver_evidence_source_failures_total",
+            "Evidence sources that failed or were partly collected (e.g. pod_logs, "
+            "prometheus:<query>), recorded as notes in the bundle.",
+            ["source"],
             registry=r,
         )

@@ -410,12 +410,6 @@ def test_role_follows_the_rendered_config() -> None:
     assert named[("secrets", "get")] == ("analytics-posthog",)
 
 
-def test_evidence_outside_the_target_namespace_is_refused() -> None:
-    """Reading logs in a namespace the Role does not cover fails at render time, not at 3 a.m."""
-    with pytest.raises(helm.HelmRenderError, match=r"evidence\.logs\.namespace"):
-        render({"config": {"evidence": {"logs": {"namespace": "elsewhere"}}}})
-
-
 def test_rbac_can_be_left_to_the_operator() -> None:
     """rbac.create=false renders no Role or RoleBinding."""
     kinds = {d["kind"] for d in render({"rbac": {"create": False}})}

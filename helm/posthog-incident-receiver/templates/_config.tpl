@@ -1,7 +1,8 @@
 {{/*
 The receiver's config.yaml. The chart owns the parts that depend on how it deploys the pod:
 listen address and port, where state and secrets are mounted, how Kubernetes is reached, and
-which objects the Role grants access to (the remediation target, the evidence namespace).
+which objects the Role grants access to (the remediation target, whose pods the evidence
+reads too).
 Everything else comes from .Values.config, merged over these settings (values win). The test
 suite runs `posthog-receiver check-config` on the result, so every key here exists in the
 receiver's settings model.
@@ -42,12 +43,7 @@ receiver's settings model.
     "dry_run" $remediation.dryRun
     "target" $targetCfg)
   "evidence" (dict
-    "directory" (printf "%s/evidence" $state)
-    "logs" (dict
-      "enabled" true
-      "namespace" $target
-      "deployment" $integration.deployment
-      "label_selector" $integration.podSelector))
+    "directory" (printf "%s/evidence" $state))
 }}
 {{- if $remediation.killSwitch.enabled }}
 {{- $_ := set $defaults.remediation "kill_switch_file" (printf "%s/stop" (include "receiver.killSwitchDir" .)) }}

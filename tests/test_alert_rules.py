@@ -8,6 +8,7 @@ runbook's vocabulary in ``receiver.runbook``, so a renamed error class breaks th
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from receiver.config import ServerSettings, TriageSettings
+from receiver.metrics import Metrics
 from receiver.runbook import ErrorClass, Severity
 from receiver.triage import classify, severity_of
 
@@ -127,6 +129,19 @@ def test_receiver_alerts_watch_its_own_metrics() -> None:
         assert f'job="{RECEIVER_NAME}"' in rule["expr"]
         assert Severity(rule["labels"]["priority"])
         assert "error_type" not in rule["labels"]  # never routed to the receiver itself
+
+
+def test_receiver_alerts_use_metrics_the_receiver_exports() -> None:
+    """Every posthog_receiver_* series a rule selects is one the receiver's registry exports."""
+    exported = set()
+    for family in Metrics().registry.collect():
+        exported.update(sample.name for sample in family.samples)
+        exported.add(family.name)
+    # Counters are exported as <name>_total; a family with labels has no samples until used.
+    exported |= {f"{name}_total" for name in exported}
+    referenced = set(re.findall(r"posthog_receiver_[a-z_]+", RULES_FILE.read_text()))
+    assert referenced
+    assert referenced <= exported
 
 
 def test_amtool_accepts_the_alertmanager_example() -> None:

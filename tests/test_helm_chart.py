@@ -14,6 +14,7 @@ import functools
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -327,13 +328,34 @@ def test_default_role_grants_exactly_the_runbook_steps() -> None:
     assert _normalise(role["rules"]) == {
         ("apps", "deployments", "get", ("posthog-integration",)),
         ("apps", "deployments", "patch", ("posthog-integration",)),
-        ("", "pods", "get", ()),
         ("", "pods", "list", ()),
         ("", "pods/log", "get", ()),
         ("", "secrets", "get", ("posthog-secrets",)),
         ("", "events", "create", ()),
         ("", "events", "list", ()),
     }
+
+
+KUBE_PACKAGE = Path(__file__).resolve().parents[1] / "receiver" / "kube"
+# kubernetes_asyncio method verb -> RBAC verb; the object kind -> RBAC resource.
+API_VERBS = {"read": "get", "list": "list", "patch": "patch", "create": "create",
+             "replace": "update", "delete": "delete"}  # fmt: skip
+API_RESOURCES = {"deployment": "deployments", "secret": "secrets", "pod": "pods",
+                 "pod_log": "pods/log", "event": "events", "lease": "leases"}  # fmt: skip
+
+
+def test_role_grants_exactly_the_calls_the_receiver_makes() -> None:
+    """With every action enabled, the Role grants each Kubernetes call in receiver.kube, no more."""
+    calls = set()
+    for source in KUBE_PACKAGE.glob("*.py"):
+        for verb, kind in re.findall(r"\.(\w+?)_namespaced_(\w+)\(", source.read_text()):
+            assert verb in API_VERBS, f"{source.name}: {verb}_namespaced_{kind}"
+            assert kind in API_RESOURCES, f"{source.name}: {verb}_namespaced_{kind}"
+            calls.add((API_RESOURCES[kind], API_VERBS[verb]))
+    assert calls, "the adapter makes Kubernetes calls"
+    (role,) = of_kind(rendered("other-namespace"), "Role")  # remediation and key copy enabled
+    granted = {(resource, verb) for _, resource, verb, _ in _normalise(role["rules"])}
+    assert granted == calls
 
 
 def test_role_follows_the_target_and_the_enabled_actions() -> None:
@@ -362,7 +384,6 @@ def test_read_only_role_cannot_change_anything() -> None:
     assert not {v for v in verbs if v[1] in {"patch", "update", "delete"}}
     assert verbs - {("events", "create")} == {
         ("deployments", "get"),
-        ("pods", "get"),
         ("pods", "list"),
         ("pods/log", "get"),
         ("secrets", "get"),

@@ -8,14 +8,21 @@ runbook's vocabulary in ``receiver.runbook``, so a renamed error class breaks th
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
+import socket
 import subprocess
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import pytest_asyncio
 import yaml
+from aiohttp import web
 
 from receiver.config import ServerSettings, TriageSettings
 from receiver.metrics import Metrics
@@ -196,3 +203,138 @@ def test_alertmanager_example_delivers_what_the_receiver_needs() -> None:
     assert {"alertname", "status_code"} <= set(route["group_by"])
     for timing in ("group_wait", "group_interval", "repeat_interval"):
         assert timing in route
+
+
+# --- the example config, run by a real Alertmanager ---------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _example_with(url: str, token_file: Path) -> dict[str, Any]:
+    """The example, delivering to ``url`` with the token in ``token_file``, timings shortened."""
+    config: dict[str, Any] = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
+    (receiver,) = [r for r in config["receivers"] if r["name"] == RECEIVER_NAME]
+    webhook = receiver["webhook_configs"][0]
+    webhook["url"] = url
+    webhook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+    for route in [config["route"], *config["route"]["routes"]]:
+        route.update(group_wait="1s", group_interval="1s")
+    return config
+
+
+@pytest_asyncio.fixture()
+async def alertmanager_delivering_here(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[str, str, asyncio.Queue[tuple[dict[str, str], dict[str, Any]]]]]:
+    """A real Alertmanager on the example config, delivering webhooks to a server in this test.
+
+    Yields Alertmanager's URL, the bearer token and a queue of (headers, payload) received.
+    """
+    binary = tool("prometheus-alertmanager", "prometheus-alertmanager")
+    received: asyncio.Queue[tuple[dict[str, str], dict[str, Any]]] = asyncio.Queue()
+
+    async def webhook(request: web.Request) -> web.Response:
+        await received.put((dict(request.headers), await request.json()))
+        return web.json_response({"status": "stored"})
+
+    app = web.Application()
+    app.router.add_post("/webhook/alertmanager", webhook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server_port = runner.addresses[0][1]
+    token = "token-from-the-chart-secret"
+    token_file = tmp_path / "webhook-token"
+    token_file.write_text(token + "\n")
+    config_file = tmp_path / "alertmanager.yml"
+    url = f"http://127.0.0.1:{server_port}/webhook/alertmanager"
+    config_file.write_text(yaml.safe_dump(_example_with(url, token_file)))
+    port = _free_port()
+    am_url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "alertmanager.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        binary,
+        f"--config.file={config_file}",
+        f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.external-url={am_url}",
+        "--cluster.listen-address=",
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(f"{am_url}/-/ready") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                log.flush()
+                output = (tmp_path / "alertmanager.log").read_text()[-2000:]
+                pytest.fail(f"Alertmanager did not become ready:\n{output}")
+        yield am_url, token, received
+    finally:
+        process.terminate()
+        await process.wait()
+        log.close()
+        await runner.cleanup()
+
+
+async def _post_alerts(am_url: str, alerts: list[dict[str, Any]]) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{am_url}/api/v2/alerts", json=alerts) as response,
+    ):
+        assert response.status == 200, await response.text()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_example_config_delivers_to_the_receiver_with_its_token(
+    alertmanager_delivering_here: tuple[
+        str, str, asyncio.Queue[tuple[dict[str, str], dict[str, Any]]]
+    ],
+) -> None:
+    """Real Alertmanager on the example: PostHog alerts sent with the token, per code, resolved."""
+    am_url, token, received = alertmanager_delivering_here
+    now = datetime.now(UTC)
+    labels = {"alertname": "PostHogAuthErrors", "error_type": "auth", "status_code": "401",
+              "severity": "critical", "priority": "P1"}  # fmt: skip
+    about_receiver = {"alertname": "PostHogReceiverDown", "severity": "critical"}
+    await _post_alerts(
+        am_url,
+        [
+            {"labels": labels, "startsAt": now.isoformat()},
+            {"labels": about_receiver, "startsAt": now.isoformat()},
+        ],
+    )
+    headers, payload = await asyncio.wait_for(received.get(), timeout=20)
+    assert headers["Authorization"] == f"Bearer {token}"
+    assert payload["version"] == "4"
+    assert payload["receiver"] == RECEIVER_NAME
+    assert payload["status"] == "firing"
+    assert payload["groupLabels"] == {"alertname": "PostHogAuthErrors", "error_type": "auth",
+                                      "status_code": "401"}  # fmt: skip
+    assert [a["labels"] for a in payload["alerts"]] == [labels]
+    assert payload["truncatedAlerts"] == 0
+
+    # Resolving it is sent too (send_resolved), to the same receiver.
+    await _post_alerts(am_url, [{"labels": labels, "startsAt": now.isoformat(),
+                                 "endsAt": datetime.now(UTC).isoformat()}])  # fmt: skip
+    while True:
+        headers, payload = await asyncio.wait_for(received.get(), timeout=20)
+        assert payload["groupLabels"]["alertname"] == "PostHogAuthErrors"  # never the self-alert
+        if payload["status"] == "resolved":
+            break
+    assert headers["Authorization"] == f"Bearer {token}"
+    assert payload["alerts"][0]["status"] == "resolved"

@@ -438,6 +438,16 @@ DEFAULT_CLASS_RULES: tuple[ClassRule, ...] = (
     ClassRule(
         labels=["status_code", "code"], pattern=r"50[0234]", error_class=ErrorClass.UPSTREAM_ERROR
     ),
+    # The error class named outright, as the chart's alert rules label it.
+    *(
+        ClassRule(labels=["error_type"], pattern=cls.value, error_class=cls)
+        for cls in (
+            ErrorClass.AUTH,
+            ErrorClass.RATE_LIMITED,
+            ErrorClass.UPSTREAM_ERROR,
+            ErrorClass.NETWORK,
+        )
+    ),
     ClassRule(
         labels=["error_type", "reason", "code"],
         pattern=r".*(unauthori[sz]ed|forbidden|invalid[ _-]?(api[ _-]?)?(key|token)"

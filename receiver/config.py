@@ -41,6 +41,7 @@ __all__ = [
     "NotifySettings",
     "OutboxSettings",
     "PagerDutySettings",
+    "ResponderSettings",
     "SecretSource",
     "ServerSettings",
     "Settings",
@@ -619,6 +620,21 @@ class NotifySettings(_Group):
     outbox: OutboxSettings = OutboxSettings()
 
 
+class ResponderSettings(_Group):
+    """What ties triage, remediation, notifications and evidence together for each incident."""
+
+    revert_check_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="How often reverts whose hold-down has passed are looked for.",
+    )
+    collect_evidence: bool = Field(
+        default=True,
+        description="Collect an evidence bundle when an incident opens and when it resolves.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the receiver needs to run."""
 
@@ -635,6 +651,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     notify: NotifySettings = NotifySettings()
     triage: TriageSettings = TriageSettings()
+    responder: ResponderSettings = ResponderSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,342 @@
+"""The responder in the running service: webhook in, triage stored, people told, nothing twice.
+
+Every test runs the real application through ``aiohttp_client``; only the outside systems
+are fakes, on loopback HTTP: PostHog's status page, PagerDuty, Slack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
+
+from receiver.app import create_app
+from receiver.config import Settings, load_settings
+from receiver.keys import STORE
+from receiver.notify.outbox import list_messages
+from tests.fakes.pagerduty import FakePagerDuty
+from tests.fakes.slack import FakeSlack
+from tests.fakes.status_page import FakeStatusPage
+
+ROUTING_KEY = "R3sp0nd3rT3stR0ut1ngK3y012345678"[:32]
+GROUP_KEY = '{}:{alertname="PostHogErrorRateHigh"}'
+AppClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+def alert(fp: str = "a1", status: str = "firing", **labels: str) -> dict[str, Any]:
+    return {
+        "status": status,
+        "labels": {"alertname": "PostHogErrorRateHigh", "service": "posthog-integration", **labels},
+        "annotations": {"summary": "PostHog error rate above 5%"},
+        "startsAt": "2026-11-23T05:00:00Z",
+        "endsAt": "2026-11-23T05:20:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph?g0.expr=posthog_errors_total",
+        "fingerprint": fp,
+    }
+
+
+def payload(*alerts: dict[str, Any]) -> dict[str, Any]:
+    firing = any(a["status"] == "firing" for a in alerts)
+    return {
+        "version": "4",
+        "groupKey": GROUP_KEY,
+        "truncatedAlerts": 0,
+        "status": "firing" if firing else "resolved",
+        "receiver": "posthog-receiver",
+        "groupLabels": {"alertname": "PostHogErrorRateHigh"},
+        "commonLabels": {"alertname": "PostHogErrorRateHigh"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": list(alerts),
+    }
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], *, within: float = 10.0) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s (last: {result!r})")
+        await asyncio.sleep(0.02)
+
+
+@pytest_asyncio.fixture
+async def status_page() -> AsyncIterator[FakeStatusPage]:
+    fake = FakeStatusPage()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest_asyncio.fixture
+async def pagerduty() -> AsyncIterator[FakePagerDuty]:
+    fake = FakePagerDuty(ROUTING_KEY)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest_asyncio.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    fake = FakeSlack()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def make_settings(
+    tmp_path: Path,
+    status_page: FakeStatusPage,
+    *,
+    pagerduty: FakePagerDuty | None = None,
+    slack: FakeSlack | None = None,
+    **groups: dict[str, Any],
+) -> Settings:
+    notify: dict[str, Any] = {
+        "outbox": {
+            "poll_interval_seconds": 0.02,
+            "initial_backoff_seconds": 0.05,
+            "jitter_seconds": 0,
+        }
+    }
+    if pagerduty is not None:
+        notify["pagerduty"] = {
+            "routing_key": {"value": ROUTING_KEY},
+            "events_url": pagerduty.url,
+            "timeout_seconds": 2,
+        }
+    if slack is not None:
+        notify["slack"] = {"webhook_url": {"value": slack.webhook_url}, "timeout_seconds": 2}
+    data: dict[str, Any] = {
+        "webhook": {"allow_unauthenticated": True},
+        "store": {"path": str(tmp_path / "state" / "receiver.sqlite3")},
+        "triage": {
+            "upstream": {"url": status_page.url(), "timeout_seconds": 1, "cache_ttl_seconds": 0}
+        },
+        "notify": notify,
+        "responder": {"revert_check_seconds": 0.05},
+        **groups,
+    }
+    return Settings(**data)
+
+
+async def post(client: TestClient[Any, Any], body: dict[str, Any]) -> None:
+    response = await client.post("/webhook/alertmanager", json=body)
+    assert response.status == 200, await response.text()
+
+
+async def only_incident(client: TestClient[Any, Any]) -> dict[str, Any]:
+    listed = await (await client.get("/api/incidents")).json()
+    assert len(listed["incidents"]) == 1
+    response = await client.get(f"/api/incidents/{listed['incidents'][0]['id']}")
+    assert response.status == 200
+    found: dict[str, Any] = await response.json()
+    return found
+
+
+async def triaged_incident(client: TestClient[Any, Any]) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        listed = await (await client.get("/api/incidents")).json()
+        if not listed["incidents"] or listed["incidents"][0]["errorClass"] is None:
+            return None
+        return await only_incident(client)
+
+    found: dict[str, Any] = await eventually(check)
+    return found
+
+
+async def events_done(client: TestClient[Any, Any]) -> bool:
+    store = client.app[STORE]
+    pending = await store.read(
+        lambda c: c.execute(
+            "SELECT count(*) FROM incident_events WHERE state != 'done'"
+        ).fetchone()[0]
+    )
+    return int(pending) == 0
+
+
+async def _resolved_and_done(client: TestClient[Any, Any], incident_id: str) -> bool:
+    status = await client.app[STORE].read(
+        lambda c: c.execute("SELECT status FROM incidents WHERE id = ?", (incident_id,)).fetchone()[
+            0
+        ]
+    )
+    return status == "resolved" and await events_done(client)
+
+
+async def outbox_settled(client: TestClient[Any, Any]) -> list[dict[str, Any]] | None:
+    """The stored notifications once every one is delivered (or given up), else ``None``."""
+    messages = await client.app[STORE].read(list_messages)
+    if any(m["state"] == "pending" for m in messages):
+        return None
+    return messages
+
+
+@pytest.mark.asyncio
+async def test_webhook_ends_with_the_decision_on_the_incident(
+    tmp_path: Path, status_page: FakeStatusPage, aiohttp_client: AppClient
+) -> None:
+    """A posted 429 alert is classified, walked through the tree and shown by the API."""
+    client = await aiohttp_client(create_app(make_settings(tmp_path, status_page)))
+    await post(client, payload(alert(status_code="429", severity="warning")))
+
+    incident = await triaged_incident(client)
+    assert incident["errorClass"] == "rate_limited"
+    assert incident["severity"] == "P3"
+    assert incident["acknowledgeBy"] == "2026-11-23T09:00:00Z"  # P3: four hours
+    decision = incident["decision"]
+    assert decision["verdict"] == "our_integration"
+    assert decision["steps"][0]["answer"] == "no"  # PostHog's status page is green
+    assert status_page.requests  # the tree really asked the status page
+    assert "triage" in [t["kind"] for t in incident["timeline"]]
+
+
+@pytest.mark.asyncio
+async def test_vendor_incident_is_the_verdict_when_posthog_reports_one(
+    tmp_path: Path, status_page: FakeStatusPage, aiohttp_client: AppClient
+) -> None:
+    """With PostHog's status page showing a major outage, 503s are a vendor incident."""
+    status_page.indicator = "major"
+    client = await aiohttp_client(create_app(make_settings(tmp_path, status_page)))
+    await post(client, payload(alert(status_code="503")))
+
+    incident = await triaged_incident(client)
+    assert incident["errorClass"] == "upstream_error"
+    assert incident["decision"]["verdict"] == "vendor_incident"
+
+
+@pytest.mark.asyncio
+async def test_pagerduty_is_triggered_then_resolved(
+    tmp_path: Path,
+    status_page: FakeStatusPage,
+    pagerduty: FakePagerDuty,
+    slack: FakeSlack,
+    aiohttp_client: AppClient,
+) -> None:
+    """Opening pages PagerDuty and tells Slack; resolving resolves the same PagerDuty alert."""
+    settings = make_settings(tmp_path, status_page, pagerduty=pagerduty, slack=slack)
+    client = await aiohttp_client(create_app(settings))
+    await post(client, payload(alert(status_code="401", severity="critical")))
+    await eventually(lambda: _true(len(pagerduty.alerts) >= 1))
+
+    await post(client, payload(alert(status="resolved", status_code="401", severity="critical")))
+    await eventually(lambda: _true(any(a["event_action"] == "resolve" for a in pagerduty.alerts)))
+
+    actions = [a["event_action"] for a in pagerduty.alerts]
+    assert actions == ["trigger", "resolve"]
+    trigger, resolve = pagerduty.alerts
+    assert trigger["dedup_key"] == resolve["dedup_key"]
+    assert trigger["payload"]["severity"] == "critical"
+    assert trigger["payload"]["custom_details"]["class"] == "auth"
+    assert trigger["payload"]["custom_details"]["decision_path"]  # the tree's steps go along
+    assert len(slack.texts) == 2  # opened, resolved
+    assert pagerduty.rejected == []
+
+
+@pytest.mark.asyncio
+async def test_handling_events_again_pages_nobody_twice(
+    tmp_path: Path,
+    status_page: FakeStatusPage,
+    pagerduty: FakePagerDuty,
+    slack: FakeSlack,
+    aiohttp_client: AppClient,
+) -> None:
+    """Events handled again (a crash before they were marked done) store no new message."""
+    settings = make_settings(tmp_path, status_page, pagerduty=pagerduty, slack=slack)
+    client = await aiohttp_client(create_app(settings))
+    await post(client, payload(alert(status_code="401", severity="critical")))
+    await post(client, payload(alert(status="resolved", status_code="401", severity="critical")))
+    incident = await triaged_incident(client)
+    await eventually(lambda: _resolved_and_done(client, incident["id"]))
+    before = await eventually(lambda: outbox_settled(client))
+
+    # As after a crash between acting and marking the events done: all are due again.
+    store = client.app[STORE]
+    await store.write(lambda c: c.execute("UPDATE incident_events SET state = 'pending'"))
+    await eventually(lambda: events_done(client))
+    after = await eventually(lambda: outbox_settled(client))
+
+    assert [m["id"] for m in after] == [m["id"] for m in before]
+    assert [a["event_action"] for a in pagerduty.alerts] == ["trigger", "resolve"]
+    assert len(slack.texts) == 2
+
+
+@pytest.mark.asyncio
+async def test_embedded_default_config_handles_an_alert_end_to_end(
+    tmp_path: Path,
+    status_page: FakeStatusPage,
+    aiohttp_client: AppClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The shipped default (dry run, notifications to the log, no cluster) runs without error."""
+    monkeypatch.setenv("POSTHOG_RECEIVER_WEBHOOK_TOKEN", "t0ken-for-the-default-config")
+    default = load_settings(None)
+    # Only where state lives and where PostHog's status is read: no writes into the
+    # working directory, no calls to the internet from tests.
+    settings = default.model_copy(
+        update={
+            "store": default.store.model_copy(update={"path": tmp_path / "receiver.sqlite3"}),
+            "triage": default.triage.model_copy(
+                update={
+                    "upstream": default.triage.upstream.model_copy(
+                        update={"url": status_page.url()}
+                    )
+                }
+            ),
+        }
+    )
+    client = await aiohttp_client(create_app(settings))
+    headers = {"Authorization": "Bearer t0ken-for-the-default-config"}
+    with capture_logs() as logs:
+        response = await client.post(
+            "/webhook/alertmanager", json=payload(alert(status_code="503")), headers=headers
+        )
+        assert response.status == 200
+        incident_id = (await eventually(lambda: _incident_ids(client, headers)))[0]
+        await eventually(lambda: events_done(client))
+        messages = await eventually(lambda: outbox_settled(client))
+
+        response = await client.post(
+            "/webhook/alertmanager",
+            json=payload(alert(status="resolved", status_code="503")),
+            headers=headers,
+        )
+        assert response.status == 200
+        await eventually(lambda: _resolved_and_done(client, incident_id))
+        messages = await eventually(lambda: outbox_settled(client))
+
+    assert {m["destination"] for m in messages} == {"log"}
+    assert all(m["state"] == "sent" for m in messages)
+    kinds = [m["kind"] for m in messages]
+    assert "pagerduty.trigger" in kinds
+    assert "pagerduty.resolve" in kinds
+    incident = await (await client.get(f"/api/incidents/{incident_id}", headers=headers)).json()
+    assert incident["status"] == "resolved"
+    assert incident["decision"]["verdict"] == "our_integration"
+    failed = await client.app[STORE].read(
+        lambda c: c.execute(
+            "SELECT count(*) FROM incident_events WHERE error IS NOT NULL"
+        ).fetchone()[0]
+    )
+    assert failed == 0
+    assert not [e for e in logs if e["log_level"] in ("error", "critical")]
+    assert [e for e in logs if e["event"] == "notification"]  # written to the log
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _incident_ids(client: TestClient[Any, Any], headers: dict[str, str]) -> list[str]:
+    listed = await (await client.get("/api/incidents", headers=headers)).json()
+    return [i["id"] for i in listed["incidents"] if i["errorClass"] is not None]

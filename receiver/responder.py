@@ -29,18 +29,21 @@ import contextlib
 import functools
 import hashlib
 import json
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import structlog
 
 from receiver.cluster import ClusterView
-from receiver.config import TriageSettings
+from receiver.config import NotifySettings, StoreSettings, TriageSettings
 from receiver.decision import Q_UPSTREAM, Decision, HealthSource, StatusSource, decide
 from receiver.incidents import IncidentEvent, get_incident, record_triage
 from receiver.notify import IncidentSnapshot, Notifier
+from receiver.notify.outbox import list_messages
 from receiver.runbook import ErrorClass, Severity, Verdict
 from receiver.store import Store
 from receiver.triage import acknowledge_by, assess
@@ -51,7 +54,9 @@ __all__ = [
     "Remediation",
     "RevertChecks",
     "action_notices",
+    "planned_notifications",
     "snapshot_of",
+    "step_line",
 ]
 
 logger = structlog.get_logger(__name__)
@@ -150,7 +155,8 @@ def action_notices(incident: Mapping[str, Any]) -> list[dict[str, Any]]:
     return list(notices.values())
 
 
-def _step_line(step: Mapping[str, Any]) -> str:
+def step_line(step: Mapping[str, Any]) -> str:
+    """One decision step as one line: question, answer, finding."""
     return f"{step.get('question', '')} {step.get('answer', '')}: {step.get('finding', '')}"
 
 
@@ -174,7 +180,7 @@ def snapshot_of(
         error_class=_enum(ErrorClass, incident.get("errorClass")),
         verdict=_enum(Verdict, decision.get("verdict")),
         decision_summary=str(decision.get("summary") or ""),
-        decision_steps=tuple(_step_line(s) for s in decision.get("steps", ())),
+        decision_steps=tuple(step_line(s) for s in decision.get("steps", ())),
         actions=tuple(actions),
         generator_url=generator or "",
         external_url=incident.get("externalURL") or "",
@@ -419,3 +425,68 @@ class RevertChecks:
             except Exception:
                 logger.exception("revert check failed")
             await asyncio.sleep(self._interval)
+
+
+# -- what would be sent, for ``posthog-receiver triage`` ----------------------------------
+
+
+def _message_summary(kind: str, payload: Mapping[str, Any]) -> str:
+    body = payload.get("payload")
+    if isinstance(body, Mapping) and body.get("summary"):
+        return str(body["summary"])
+    if kind.startswith("pagerduty."):
+        return f"{payload.get('event_action', kind)} {payload.get('dedup_key', '')}".strip()
+    if kind == "slack.message":
+        return str(payload.get("text", "")).split("\n", 1)[0]
+    if kind == "statuspage.update":
+        return f"{payload.get('status')}: component {payload.get('component_status')}"
+    return kind
+
+
+async def planned_notifications(
+    settings: NotifySettings,
+    *,
+    public_url: str,
+    snapshot: IncidentSnapshot,
+    actions: Sequence[Mapping[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """The messages the notifier would store for ``snapshot`` (opened, or resolved), then
+    one per action; nothing is sent.
+
+    The real notifier renders them, into a throwaway store that is deleted afterwards, so
+    the preview is exactly what the service would queue. Each item names the destination
+    (``log`` for one not configured), the kind, the occasion (``on``), a one-line summary
+    and how long delivery would wait (the status page's hold-off).
+    """
+    found: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="posthog-receiver-preview-") as scratch:
+        store = Store(StoreSettings(path=Path(scratch) / "preview.sqlite3"))
+        await store.open()
+        try:
+            notifier = Notifier(store=store, settings=settings, public_url=public_url)
+            steps: list[tuple[str, Callable[[], Awaitable[int]]]] = []
+            if snapshot.status == "resolved":
+                steps.append(("resolved", lambda: notifier.incident_resolved(snapshot)))
+            else:
+                steps.append(("opened", lambda: notifier.incident_opened(snapshot)))
+            for action in actions:
+                occasion = f"action {action.get('name')} {action.get('outcome')}"
+                steps.append((occasion, functools.partial(notifier.action_taken, snapshot, action)))
+            seen = 0
+            for occasion, step in steps:
+                await step()
+                messages = await store.read(list_messages)
+                for m in messages[seen:]:
+                    found.append(
+                        {
+                            "destination": m["destination"],
+                            "kind": m["kind"],
+                            "on": occasion,
+                            "summary": _message_summary(m["kind"], m["payload"]),
+                            "delay_seconds": round(max(0.0, m["not_before"] - m["created_at"])),
+                        }
+                    )
+                seen = len(messages)
+        finally:
+            await store.close()
+    return found

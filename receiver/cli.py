@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,13 +15,16 @@ from receiver.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from receiver.alertmanager import WebhookPayload
+    from receiver.evidence import EvidenceCollector
     from receiver.explain import TriageReport
     from receiver.notify import IncidentSnapshot
 
 __all__ = ["main"]
 
 EXIT_CONFIG = 2
+EXIT_NOT_FOUND = 1
 EXIT_PAYLOAD = 3
+EXIT_UNAVAILABLE = 4
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(triage)
     triage.add_argument("payload", type=Path, metavar="PAYLOAD.json", help="webhook payload")
     triage.add_argument("--json", action="store_true", help="print one JSON object")
+
+    postmortem = sub.add_parser(
+        "postmortem", help="print an incident's postmortem draft (Markdown)"
+    )
+    _add_config(postmortem)
+    postmortem.add_argument("incident_id", metavar="ID", help="incident id (inc-...)")
+    postmortem.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="write to FILE instead of stdout"
+    )
+
+    evidence = sub.add_parser(
+        "evidence", help="write an incident's evidence bundle (.tar.gz), collecting it if needed"
+    )
+    _add_config(evidence)
+    evidence.add_argument("incident_id", metavar="ID", help="incident id (inc-...)")
+    evidence.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", required=True, help="where to write it"
+    )
     return parser
 
 
@@ -231,7 +252,68 @@ def _triage(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": _serve, "check-config": _check_config, "triage": _triage}
+def _with_collector(
+    args: argparse.Namespace, use: Callable[[EvidenceCollector], Awaitable[int]]
+) -> int:
+    """Run ``use(collector)`` against the local store named by ``--config``."""
+    from receiver.evidence import EvidenceCollector, IncidentNotFound
+    from receiver.logs import configure_logging
+    from receiver.store import Store, StoreUnavailable
+
+    settings = _load(args.config)
+    configure_logging(settings.logging)  # to stderr: stdout carries the draft
+
+    async def run() -> int:
+        store = Store(settings.store)
+        await store.open()
+        collector = EvidenceCollector.from_settings(settings.evidence, store=store)
+        try:
+            return await use(collector)
+        finally:
+            await collector.close()
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except IncidentNotFound:
+        print(f"posthog-receiver: no incident {args.incident_id}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except StoreUnavailable as e:
+        print(f"posthog-receiver: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def _postmortem(args: argparse.Namespace) -> int:
+    async def use(collector: EvidenceCollector) -> int:
+        text = await collector.postmortem(args.incident_id)
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            args.output.write_text(text, encoding="utf-8")
+        return 0
+
+    return _with_collector(args, use)
+
+
+def _evidence(args: argparse.Namespace) -> int:
+    import shutil
+
+    async def use(collector: EvidenceCollector) -> int:
+        path = await collector.bundle(args.incident_id)
+        shutil.copyfile(path, args.output)
+        print(f"evidence bundle for {args.incident_id} written to {args.output}")
+        return 0
+
+    return _with_collector(args, use)
+
+
+COMMANDS = {
+    "serve": _serve,
+    "check-config": _check_config,
+    "triage": _triage,
+    "postmortem": _postmortem,
+    "evidence": _evidence,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

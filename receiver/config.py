@@ -36,6 +36,10 @@ from receiver.runbook import ErrorClass, Severity
 __all__ = [
     "ClassRule",
     "ConfigError",
+    "EvidenceLogsSettings",
+    "EvidencePrometheusSettings",
+    "EvidenceQuery",
+    "EvidenceSettings",
     "HealthCheckSettings",
     "LoggingSettings",
     "NotifySettings",
@@ -620,6 +624,144 @@ class NotifySettings(_Group):
     outbox: OutboxSettings = OutboxSettings()
 
 
+class EvidenceQuery(_Group):
+    """One PromQL query captured over the incident window with ``query_range``."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="File name in the bundle (metrics/<name>.json); lower case, digits, - and _.",
+    )
+    query: str = Field(min_length=1, description="PromQL expression evaluated over the window.")
+
+
+class EvidencePrometheusSettings(_Group):
+    """Metrics captured for the evidence bundle and the postmortem's impact section."""
+
+    url: str | None = Field(
+        default=None,
+        description="Prometheus base URL; unset: no metrics, the bundle says so in a note.",
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of each query.")
+    margin_minutes: float = Field(
+        default=15.0,
+        ge=0,
+        description="Minutes captured before the incident opened and after it resolved.",
+    )
+    max_points: int = Field(
+        default=240,
+        ge=10,
+        le=11_000,
+        description="Points per series at most; the query step is the window divided by this.",
+    )
+    queries: list[EvidenceQuery] = Field(
+        default_factory=lambda: [
+            EvidenceQuery(
+                name="error_rate_by_status",
+                query="sum by (status_code) (rate(posthog_errors_total[5m]))",
+            )
+        ],
+        description="Range queries captured; the first one is drawn on the postmortem's chart.",
+    )
+    error_count_query: str | None = Field(
+        default="sum(increase(posthog_errors_total[{window}]))",
+        description=(
+            "Instant query for the number of errors during the incident, evaluated at its end; "
+            "'{window}' becomes the incident's duration (e.g. '3600s'). Unset: not reported."
+        ),
+    )
+    affected_users_query: str | None = Field(
+        default=None,
+        description=(
+            "Instant query for the number of affected users, with '{window}' as above. "
+            "Unset: the postmortem leaves the number to be filled in."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EvidencePrometheusSettings:
+        names = [q.name for q in self.queries]
+        if len(set(names)) != len(names):
+            raise ValueError("queries: every name must be unique")
+        return self
+
+
+class EvidenceLogsSettings(_Group):
+    """Logs and Kubernetes events of the integration's pods."""
+
+    enabled: bool = Field(
+        default=False, description="Read pod logs and events; false when there is no cluster."
+    )
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="Kubeconfig file; unset: in-cluster service account, else ~/.kube/config.",
+    )
+    context: str | None = Field(default=None, description="Kubeconfig context; unset: current.")
+    namespace: str = Field(
+        default="default", min_length=1, description="Namespace of the integration."
+    )
+    deployment: str = Field(
+        default="posthog-integration",
+        min_length=1,
+        description="Deployment whose events (and whose pods' events) are collected.",
+    )
+    label_selector: str = Field(
+        default="app=posthog-integration",
+        min_length=1,
+        description="Selects the integration's pods, as 'kubectl logs -l' does.",
+    )
+    container: str | None = Field(
+        default=None, description="Only this container's logs; unset: every container."
+    )
+    since_seconds: int = Field(
+        default=3600, ge=60, description="How far back logs are read (the runbook's --since=1h)."
+    )
+    tail_lines: int = Field(
+        default=200, ge=0, le=100_000, description="Last lines kept from each container."
+    )
+    limit_bytes_per_container: int = Field(
+        default=2 * 1_048_576,
+        ge=1024,
+        description="Most bytes read from one container's log per request (the API's limitBytes).",
+    )
+    error_pattern: str = Field(
+        default=r"(?i)\b(error|exception|fatal|panic|traceback)\b|\b(401|403|429|50[0234])\b",
+        description="Regular expression selecting error lines from the last hour of logs.",
+    )
+    max_error_lines: int = Field(
+        default=1000, ge=1, description="Error lines kept per container at most (the newest)."
+    )
+    max_events: int = Field(default=500, ge=1, description="Kubernetes events listed at most.")
+
+    @model_validator(mode="after")
+    def _pattern_compiles(self) -> EvidenceLogsSettings:
+        try:
+            re.compile(self.error_pattern)
+        except re.error as e:
+            raise ValueError(f"error_pattern is not a valid regular expression: {e}") from None
+        return self
+
+
+class EvidenceSettings(_Group):
+    """Post-incident evidence: bundles (.tar.gz with a manifest) and the postmortem draft."""
+
+    directory: Path = Field(
+        default=Path("state/evidence"), description="Where bundles are written."
+    )
+    max_file_bytes: int = Field(
+        default=5 * 1_048_576,
+        ge=1024,
+        description="Largest file in a bundle; longer content is cut and marked truncated.",
+    )
+    max_bundle_bytes: int = Field(
+        default=50 * 1_048_576,
+        ge=4096,
+        description="Most content bytes in one bundle; files past it are left out and listed.",
+    )
+    logs: EvidenceLogsSettings = EvidenceLogsSettings()
+    prometheus: EvidencePrometheusSettings = EvidencePrometheusSettings()
+
+
+
 class ResponderSettings(_Group):
     """What ties triage, remediation, notifications and evidence together for each incident."""
 
@@ -651,6 +793,9 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     notify: NotifySettings = NotifySettings()
     triage: TriageSettings = TriageSettings()
+    evidence: EvidenceSettings = EvidenceSettings()
+
+
     responder: ResponderSettings = ResponderSettings()
 
     @classmethod

@@ -108,3 +108,16 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.evidence_bundles = Counter(
+            "posthog_receiver_evidence_bundles_total",
+            "Evidence bundles written, by phase (opened, resolved).",
+            ["phase"],
+            registry=r,
+        )
+        self.evidence_source_failures = Counter(
+            "posthog_receiver_evidence_source_failures_total",
+            "Evidence sources that failed or were partly collected (e.g. pod_logs, "
+            "prometheus:<query>), recorded as notes in the bundle.",
+            ["source"],
+            registry=r,
+        )

@@ -137,6 +137,20 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (destination, incident_id, key)
     );
     """,
+    # 3: evidence bundles written for an incident (when it opened, when it resolved).
+    """
+    CREATE TABLE evidence_bundles (
+        id INTEGER PRIMARY KEY,
+        incident_id TEXT NOT NULL REFERENCES incidents (id),
+        phase TEXT NOT NULL CHECK (phase IN ('opened', 'resolved')),
+        path TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        failed_sources TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE UNIQUE INDEX evidence_bundles_one_per_phase ON evidence_bundles (incident_id, phase);
+    """,
 ]
 
 

@@ -17,8 +17,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from receiver import api, notify
+from receiver import api, evidence_api, notify
 from receiver.config import Settings
+from receiver.evidence import EvidenceCollector
 from receiver.health import HealthReader
 from receiver.incidents import IncidentEvent
 from receiver.keys import METRICS, OUTBOX, SETTINGS, STORE, WORKER
@@ -56,7 +57,12 @@ def secret_values(settings: Settings) -> list[str]:
 
 
 async def open_responder(
-    app: web.Application, settings: Settings, store: Store, stack: contextlib.AsyncExitStack
+    app: web.Application,
+    settings: Settings,
+    store: Store,
+    stack: contextlib.AsyncExitStack,
+    *,
+    evidence: EvidenceCollector,
 ) -> IncidentResponder:
     """The responder built from ``settings``, its clients registered on ``stack`` to close."""
     triage = settings.triage
@@ -73,7 +79,12 @@ async def open_responder(
     stack.push_async_callback(outbox.stop)
     app[OUTBOX] = outbox
     responder = IncidentResponder(
-        store=store, triage=triage, upstream=upstream, health=health, notifier=notifier
+        store=store,
+        triage=triage,
+        upstream=upstream,
+        health=health,
+        notifier=notifier,
+        evidence=evidence if settings.responder.collect_evidence else None,
     )
     checks = RevertChecks(responder, interval_seconds=settings.responder.revert_check_seconds)
     checks.start()
@@ -139,23 +150,33 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
     app[METRICS] = Metrics()
     register_secrets(secret_values(settings))
 
+    # Built here, opened below: neither touches anything before the application starts. The
+    # evidence collector is shared by the responder and the evidence endpoints.
+    store = Store(settings.store)
+    collector = EvidenceCollector.from_settings(
+        settings.evidence, store=store, metrics=app[METRICS]
+    )
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        store = Store(settings.store)
         await store.open()
         app[STORE] = store
-        async with contextlib.AsyncExitStack() as clients:
-            worker = Worker(
-                store=store,
-                metrics=app[METRICS],
-                responder=responder or await open_responder(app, settings, store, clients),
-                inbox_retention_seconds=settings.store.inbox_retention_hours * 3600,
-            )
-            app[WORKER] = worker
-            worker.start()
-            logger.info("receiver started", store=str(store.path))
-            yield
-            await worker.stop()
-        await store.close()
+        try:
+            async with contextlib.AsyncExitStack() as clients:
+                clients.push_async_callback(collector.close)
+                worker = Worker(
+                    store=store,
+                    metrics=app[METRICS],
+                    responder=responder
+                    or await open_responder(app, settings, store, clients, evidence=collector),
+                    inbox_retention_seconds=settings.store.inbox_retention_hours * 3600,
+                )
+                app[WORKER] = worker
+                worker.start()
+                logger.info("receiver started", store=str(store.path))
+                yield
+                await worker.stop()
+        finally:
+            await store.close()
         logger.info("receiver stopped")
 
     app.cleanup_ctx.append(lifecycle)
@@ -165,4 +186,5 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/api/incidents", api.incidents)
     app.router.add_get("/api/incidents/{id}", api.incident)
+    evidence_api.add_routes(app, collector=collector)
     return app

@@ -761,7 +761,6 @@ class EvidenceSettings(_Group):
     prometheus: EvidencePrometheusSettings = EvidencePrometheusSettings()
 
 
-
 class ResponderSettings(_Group):
     """What ties triage, remediation, notifications and evidence together for each incident."""
 
@@ -794,7 +793,6 @@ class Settings(BaseSettings):
     notify: NotifySettings = NotifySettings()
     triage: TriageSettings = TriageSettings()
     evidence: EvidenceSettings = EvidenceSettings()
-
 
     responder: ResponderSettings = ResponderSettings()
 

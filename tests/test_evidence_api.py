@@ -21,7 +21,6 @@ from receiver.config import (
     StoreSettings,
     WebhookSettings,
 )
-from receiver.evidence_api import add_routes
 from tests.incident_payloads import notification
 
 TOKEN = "evidence-test-token"
@@ -34,9 +33,7 @@ def _app(tmp_path: Path) -> web.Application:
         store=StoreSettings(path=tmp_path / "receiver.sqlite3"),
         evidence=EvidenceSettings(directory=tmp_path / "evidence"),
     )
-    app = create_app(settings)
-    add_routes(app)
-    return app
+    return create_app(settings)  # with the evidence endpoints
 
 
 async def _incident(client: TestClient[Any, Any], status: str = "firing") -> str:

@@ -7,6 +7,7 @@ are fakes, on loopback HTTP: PostHog's status page, PagerDuty, Slack.
 from __future__ import annotations
 
 import asyncio
+import tarfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from structlog.testing import capture_logs
 
 from receiver.app import create_app
 from receiver.config import Settings, load_settings
+from receiver.evidence import bundles_for
 from receiver.keys import STORE
 from receiver.notify.outbox import list_messages
 from tests.fakes.pagerduty import FakePagerDuty
@@ -125,6 +127,7 @@ def make_settings(
         },
         "notify": notify,
         "responder": {"revert_check_seconds": 0.05},
+        "evidence": {"directory": str(tmp_path / "evidence")},
         **groups,
     }
     return Settings(**data)
@@ -286,6 +289,7 @@ async def test_embedded_default_config_handles_an_alert_end_to_end(
     settings = default.model_copy(
         update={
             "store": default.store.model_copy(update={"path": tmp_path / "receiver.sqlite3"}),
+            "evidence": default.evidence.model_copy(update={"directory": tmp_path / "evidence"}),
             "triage": default.triage.model_copy(
                 update={
                     "upstream": default.triage.upstream.model_copy(
@@ -331,6 +335,30 @@ async def test_embedded_default_config_handles_an_alert_end_to_end(
     assert failed == 0
     assert not [e for e in logs if e["log_level"] in ("error", "critical")]
     assert [e for e in logs if e["event"] == "notification"]  # written to the log
+
+
+@pytest.mark.asyncio
+async def test_evidence_on_open_and_a_postmortem_draft_on_resolve(
+    tmp_path: Path, status_page: FakeStatusPage, aiohttp_client: AppClient
+) -> None:
+    """A bundle is written when the incident opens and, with the postmortem, when it resolves."""
+    client = await aiohttp_client(create_app(make_settings(tmp_path, status_page)))
+    await post(client, payload(alert(status_code="503")))
+    incident = await triaged_incident(client)
+    await post(client, payload(alert(status="resolved", status_code="503")))
+    await eventually(lambda: _resolved_and_done(client, incident["id"]))
+
+    records = await client.app[STORE].read(lambda c: bundles_for(c, incident["id"]))
+    assert [r.phase for r in records] == ["opened", "resolved"]
+    with tarfile.open(records[-1].path, "r:gz") as tar:
+        names = {m.name.split("/", 1)[-1] for m in tar.getmembers()}
+    assert {"manifest.json", "postmortem.md"} <= names
+    response = await client.get(f"/api/incidents/{incident['id']}/postmortem")
+    assert response.status == 200
+    draft = await response.text()
+    assert draft.startswith("## Incident: PostHog Errors (500/503)")  # the stored class
+    assert "### Root Cause" in draft
+    assert "vendor_incident" in draft or "our_integration" in draft  # the tree's verdict
 
 
 async def _true(value: bool) -> bool:

@@ -31,9 +31,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from receiver.runbook import ErrorClass, Severity
+from receiver.runbook import ErrorClass, Severity, Verdict
 
 __all__ = [
+    "ActionKind",
     "ClassRule",
     "ConfigError",
     "EvidenceLogsSettings",
@@ -41,11 +42,15 @@ __all__ = [
     "EvidenceQuery",
     "EvidenceSettings",
     "HealthCheckSettings",
+    "KubernetesSettings",
     "LoggingSettings",
     "NotifySettings",
     "OutboxSettings",
     "PagerDutySettings",
+    "RemediationSettings",
+    "RemediationTarget",
     "ResponderSettings",
+    "RunbookActionSettings",
     "SecretSource",
     "ServerSettings",
     "Settings",
@@ -55,6 +60,7 @@ __all__ = [
     "StoreSettings",
     "TriageSettings",
     "UpstreamStatusSettings",
+    "VerifySettings",
     "WebhookSettings",
     "example_config_path",
     "load_settings",
@@ -196,6 +202,192 @@ class LoggingSettings(_Group):
     format: Literal["auto", "json", "console"] = Field(
         default="auto", description="'auto': console on a terminal, JSON otherwise."
     )
+
+
+class KubernetesSettings(_Group):
+    """How to reach the Kubernetes API server."""
+
+    mode: Literal["none", "in_cluster", "kubeconfig"] = Field(
+        default="none",
+        description=(
+            "'none': no cluster (remediation only reports what it would do); 'in_cluster': the "
+            "pod's service account; 'kubeconfig': the file in 'kubeconfig' (or $KUBECONFIG, "
+            "~/.kube/config when unset)."
+        ),
+    )
+    kubeconfig: Path | None = Field(default=None, description="Kubeconfig file (mode kubeconfig).")
+    context: str | None = Field(default=None, description="Kubeconfig context; default: current.")
+    request_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of one API request."
+    )
+    retry_attempts: int = Field(
+        default=3, ge=1, le=10, description="Attempts for a request failing with 5xx or timeout."
+    )
+    retry_backoff_seconds: float = Field(
+        default=0.5, ge=0, description="First wait between attempts; doubles each time."
+    )
+
+
+class RemediationTarget(_Group):
+    """The one workload remediation may touch. Alert labels can never change these."""
+
+    namespace: str = Field(default="default", min_length=1, description="Namespace of the app.")
+    deployment: str = Field(
+        default="posthog-integration", min_length=1, description="The integration Deployment."
+    )
+    container: str = Field(
+        default="posthog-integration", min_length=1, description="Container whose env is set."
+    )
+    pod_selector: str = Field(
+        default="app=posthog-integration", min_length=1, description="Label selector of its pods."
+    )
+    api_key_secret: str = Field(
+        default="posthog-secrets", min_length=1, description="Secret holding the PostHog API key."
+    )
+    api_key_key: str = Field(default="api-key", min_length=1, description="Key in that Secret.")
+    source_secret: str | None = Field(
+        default=None,
+        description="Secret holding a new key, copied by the opt-in 'copy_api_key' action.",
+    )
+    source_key: str = Field(default="api-key", min_length=1, description="Key in source_secret.")
+
+
+ActionKind = Literal["set_env", "restart_if_key_rotated", "copy_api_key", "escalate_infrastructure"]
+
+
+class RunbookActionSettings(_Group):
+    """One runbook entry: when it applies and what it does.
+
+    An entry applies when the incident's error class is in ``error_classes`` or its verdict is
+    in ``verdicts``. ``set_env`` entries name a variable and value from ``env_allowlist``.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="Name in the runbook's words.")
+    kind: ActionKind = Field(description="What the entry does.")
+    error_classes: list[ErrorClass] = Field(default=[], description="Error classes it answers.")
+    verdicts: list[Verdict] = Field(default=[], description="Decision-tree verdicts it answers.")
+    env: str | None = Field(default=None, description="Variable to set (set_env).")
+    value: str | None = Field(default=None, description="Value to set (set_env).")
+    enabled: bool = Field(default=True, description="Off: the entry is never planned.")
+
+    @model_validator(mode="after")
+    def _shape(self) -> RunbookActionSettings:
+        if (self.kind == "set_env") != (self.env is not None and self.value is not None):
+            raise ValueError("'env' and 'value' are required for set_env, and only for set_env")
+        if not self.error_classes and not self.verdicts:
+            raise ValueError("set 'error_classes' or 'verdicts', or the entry never applies")
+        return self
+
+
+def _default_actions() -> list[RunbookActionSettings]:
+    return [
+        RunbookActionSettings(
+            name="enable_request_queuing",
+            kind="set_env",
+            error_classes=[ErrorClass.RATE_LIMITED],
+            env="RATE_LIMIT_MODE",
+            value="queue",
+        ),
+        RunbookActionSettings(
+            name="enable_fallback",
+            kind="set_env",
+            error_classes=[ErrorClass.UPSTREAM_ERROR],
+            verdicts=[Verdict.VENDOR_INCIDENT],
+            env="POSTHOG_FALLBACK",
+            value="true",
+        ),
+        RunbookActionSettings(
+            name="restart_for_rotated_key",
+            kind="restart_if_key_rotated",
+            error_classes=[ErrorClass.AUTH],
+        ),
+        RunbookActionSettings(
+            name="escalate_infrastructure",
+            kind="escalate_infrastructure",
+            verdicts=[Verdict.OUR_INFRASTRUCTURE],
+        ),
+    ]
+
+
+class VerifySettings(_Group):
+    """Optional check after an action that the error rate falls."""
+
+    promql: str | None = Field(
+        default=None,
+        description="Query giving the error rate, e.g. sum(rate(posthog_errors_total[5m])).",
+    )
+    prometheus_url: str = Field(
+        default="http://127.0.0.1:9090", description="Prometheus base URL for that query."
+    )
+    window_seconds: float = Field(
+        default=300.0, gt=0, description="How long the rate has to start falling."
+    )
+    poll_seconds: float = Field(default=15.0, gt=0, description="Interval between queries.")
+
+
+class RemediationSettings(_Group):
+    """Guarded runbook actions on the integration's Deployment."""
+
+    enabled: bool = Field(default=True, description="Off: no action is planned at all.")
+    dry_run: bool = Field(
+        default=True, description="Only report (and server-side dry-run) what would change."
+    )
+    kill_switch: bool = Field(default=False, description="On: every action is skipped.")
+    kill_switch_file: Path | None = Field(
+        default=None,
+        description=(
+            "While this file exists (e.g. a mounted ConfigMap key), every action is skipped."
+        ),
+    )
+    target: RemediationTarget = RemediationTarget()
+    env_allowlist: dict[str, list[str]] = Field(
+        default={"RATE_LIMIT_MODE": ["queue"], "POSTHOG_FALLBACK": ["true"]},
+        description="Environment variables actions may set, with the values allowed for each.",
+    )
+    actions: list[RunbookActionSettings] = Field(
+        default_factory=_default_actions, description="The runbook entries."
+    )
+    select_label: str = Field(
+        default="runbook_action",
+        description="Alert label that may narrow the entries to some names (comma-separated).",
+    )
+    cooldown_seconds: float = Field(
+        default=900.0, ge=0, description="Least time between two runs of an action on a target."
+    )
+    budget_per_incident: int = Field(
+        default=3, ge=0, description="Most actions applied for one incident."
+    )
+    revert_hold_down_seconds: float = Field(
+        default=600.0, ge=0, description="Wait after resolve before changes are reverted."
+    )
+    rollout_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="How long a rollout may take before escalating."
+    )
+    rollout_poll_seconds: float = Field(
+        default=2.0, gt=0, description="Interval between rollout status reads."
+    )
+    conflict_attempts: int = Field(
+        default=5, ge=1, le=20, description="Re-read and retry this often on 409 Conflict."
+    )
+    verify: VerifySettings = VerifySettings()
+
+    @model_validator(mode="after")
+    def _allowlisted(self) -> RemediationSettings:
+        names = [a.name for a in self.actions]
+        if len(names) != len(set(names)):
+            raise ValueError("action names must be unique")
+        for action in self.actions:
+            if action.kind == "set_env":
+                allowed = self.env_allowlist.get(action.env or "")
+                if allowed is None:
+                    raise ValueError(f"action {action.name}: {action.env} is not in env_allowlist")
+                if action.value not in allowed:
+                    raise ValueError(
+                        f"action {action.name}: value {action.value!r} not allowed for {action.env}"
+                    )
+            if action.kind == "copy_api_key" and self.target.source_secret is None:
+                raise ValueError(f"action {action.name}: copy_api_key needs target.source_secret")
+        return self
 
 
 def _http_url(value: str) -> str:
@@ -790,6 +982,8 @@ class Settings(BaseSettings):
     webhook: WebhookSettings
     store: StoreSettings = StoreSettings()
     logging: LoggingSettings = LoggingSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    remediation: RemediationSettings = RemediationSettings()
     notify: NotifySettings = NotifySettings()
     triage: TriageSettings = TriageSettings()
     evidence: EvidenceSettings = EvidenceSettings()

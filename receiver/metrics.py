@@ -70,6 +70,13 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.remediation_actions = Counter(
+            "posthog_receiver_remediation_actions_total",
+            "Remediation decisions by action and status (applied, dry_run, skipped, failed,"
+            " escalated, reverted).",
+            ["action", "status"],
+            registry=r,
+        )
         self.notifications_sent = Counter(
             "posthog_receiver_notifications_sent_total",
             "Notifications delivered, by destination (pagerduty, statuspage, slack, log).",

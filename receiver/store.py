@@ -151,6 +151,40 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX evidence_bundles_one_per_phase ON evidence_bundles (incident_id, phase);
     """,
+    # 4: the remediation journal (intent before applying, outcome after), cooldowns, and
+    # reverts scheduled after resolve.
+    """
+    CREATE TABLE remediation_actions (
+        id INTEGER PRIMARY KEY,
+        incident_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN (
+            'intent', 'done', 'held', 'failed', 'dry_run',
+            'reverting', 'reverted', 'revert_skipped', 'handed_over'
+        )),
+        before TEXT,
+        after TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        UNIQUE (incident_id, action)
+    );
+    CREATE INDEX remediation_actions_target ON remediation_actions (target, state);
+    CREATE TABLE remediation_cooldowns (
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        applied_at REAL NOT NULL,
+        PRIMARY KEY (action, target)
+    );
+    CREATE TABLE remediation_reverts (
+        incident_id TEXT PRIMARY KEY,
+        due_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done'))
+    );
+    CREATE INDEX remediation_reverts_due ON remediation_reverts (state, due_at);
+    """,
 ]
 
 

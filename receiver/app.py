@@ -23,8 +23,11 @@ from receiver.evidence import EvidenceCollector
 from receiver.health import HealthReader
 from receiver.incidents import IncidentEvent
 from receiver.keys import METRICS, OUTBOX, SETTINGS, STORE, WORKER
+from receiver.kube.errors import KubeError
+from receiver.kube.workload import IntegrationWorkload
 from receiver.logs import register_secrets
 from receiver.metrics import Metrics
+from receiver.remediation import open_remediator
 from receiver.responder import IncidentResponder, RevertChecks
 from receiver.store import Store
 from receiver.upstream import UpstreamReader
@@ -56,6 +59,23 @@ def secret_values(settings: Settings) -> list[str]:
     return found
 
 
+async def _cluster_view(
+    settings: Settings, stack: contextlib.AsyncExitStack
+) -> IntegrationWorkload | None:
+    """The configured workload, for triage's read-only questions (pods, API key); ``None``
+    without a cluster, or when it cannot be reached (triage then says so in its steps)."""
+    try:
+        workload = await IntegrationWorkload.connect(
+            settings.kubernetes, settings.remediation.target
+        )
+    except KubeError as e:
+        logger.error("triage has no cluster view", error=str(e))
+        return None
+    if workload is not None:
+        stack.push_async_callback(workload.close)
+    return workload
+
+
 async def open_responder(
     app: web.Application,
     settings: Settings,
@@ -78,11 +98,16 @@ async def open_responder(
     outbox.start()
     stack.push_async_callback(outbox.stop)
     app[OUTBOX] = outbox
+    remediator = await stack.enter_async_context(
+        open_remediator(settings, store=store, metrics=app[METRICS])
+    )
     responder = IncidentResponder(
         store=store,
         triage=triage,
         upstream=upstream,
         health=health,
+        cluster=await _cluster_view(settings, stack),
+        remediation=remediator,
         notifier=notifier,
         evidence=evidence if settings.responder.collect_evidence else None,
     )

@@ -53,6 +53,7 @@ __all__ = [
     "IncidentResponder",
     "Remediation",
     "RevertChecks",
+    "action_notice",
     "action_notices",
     "planned_notifications",
     "snapshot_of",
@@ -69,6 +70,7 @@ REMEDIATION_ENTRY = "remediation"
 # A skip saying the journal already has the action for this incident is a repeat (an event
 # handled again, or alerts changing while the action is in place), not news for people.
 REPEAT_SKIP_PREFIX = "already handled"
+NOTIFIED_OUTCOMES = frozenset({"applied", "dry_run", "skipped", "failed", "escalated", "reverted"})
 # A severity for an incident that has not been triaged (its triage failed every attempt).
 UNTRIAGED_SEVERITY = Severity.P3
 
@@ -121,37 +123,44 @@ def _enum(kind: type[ErrorClass] | type[Verdict], value: Any) -> Any:
         return None
 
 
-def action_notices(incident: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The remediation outcomes on an incident's timeline that people should hear about.
+def action_notice(outcome: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One remediation outcome (as recorded: ``action``, ``status``, ``target``, ``reason``,
+    ``before``, ``after``) in the form the notifier reads (``id``, ``name``, ``outcome``,
+    ``target``, ``detail``); ``None`` for what is not news to people.
 
-    One per distinct outcome (action, status, reason, values), oldest first, each with a
-    stable ``id`` (so notifying it again stores nothing new) in the form the notifier reads:
-    ``id``, ``name``, ``outcome``, ``target``, ``detail``. Repeats of an action the journal
-    already handled are left out.
+    The ``id`` is derived from what the outcome says, not when: the same outcome recorded
+    again (an event handled twice) has the same id, and the notifier stores it once.
     """
+    status = str(outcome.get("status") or "")
+    reason = str(outcome.get("reason") or "")
+    if status not in NOTIFIED_OUTCOMES:
+        return None  # e.g. a label selection that was ignored: logged, not paged
+    if status == "skipped" and reason.startswith(REPEAT_SKIP_PREFIX):
+        return None
+    name = str(outcome.get("action") or "action")
+    before, after = outcome.get("before"), outcome.get("after")
+    ident = _digest(name, status, reason, before, after)
+    return {
+        "id": ident,
+        "name": name,
+        "outcome": status,
+        "target": str(outcome.get("target") or ""),
+        "detail": reason,
+        "before": before,
+        "after": after,
+    }
+
+
+def action_notices(incident: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The remediation outcomes on an incident's timeline that people should hear about,
+    oldest first, one per distinct outcome (see :func:`action_notice`)."""
     notices: dict[str, dict[str, Any]] = {}
     for entry in incident.get("timeline", ()):
         if entry.get("kind") != REMEDIATION_ENTRY:
             continue
-        data = entry.get("data") or {}
-        status = str(data.get("status") or "")
-        reason = str(data.get("reason") or "")
-        if status == "skipped" and reason.startswith(REPEAT_SKIP_PREFIX):
-            continue
-        name = str(data.get("action") or "action")
-        ident = _digest(name, status, reason, data.get("before"), data.get("after"))
-        notices.setdefault(
-            ident,
-            {
-                "id": ident,
-                "name": name,
-                "outcome": status,
-                "target": str(data.get("target") or ""),
-                "detail": reason,
-                "before": data.get("before"),
-                "after": data.get("after"),
-            },
-        )
+        notice = action_notice(entry.get("data") or {})
+        if notice is not None:
+            notices.setdefault(notice["id"], notice)
     return list(notices.values())
 
 

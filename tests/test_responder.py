@@ -10,6 +10,7 @@ import asyncio
 import tarfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,15 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from receiver.app import create_app
-from receiver.config import Settings, load_settings
+from receiver.config import KubernetesSettings, Settings, load_settings
 from receiver.evidence import bundles_for
 from receiver.keys import STORE
 from receiver.notify.outbox import list_messages
+from tests.conftest import remediation_settings
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack
 from tests.fakes.status_page import FakeStatusPage
+from tests.kube_emulator import DEPLOYMENTS, PODS, ClusterEmulator, deployment, pod
 
 ROUTING_KEY = "R3sp0nd3rT3stR0ut1ngK3y012345678"[:32]
 GROUP_KEY = '{}:{alertname="PostHogErrorRateHigh"}'
@@ -242,7 +245,11 @@ async def test_pagerduty_is_triggered_then_resolved(
     assert trigger["payload"]["severity"] == "critical"
     assert trigger["payload"]["custom_details"]["class"] == "auth"
     assert trigger["payload"]["custom_details"]["decision_path"]  # the tree's steps go along
-    assert len(slack.texts) == 2  # opened, resolved
+    # Opened, the runbook's auth action (a dry run here: no cluster), resolved.
+    opened, action, resolved = slack.texts
+    assert opened.startswith("🔴 P1 INCIDENT")
+    assert "Current action: restart_for_rotated_key dry run" in action
+    assert resolved.startswith("✅ P1 INCIDENT")
     assert pagerduty.rejected == []
 
 
@@ -271,7 +278,7 @@ async def test_handling_events_again_pages_nobody_twice(
 
     assert [m["id"] for m in after] == [m["id"] for m in before]
     assert [a["event_action"] for a in pagerduty.alerts] == ["trigger", "resolve"]
-    assert len(slack.texts) == 2
+    assert len(slack.texts) == 3  # opened, the action, resolved
 
 
 @pytest.mark.asyncio
@@ -359,6 +366,159 @@ async def test_evidence_on_open_and_a_postmortem_draft_on_resolve(
     assert draft.startswith("## Incident: PostHog Errors (500/503)")  # the stored class
     assert "### Root Cause" in draft
     assert "vendor_incident" in draft or "our_integration" in draft  # the tree's verdict
+
+
+# -- with the Kubernetes emulator -------------------------------------------------------------
+
+NAME = "posthog-integration"
+HOLD_DOWN = 0.5
+
+
+def integration_env(cluster: ClusterEmulator) -> dict[str, str]:
+    spec = cluster.current(DEPLOYMENTS, "prod", NAME)["spec"]["template"]["spec"]
+    container = next(c for c in spec["containers"] if c["name"] == NAME)
+    return {e["name"]: e["value"] for e in container.get("env", [])}
+
+
+def healthy_workload(cluster: ClusterEmulator) -> None:
+    """The integration Deployment in ``prod`` with two ready pods."""
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
+    for name in ("posthog-integration-7d9f-a", "posthog-integration-7d9f-b"):
+        cluster.put_object(PODS, "prod", name, pod(name, started="2026-11-23T04:00:00Z"))
+
+
+def cluster_settings(
+    tmp_path: Path,
+    status_page: FakeStatusPage,
+    kube_settings: KubernetesSettings,
+    pagerduty: FakePagerDuty,
+) -> Settings:
+    return make_settings(
+        tmp_path,
+        status_page,
+        pagerduty=pagerduty,
+        kubernetes=kube_settings.model_dump(),
+        remediation=remediation_settings(revert_hold_down_seconds=HOLD_DOWN).model_dump(),
+    )
+
+
+async def remediation_entries(client: TestClient[Any, Any], incident_id: str) -> list[Any]:
+    response = await client.get(f"/api/incidents/{incident_id}")
+    incident = await response.json()
+    return [t for t in incident["timeline"] if t["kind"] == "remediation"]
+
+
+@pytest.mark.asyncio
+async def test_rate_limited_sets_queue_mode_and_resolve_reverts_after_the_hold_down(
+    tmp_path: Path,
+    status_page: FakeStatusPage,
+    pagerduty: FakePagerDuty,
+    cluster: ClusterEmulator,
+    kube_settings: KubernetesSettings,
+    aiohttp_client: AppClient,
+) -> None:
+    """429s set RATE_LIMIT_MODE=queue; once resolved and the hold-down passed, it is removed."""
+    healthy_workload(cluster)
+    settings = cluster_settings(tmp_path, status_page, kube_settings, pagerduty)
+    client = await aiohttp_client(create_app(settings))
+    await post(client, payload(alert(status_code="429")))
+    incident = await triaged_incident(client)
+    await eventually(lambda: events_done(client))
+
+    assert incident["decision"]["verdict"] == "our_integration"  # pods healthy, page green
+    assert integration_env(cluster) == {"LOG_LEVEL": "info", "RATE_LIMIT_MODE": "queue"}
+    applied = await remediation_entries(client, incident["id"])
+    assert [(e["data"]["action"], e["data"]["status"]) for e in applied] == [
+        ("enable_request_queuing", "applied")
+    ]
+
+    await post(client, payload(alert(status="resolved", status_code="429")))
+    await eventually(lambda: _true("RATE_LIMIT_MODE" not in integration_env(cluster)))
+    assert integration_env(cluster) == {"LOG_LEVEL": "info"}
+
+    resolved = await only_incident(client)
+    entries = await remediation_entries(client, incident["id"])
+    reverted = [e for e in entries if e["data"]["status"] == "reverted"]
+    assert len(reverted) == 1
+    waited = _stamp(reverted[0]["at"]) - _stamp(resolved["resolvedAt"])
+    assert waited >= HOLD_DOWN  # not before the hold-down
+
+    # PagerDuty: paged, told of the change, resolved, told of the revert.
+    await eventually(lambda: _true(len(pagerduty.changes) == 2))
+    assert [a["event_action"] for a in pagerduty.alerts] == ["trigger", "resolve"]
+    summaries = [c["payload"]["summary"] for c in pagerduty.changes]
+    assert "enable_request_queuing applied" in summaries[0]
+    assert "enable_request_queuing reverted" in summaries[1]
+
+
+@pytest.mark.asyncio
+async def test_an_event_handled_again_neither_acts_nor_pages_twice(
+    tmp_path: Path,
+    status_page: FakeStatusPage,
+    pagerduty: FakePagerDuty,
+    cluster: ClusterEmulator,
+    kube_settings: KubernetesSettings,
+    aiohttp_client: AppClient,
+) -> None:
+    """After a crash between acting and marking the event done, the replay changes nothing."""
+    healthy_workload(cluster)
+    settings = cluster_settings(tmp_path, status_page, kube_settings, pagerduty)
+    client = await aiohttp_client(create_app(settings))
+    await post(client, payload(alert(status_code="429")))
+    incident = await triaged_incident(client)
+    await eventually(lambda: events_done(client))
+    sent = await eventually(lambda: outbox_settled(client))
+    patches = len(cluster.writes("deployments"))
+    assert patches >= 1
+
+    store = client.app[STORE]
+    await store.write(lambda c: c.execute("UPDATE incident_events SET state = 'pending'"))
+    await eventually(lambda: events_done(client))
+    again = await eventually(lambda: outbox_settled(client))
+
+    assert len(cluster.writes("deployments")) == patches
+    assert [m["id"] for m in again] == [m["id"] for m in sent]
+    assert [a["event_action"] for a in pagerduty.alerts] == ["trigger"]
+    assert len(pagerduty.changes) == 1
+    entries = await remediation_entries(client, incident["id"])
+    assert [e["data"]["status"] for e in entries].count("applied") == 1
+
+
+@pytest.mark.asyncio
+async def test_labels_cannot_aim_remediation_elsewhere(
+    tmp_path: Path,
+    status_page: FakeStatusPage,
+    pagerduty: FakePagerDuty,
+    cluster: ClusterEmulator,
+    kube_settings: KubernetesSettings,
+    aiohttp_client: AppClient,
+) -> None:
+    """An alert naming another namespace, deployment and variable changes only the target."""
+    healthy_workload(cluster)
+    cluster.put_object(DEPLOYMENTS, "kube-system", NAME, deployment())
+    settings = cluster_settings(tmp_path, status_page, kube_settings, pagerduty)
+    client = await aiohttp_client(create_app(settings))
+    hostile = alert(
+        status_code="429",
+        namespace="kube-system",
+        deployment="coredns",
+        container="coredns",
+        env="POSTHOG_FALLBACK",
+        value="true",
+    )
+    await post(client, payload(hostile))
+    await triaged_incident(client)
+    await eventually(lambda: events_done(client))
+
+    assert integration_env(cluster) == {"LOG_LEVEL": "info", "RATE_LIMIT_MODE": "queue"}
+    other = cluster.current(DEPLOYMENTS, "kube-system", NAME)["spec"]["template"]["spec"]
+    assert other == deployment()["spec"]["template"]["spec"]
+    touched = {(r.namespace, r.name) for r in cluster.writes("deployments")}
+    assert touched == {("prod", NAME)}
+
+
+def _stamp(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 async def _true(value: bool) -> bool:

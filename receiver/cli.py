@@ -266,7 +266,7 @@ def _with_collector(
     async def run() -> int:
         store = Store(settings.store)
         await store.open()
-        collector = EvidenceCollector.from_settings(settings.evidence, store=store)
+        collector = EvidenceCollector.from_settings(settings, store=store)
         try:
             return await use(collector)
         finally:

@@ -881,25 +881,11 @@ class EvidenceLogsSettings(_Group):
     """Logs and Kubernetes events of the integration's pods."""
 
     enabled: bool = Field(
-        default=False, description="Read pod logs and events; false when there is no cluster."
-    )
-    kubeconfig: Path | None = Field(
-        default=None,
-        description="Kubeconfig file; unset: in-cluster service account, else ~/.kube/config.",
-    )
-    context: str | None = Field(default=None, description="Kubeconfig context; unset: current.")
-    namespace: str = Field(
-        default="default", min_length=1, description="Namespace of the integration."
-    )
-    deployment: str = Field(
-        default="posthog-integration",
-        min_length=1,
-        description="Deployment whose events (and whose pods' events) are collected.",
-    )
-    label_selector: str = Field(
-        default="app=posthog-integration",
-        min_length=1,
-        description="Selects the integration's pods, as 'kubectl logs -l' does.",
+        default=True,
+        description=(
+            "Read pod logs and events when a cluster is configured ('kubernetes.mode'); the "
+            "pods are those of 'remediation.target' (namespace, deployment, pod_selector)."
+        ),
     )
     container: str | None = Field(
         default=None, description="Only this container's logs; unset: every container."

@@ -30,7 +30,7 @@ def add_routes(app: web.Application, *, collector: EvidenceCollector | None = No
 
         async def lifecycle(app: web.Application) -> AsyncIterator[None]:
             built = EvidenceCollector.from_settings(
-                app[SETTINGS].evidence, store=app[STORE], metrics=app[METRICS]
+                app[SETTINGS], store=app[STORE], metrics=app[METRICS]
             )
             app[EVIDENCE] = built
             yield

@@ -18,7 +18,12 @@ from receiver.config import (
     EvidenceLogsSettings,
     EvidencePrometheusSettings,
     EvidenceSettings,
+    KubernetesSettings,
+    RemediationSettings,
+    RemediationTarget,
+    Settings,
     StoreSettings,
+    WebhookSettings,
 )
 from receiver.evidence import EvidenceCollector, IncidentNotFound, bundles_for
 from receiver.incidents import get_incident
@@ -91,18 +96,24 @@ def _settings(
     kubeconfig: Path | None,
     log_options: dict[str, Any] | None = None,
     **overrides: Any,
-) -> EvidenceSettings:
-    logs = EvidenceLogsSettings(
-        enabled=kubeconfig is not None,
-        kubeconfig=kubeconfig,
-        namespace=NS,
-        label_selector="app=posthog-integration",
-        tail_lines=3,
-        **(log_options or {}),
-    )
+) -> Settings:
+    logs = EvidenceLogsSettings(tail_lines=3, **(log_options or {}))
     prom = EvidencePrometheusSettings(url=prometheus_url, timeout_seconds=2, margin_minutes=1)
-    return EvidenceSettings(
+    evidence = EvidenceSettings(
         directory=tmp_path / "evidence", logs=logs, prometheus=prom, **overrides
+    )
+    cluster = (
+        KubernetesSettings(mode="kubeconfig", kubeconfig=kubeconfig)
+        if kubeconfig is not None
+        else KubernetesSettings()
+    )
+    return Settings(
+        webhook=WebhookSettings(allow_unauthenticated=True),
+        kubernetes=cluster,
+        remediation=RemediationSettings(
+            target=RemediationTarget(namespace=NS, pod_selector="app=posthog-integration")
+        ),
+        evidence=evidence,
     )
 
 

@@ -29,7 +29,7 @@ def test_a_config_without_evidence_still_loads(tmp_path: Path) -> None:
     path.write_text("webhook: {allow_unauthenticated: true}\n", encoding="utf-8")
     settings = load_settings(path)
     assert settings.evidence.prometheus.url is None
-    assert not settings.evidence.logs.enabled
+    assert settings.kubernetes.mode == "none"  # so no logs are read, whatever logs.enabled says
 
 
 def test_a_bad_error_pattern_names_the_field(tmp_path: Path) -> None:

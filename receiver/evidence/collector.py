@@ -31,7 +31,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from receiver.cluster import ClusterEvent, PodLogs
-from receiver.config import EvidenceSettings
+from receiver.config import EvidenceSettings, Settings
 from receiver.evidence.bundle import BundleBuilder
 from receiver.evidence.chart import ChartMarker, ChartSeries, render_error_rate_chart
 from receiver.evidence.postmortem import (
@@ -80,6 +80,11 @@ class LogSource(Protocol):
     async def events(self, *, limit: int) -> list[ClusterEvent]: ...
 
     async def close(self) -> None: ...
+
+    @property
+    def selection(self) -> str:
+        """Which pods are read, for notes in the bundle (e.g. 'app=x in namespace ns')."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -209,26 +214,29 @@ class EvidenceCollector:
 
     @classmethod
     def from_settings(
-        cls, settings: EvidenceSettings, *, store: Store, metrics: Metrics | None = None
+        cls, settings: Settings, *, store: Store, metrics: Metrics | None = None
     ) -> EvidenceCollector:
-        """A collector with the configured sources: a cluster when logs are enabled,
-        Prometheus when its URL is set."""
-        logs = settings.logs
+        """A collector with the configured sources: the cluster's logs and events when a
+        cluster is configured, Prometheus when its URL is set."""
+        evidence = settings.evidence
+        cluster = settings.kubernetes
+        target = settings.remediation.target
         source: LogSource | None = None
-        if logs.enabled:
+        if evidence.logs.enabled and cluster.mode != "none":
             source = PodLogReader(
-                kubeconfig=logs.kubeconfig,
-                context=logs.context,
-                namespace=logs.namespace,
-                deployment=logs.deployment,
-                label_selector=logs.label_selector,
-                container=logs.container,
+                kubeconfig=cluster.kubeconfig if cluster.mode == "kubeconfig" else None,
+                context=cluster.context,
+                namespace=target.namespace,
+                deployment=target.deployment,
+                label_selector=target.pod_selector,
+                container=evidence.logs.container,
+                request_timeout=cluster.request_timeout_seconds,
             )
-        prom = settings.prometheus
+        prom = evidence.prometheus
         client = (
             PrometheusClient(prom.url, timeout_seconds=prom.timeout_seconds) if prom.url else None
         )
-        return cls(settings=settings, store=store, logs=source, prometheus=client, metrics=metrics)
+        return cls(settings=evidence, store=store, logs=source, prometheus=client, metrics=metrics)
 
     async def close(self) -> None:
         if self._logs is not None:
@@ -444,7 +452,11 @@ class EvidenceCollector:
     async def _pod_logs(self, builder: BundleBuilder) -> tuple[list[PodLogs], list[PodLogs]]:
         logs = self._settings.logs
         if self._logs is None:
-            builder.report("pod_logs", "not_configured", "logs.enabled is false (no cluster)")
+            builder.report(
+                "pod_logs",
+                "not_configured",
+                "no cluster configured (kubernetes.mode), or evidence.logs.enabled is false",
+            )
             return [], []
         try:
             whole = await self._logs.pod_logs(
@@ -466,9 +478,7 @@ class EvidenceCollector:
             return [], []
         failed = [p for p in whole + tails if p.error is not None]
         if not whole:
-            builder.report(
-                "pod_logs", "partial", f"no pods match {logs.label_selector} in {logs.namespace}"
-            )
+            builder.report("pod_logs", "partial", f"no pods match {self._logs.selection}")
         elif failed:
             status: Literal["partial", "failed"] = (
                 "failed" if len(failed) == len(whole) + len(tails) else "partial"
@@ -512,7 +522,11 @@ class EvidenceCollector:
 
     async def _events(self, builder: BundleBuilder) -> list[ClusterEvent] | None:
         if self._logs is None:
-            builder.report("events", "not_configured", "logs.enabled is false (no cluster)")
+            builder.report(
+                "events",
+                "not_configured",
+                "no cluster configured (kubernetes.mode), or evidence.logs.enabled is false",
+            )
             return None
         try:
             events = await self._logs.events(limit=self._settings.logs.max_events)

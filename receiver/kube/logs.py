@@ -204,6 +204,10 @@ class PodLogReader:
         self._api: client.ApiClient | None = None
         self._pods_seen: set[str] = set()
 
+    @property
+    def selection(self) -> str:
+        return f"{self._selector} in namespace {self._namespace}"
+
     async def _client(self) -> client.ApiClient:
         if self._api is None:
             try:

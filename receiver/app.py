@@ -178,9 +178,7 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
     # Built here, opened below: neither touches anything before the application starts. The
     # evidence collector is shared by the responder and the evidence endpoints.
     store = Store(settings.store)
-    collector = EvidenceCollector.from_settings(
-        settings.evidence, store=store, metrics=app[METRICS]
-    )
+    collector = EvidenceCollector.from_settings(settings, store=store, metrics=app[METRICS])
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from receiver.alertmanager import WebhookPayload
     from receiver.evidence import EvidenceCollector
     from receiver.explain import TriageReport
-    from receiver.notify import IncidentSnapshot
 
 __all__ = ["main"]
 
@@ -193,47 +192,18 @@ def render_report(report: TriageReport) -> str:
     return "\n".join(lines)
 
 
-def _preview_snapshot(payload: WebhookPayload, report: TriageReport) -> IncidentSnapshot:
-    """The incident the service would open for ``payload``, as the notifier would see it."""
-    import time
-
-    from receiver.notify import IncidentSnapshot
-    from receiver.responder import step_line
-
-    name = payload.common_labels.get("alertname") or payload.alerts[0].alertname or "alert"
-    extra = ", ".join(
-        f"{k}={v}" for k, v in sorted(payload.group_labels.items()) if k != "alertname"
-    )
-    firing = [a for a in payload.alerts if a.status == "firing"] or payload.alerts
-    return IncidentSnapshot(
-        id="inc-preview",
-        title=f"{name} ({extra})" if extra else name,
-        status="open" if payload.status == "firing" else "resolved",
-        severity=report.severity,
-        opened_at=time.time(),
-        error_class=report.error_class,
-        verdict=report.decision.verdict,
-        decision_summary=report.decision.summary,
-        decision_steps=tuple(step_line(s.as_dict()) for s in report.decision.steps),
-        generator_url=next((a.generator_url for a in firing if a.generator_url), ""),
-        external_url=payload.external_url,
-        labels=dict(payload.group_labels),
-    )
-
-
 async def _explain_with_plans(payload: WebhookPayload, settings: Settings) -> TriageReport:
     """Triage, plus what remediation and notification would do; nothing applied or sent."""
     from receiver.explain import explain
-    from receiver.responder import planned_notifications
+    from receiver.responder import ResponsePreview
 
-    async def notifications(report: TriageReport) -> list[dict[str, Any]]:
-        return await planned_notifications(
-            settings.notify,
-            public_url=settings.server.public_url,
-            snapshot=_preview_snapshot(payload, report),
+    async with ResponsePreview(settings, payload) as preview:
+        return await explain(
+            payload,
+            settings,
+            plan_actions=preview.actions,
+            plan_notifications=preview.notifications,
         )
-
-    return await explain(payload, settings, plan_notifications=notifications)
 
 
 def _triage(args: argparse.Namespace) -> int:

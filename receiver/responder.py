@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -38,12 +39,15 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
+from receiver.alertmanager import WebhookPayload
 from receiver.cluster import ClusterView
-from receiver.config import NotifySettings, StoreSettings, TriageSettings
+from receiver.config import Settings, StoreSettings, TriageSettings
 from receiver.decision import Q_UPSTREAM, Decision, HealthSource, StatusSource, decide
-from receiver.incidents import IncidentEvent, get_incident, record_triage
+from receiver.explain import TriageReport
+from receiver.incidents import IncidentEvent, apply_notification, get_incident, record_triage
 from receiver.notify import IncidentSnapshot, Notifier
 from receiver.notify.outbox import list_messages
+from receiver.remediation import Remediator
 from receiver.runbook import ErrorClass, Severity, Verdict
 from receiver.store import Store
 from receiver.triage import acknowledge_by, assess
@@ -52,10 +56,10 @@ __all__ = [
     "EvidenceSink",
     "IncidentResponder",
     "Remediation",
+    "ResponsePreview",
     "RevertChecks",
     "action_notice",
     "action_notices",
-    "planned_notifications",
     "snapshot_of",
     "step_line",
 ]
@@ -436,7 +440,9 @@ class RevertChecks:
             await asyncio.sleep(self._interval)
 
 
-# -- what would be sent, for ``posthog-receiver triage`` ----------------------------------
+# -- what would be done, for ``posthog-receiver triage`` -----------------------------------
+
+PREVIEW_NO_CLUSTER = "a preview never touches the cluster"
 
 
 def _message_summary(kind: str, payload: Mapping[str, Any]) -> str:
@@ -446,56 +452,139 @@ def _message_summary(kind: str, payload: Mapping[str, Any]) -> str:
     if kind.startswith("pagerduty."):
         return f"{payload.get('event_action', kind)} {payload.get('dedup_key', '')}".strip()
     if kind == "slack.message":
-        return str(payload.get("text", "")).split("\n", 1)[0]
+        lines = str(payload.get("text", "")).splitlines() or [""]
+        action = next((line for line in lines if line.startswith("Current action:")), None)
+        return f"{lines[0]} ({action})" if action else lines[0]
     if kind == "statuspage.update":
         return f"{payload.get('status')}: component {payload.get('component_status')}"
     return kind
 
 
-async def planned_notifications(
-    settings: NotifySettings,
-    *,
-    public_url: str,
-    snapshot: IncidentSnapshot,
-    actions: Sequence[Mapping[str, Any]] = (),
-) -> list[dict[str, Any]]:
-    """The messages the notifier would store for ``snapshot`` (opened, or resolved), then
-    one per action; nothing is sent.
+class ResponsePreview:
+    """What the responder would do for one notification, without doing it.
 
-    The real notifier renders them, into a throwaway store that is deleted afterwards, so
-    the preview is exactly what the service would queue. Each item names the destination
-    (``log`` for one not configured), the kind, the occasion (``on``), a one-line summary
-    and how long delivery would wait (the status page's hold-off).
+    The same code runs as in the service, against a scratch store deleted afterwards: the
+    notification opens an incident there, the triage report is recorded on it, remediation
+    plans the runbook's entries and evaluates its guards in dry run without a cluster (a
+    preview writes nothing, not even a Kubernetes Event), and the notifier renders the
+    messages it would queue. Nothing is sent and the real store is never opened.
+
+    ``actions`` and ``notifications`` are the planners :func:`receiver.explain.explain`
+    takes; it calls ``actions`` first, so the notifications include one per action.
     """
-    found: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="posthog-receiver-preview-") as scratch:
-        store = Store(StoreSettings(path=Path(scratch) / "preview.sqlite3"))
-        await store.open()
-        try:
-            notifier = Notifier(store=store, settings=settings, public_url=public_url)
-            steps: list[tuple[str, Callable[[], Awaitable[int]]]] = []
-            if snapshot.status == "resolved":
-                steps.append(("resolved", lambda: notifier.incident_resolved(snapshot)))
-            else:
-                steps.append(("opened", lambda: notifier.incident_opened(snapshot)))
-            for action in actions:
-                occasion = f"action {action.get('name')} {action.get('outcome')}"
-                steps.append((occasion, functools.partial(notifier.action_taken, snapshot, action)))
-            seen = 0
-            for occasion, step in steps:
-                await step()
-                messages = await store.read(list_messages)
-                for m in messages[seen:]:
-                    found.append(
-                        {
-                            "destination": m["destination"],
-                            "kind": m["kind"],
-                            "on": occasion,
-                            "summary": _message_summary(m["kind"], m["payload"]),
-                            "delay_seconds": round(max(0.0, m["not_before"] - m["created_at"])),
-                        }
-                    )
-                seen = len(messages)
-        finally:
-            await store.close()
-    return found
+
+    def __init__(self, settings: Settings, payload: WebhookPayload) -> None:
+        self._settings = settings
+        self._payload = payload
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._store: Store | None = None
+        self._incident_id: str | None = None
+        self._triaged = False
+
+    async def __aenter__(self) -> ResponsePreview:
+        self._scratch = tempfile.TemporaryDirectory(prefix="posthog-receiver-preview-")
+        self._store = Store(StoreSettings(path=Path(self._scratch.name) / "preview.sqlite3"))
+        await self._store.open()
+        payload = self._payload
+        outcome = await self._store.write(lambda conn: apply_notification(conn, payload))
+        self._incident_id = outcome.incident_id  # None: nothing firing, nothing would open
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._store is not None:
+            await self._store.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+
+    async def _record(self, store: Store, incident_id: str, report: TriageReport) -> None:
+        if self._triaged:
+            return
+        await store.write(
+            functools.partial(
+                record_triage,
+                incident_id=incident_id,
+                error_class=report.error_class,
+                severity=report.severity,
+                acknowledge_by=report.acknowledge_by,
+                decision=report.decision.as_dict(),
+            )
+        )
+        self._triaged = True
+
+    def _opened(self) -> tuple[Store, str] | None:
+        if self._store is None or self._incident_id is None:
+            return None
+        return self._store, self._incident_id
+
+    async def actions(self, report: TriageReport) -> list[dict[str, Any]]:
+        """The runbook entries for the report's class and verdict, each with what its guards
+        decided (``dry_run`` with what would change, or ``skipped``/``escalated`` and why)."""
+        opened = self._opened()
+        if opened is None:
+            return []
+        store, incident_id = opened
+        await self._record(store, incident_id, report)
+        remediator = Remediator(
+            settings=self._settings.remediation.model_copy(update={"dry_run": True}),
+            store=store,
+            workload=None,
+            no_cluster_reason=PREVIEW_NO_CLUSTER,
+        )
+        firing = [a for a in self._payload.alerts if a.status == "firing"]
+        outcomes = await remediator.remediate(
+            incident_id=incident_id,
+            error_class=report.error_class,
+            verdict=report.decision.verdict,
+            labels=_shared_labels([{"labels": a.labels} for a in firing]),
+        )
+        return [o.as_dict() for o in outcomes]
+
+    async def notifications(self, report: TriageReport) -> list[dict[str, Any]]:
+        """The messages that would be queued: on open, then one per action; each with its
+        destination (``log`` for one not configured), kind, occasion, a one-line summary and
+        how long delivery would wait (the status page's hold-off)."""
+        opened = self._opened()
+        if opened is None:
+            return []
+        store, incident_id = opened
+        await self._record(store, incident_id, report)
+        incident = await store.read(lambda conn: get_incident(conn, incident_id))
+        assert incident is not None  # opened in __aenter__
+        notices = action_notices(incident)
+        snapshot = snapshot_of(incident, actions=notices)
+        # Delivery waits are counted from now, as for an incident opening now.
+        snapshot = dataclasses.replace(snapshot, opened_at=time.time())
+        notifier = Notifier(
+            store=store,
+            settings=self._settings.notify,
+            public_url=self._settings.server.public_url,
+        )
+        steps: list[tuple[str, Callable[[], Awaitable[int]]]] = [
+            ("opened", functools.partial(notifier.incident_opened, snapshot))
+        ]
+        for notice in notices:
+            steps.append(
+                (
+                    f"{notice['name']} {notice['outcome']}",
+                    functools.partial(
+                        notifier.action_taken, snapshot, notice, event_id=f"action-{notice['id']}"
+                    ),
+                )
+            )
+        found: list[dict[str, Any]] = []
+        seen = 0
+        for occasion, step in steps:
+            await step()
+            messages = await store.read(lambda conn: list_messages(conn, incident_id))
+            for m in messages[seen:]:
+                found.append(
+                    {
+                        "destination": m["destination"],
+                        "kind": m["kind"],
+                        "on": occasion,
+                        "summary": _message_summary(m["kind"], m["payload"]),
+                        "delay_seconds": round(max(0.0, m["not_before"] - m["created_at"])),
+                    }
+                )
+            seen = len(messages)
+        return found

@@ -106,8 +106,11 @@ async def test_json_output(tmp_path: Path, page: FakeStatusPage) -> None:
     assert report["decision"]["verdict"] == "vendor_incident"
     assert report["steps"] == report["decision"]["steps"]
     assert report["steps"][0]["answer"] == "yes"
-    assert report["actions"] == []
-    assert report["notifications"]  # what would be sent: see tests/test_responder.py
+    # What remediation and notification would do: see tests/test_responder.py.
+    assert [(a["action"], a["status"]) for a in report["actions"]] == [
+        ("enable_fallback", "dry_run")
+    ]
+    assert report["notifications"]
     assert [a["fingerprint"] for a in report["alerts"]] == ["a1", "b2"]
     assert page.requests == ["/api/v2/status.json"]
     # No side effects: the configured store was never created.

@@ -7,6 +7,8 @@ are fakes, on loopback HTTP: PostHog's status page, PagerDuty, Slack.
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import tarfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import yaml
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
@@ -515,6 +518,78 @@ async def test_labels_cannot_aim_remediation_elsewhere(
     assert other == deployment()["spec"]["template"]["spec"]
     touched = {(r.namespace, r.name) for r in cluster.writes("deployments")}
     assert touched == {("prod", NAME)}
+
+
+# -- posthog-receiver triage -------------------------------------------------------------------
+
+
+async def triage_cli(tmp_path: Path, config: dict[str, Any], body: dict[str, Any]) -> Any:
+    """Run ``posthog-receiver triage --json`` in a subprocess; its JSON report."""
+    (tmp_path / "receiver.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "payload.json").write_text(json.dumps(body))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "receiver",
+        "triage",
+        "--config",
+        str(tmp_path / "receiver.yaml"),
+        str(tmp_path / "payload.json"),
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return json.loads(out)
+
+
+def cli_config(
+    tmp_path: Path, status_page: FakeStatusPage, pagerduty: FakePagerDuty, **remediation: Any
+) -> dict[str, Any]:
+    return {
+        "webhook": {"allow_unauthenticated": True},
+        "store": {"path": str(tmp_path / "state" / "receiver.sqlite3")},
+        "triage": {"upstream": {"url": status_page.url(), "timeout_seconds": 1}},
+        "notify": {
+            "pagerduty": {"routing_key": {"value": ROUTING_KEY}, "events_url": pagerduty.url}
+        },
+        "remediation": {"dry_run": False, **remediation},
+    }
+
+
+@pytest.mark.asyncio
+async def test_triage_lists_what_would_be_done_and_does_nothing(
+    tmp_path: Path, status_page: FakeStatusPage, pagerduty: FakePagerDuty
+) -> None:
+    """--json lists the planned action and the messages it would queue; none is sent."""
+    config = cli_config(tmp_path, status_page, pagerduty)
+    report = await triage_cli(tmp_path, config, payload(alert(status_code="429")))
+
+    assert [(a["action"], a["status"]) for a in report["actions"]] == [
+        ("enable_request_queuing", "dry_run")
+    ]
+    assert report["actions"][0]["after"] == "'queue'"
+    sent = [(n["destination"], n["kind"], n["on"]) for n in report["notifications"]]
+    assert ("pagerduty", "pagerduty.trigger", "opened") in sent
+    assert ("log", "slack.message", "enable_request_queuing dry_run") in sent
+    assert pagerduty.attempts == 0  # nothing was sent
+    assert not (tmp_path / "state").exists()  # nothing was stored
+
+
+@pytest.mark.asyncio
+async def test_triage_evaluates_the_guards(
+    tmp_path: Path, status_page: FakeStatusPage, pagerduty: FakePagerDuty
+) -> None:
+    """With the kill switch on, the preview says the action would be skipped, and why."""
+    status_page.indicator = "major"
+    config = cli_config(tmp_path, status_page, pagerduty, kill_switch=True)
+    report = await triage_cli(tmp_path, config, payload(alert(status_code="503")))
+
+    assert report["verdict"] == "vendor_incident"
+    [action] = report["actions"]
+    assert (action["action"], action["status"]) == ("enable_fallback", "skipped")
+    assert "kill switch" in action["reason"]
 
 
 def _stamp(value: str) -> float:

@@ -237,6 +237,7 @@ async def test_pagerduty_is_triggered_then_resolved(
     client = await aiohttp_client(create_app(settings))
     await post(client, payload(alert(status_code="401", severity="critical")))
     await eventually(lambda: _true(len(pagerduty.alerts) >= 1))
+    await eventually(lambda: events_done(client))
 
     await post(client, payload(alert(status="resolved", status_code="401", severity="critical")))
     await eventually(lambda: _true(any(a["event_action"] == "resolve" for a in pagerduty.alerts)))
@@ -268,8 +269,9 @@ async def test_handling_events_again_pages_nobody_twice(
     settings = make_settings(tmp_path, status_page, pagerduty=pagerduty, slack=slack)
     client = await aiohttp_client(create_app(settings))
     await post(client, payload(alert(status_code="401", severity="critical")))
-    await post(client, payload(alert(status="resolved", status_code="401", severity="critical")))
     incident = await triaged_incident(client)
+    await eventually(lambda: events_done(client))  # acted while open
+    await post(client, payload(alert(status="resolved", status_code="401", severity="critical")))
     await eventually(lambda: _resolved_and_done(client, incident["id"]))
     before = await eventually(lambda: outbox_settled(client))
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from receiver.app import create_app
+from receiver.app import RecordingResponder, create_app
 from receiver.config import (
     EvidenceSettings,
     SecretSource,
@@ -33,7 +33,9 @@ def _app(tmp_path: Path) -> web.Application:
         store=StoreSettings(path=tmp_path / "receiver.sqlite3"),
         evidence=EvidenceSettings(directory=tmp_path / "evidence"),
     )
-    return create_app(settings)  # with the evidence endpoints
+    # The endpoints collect on demand; the responder (which would read PostHog's real status
+    # page here) is left out.
+    return create_app(settings, responder=RecordingResponder())
 
 
 async def _incident(client: TestClient[Any, Any], status: str = "firing") -> str:

@@ -258,6 +258,47 @@ async def test_pagerduty_is_triggered_then_resolved(
 
 
 @pytest.mark.asyncio
+async def test_a_rising_severity_updates_the_page(
+    tmp_path: Path,
+    status_page: FakeStatusPage,
+    pagerduty: FakePagerDuty,
+    aiohttp_client: AppClient,
+) -> None:
+    """A critical alert joining a warning one raises the incident to P1 and re-triggers."""
+    settings = make_settings(tmp_path, status_page, pagerduty=pagerduty)
+    client = await aiohttp_client(create_app(settings))
+    warning = alert("a1", status_code="429", severity="warning")
+    await post(client, payload(warning))
+    await triaged_incident(client)
+    await eventually(lambda: events_done(client))
+    await post(client, payload(warning, alert("b2", status_code="503", severity="critical")))
+
+    await eventually(lambda: _true(len(pagerduty.alerts) == 2))
+    first, second = pagerduty.alerts
+    assert (first["payload"]["severity"], second["payload"]["severity"]) == ("warning", "critical")
+    assert first["dedup_key"] == second["dedup_key"]  # the same alert, updated
+    incident = await only_incident(client)
+    assert (incident["severity"], incident["errorClass"]) == ("P1", "upstream_error")
+    assert "severity_raised" in [t["kind"] for t in incident["timeline"]]
+
+
+@pytest.mark.asyncio
+async def test_readiness_includes_the_notification_outbox(
+    tmp_path: Path, status_page: FakeStatusPage, aiohttp_client: AppClient
+) -> None:
+    """/readyz reports the outbox worker beside the store and the incident worker."""
+    client = await aiohttp_client(create_app(make_settings(tmp_path, status_page)))
+    response = await client.get("/readyz")
+    assert response.status == 200
+    assert await response.json() == {
+        "store": True,
+        "worker": True,
+        "outbox": True,
+        "status": "ready",
+    }
+
+
+@pytest.mark.asyncio
 async def test_handling_events_again_pages_nobody_twice(
     tmp_path: Path,
     status_page: FakeStatusPage,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from receiver.incidents import get_incident, list_incidents
-from receiver.keys import METRICS, STORE, WORKER
+from receiver.keys import METRICS, OUTBOX, SETTINGS, STORE, WORKER
 from receiver.store import StoreUnavailable
 
 __all__ = ["healthz", "incident", "incidents", "metrics", "readyz"]
@@ -25,7 +26,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the store can commit and the worker is running (not stalled).
+    """Readiness: the store can commit and the workers (incidents, notification outbox) run.
 
     A paused worker (maintenance mode) is ready: webhooks are still stored.
     """
@@ -34,14 +35,13 @@ async def readyz(request: web.Request) -> web.Response:
         async with asyncio.timeout(READY_CHECK_SECONDS):
             store_ok = await request.app[STORE].ping()
     worker = request.app[WORKER]
-    worker_ok = worker.alive and not worker.stalled
-    ready = store_ok and worker_ok
-    body = {
-        "status": "ready" if ready else "not ready",
-        "store": store_ok,
-        "worker": worker_ok,
-        "paused": worker.paused,
-    }
+    checks: dict[str, bool] = {"store": store_ok, "worker": worker.alive and not worker.stalled}
+    outbox = request.app.get(OUTBOX)
+    if outbox is not None:
+        stall = request.app[SETTINGS].worker.stall_after_seconds
+        checks["outbox"] = outbox.alive and time.monotonic() - outbox.heartbeat < stall
+    ready = all(checks.values())
+    body = {"status": "ready" if ready else "not ready", **checks, "paused": worker.paused}
     return web.json_response(body, status=200 if ready else 503)
 
 

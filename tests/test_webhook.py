@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ClientFactory
+from tests.conftest import ClientFactory, RecordingResponder
 from tests.helpers import (
     TOKEN,
     alert,
@@ -186,8 +186,6 @@ async def test_repeated_notification_is_200_and_processed_once(
     make_client: ClientFactory,
 ) -> None:
     """The same notification twice: both 200, the second 'duplicate', one change recorded."""
-    from tests.conftest import RecordingResponder
-
     responder = RecordingResponder()
     client = await make_client(responder=responder)
     body = notification([alert("a1")])

@@ -10,6 +10,7 @@ clients and then the store.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +32,7 @@ from receiver.remediation import open_remediator
 from receiver.responder import IncidentResponder, RevertChecks
 from receiver.store import Store
 from receiver.upstream import UpstreamReader
-from receiver.webhook import is_authorized, receive_alertmanager
+from receiver.webhook import INTAKE, InboxWriter, Intake, is_authorized, receive_alertmanager
 from receiver.worker import Responder, Worker
 
 __all__ = ["create_app", "secret_values"]
@@ -124,25 +125,46 @@ async def open_responder(
     return responder
 
 
+# The request id is bound for structlog's ``merge_contextvars`` through a context variable of
+# its own, set and reset with a token: ``bind_contextvars``/``unbind_contextvars`` cost several
+# times as much, on every request (docs/benchmarks.md).
+_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar(
+    structlog.contextvars.STRUCTLOG_KEY_PREFIX + "request_id",
+    default=...,  # type: ignore[arg-type]
+)
+_UNLOGGED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A request id on every log line of the request, and one access log line per request."""
-    request_id = request.headers.get("X-Request-Id") or _new_request_id()
-    structlog.contextvars.bind_contextvars(request_id=request_id[:64])
+    """A request id on every log line of the request, and one (debug) access line.
+
+    It also guards the API (one middleware, not two: each layer costs on every request):
+    incident data carries labels and annotations, so ``/api/`` takes the webhook's credentials.
+    """
+    request_id = (request.headers.get("X-Request-Id") or _new_request_id())[:64]
+    token = _REQUEST_ID.set(request_id)
     started = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        if request.path.startswith("/api/") and not _api_allowed(request):
+            response: web.StreamResponse = web.json_response(
+                {"error": "missing or wrong credentials"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="posthog-receiver"'},
+            )
+        else:
+            response = await handler(request)
         status = response.status
     except web.HTTPException as e:
         status = e.status
-        e.headers["X-Request-Id"] = request_id[:64]
+        e.headers["X-Request-Id"] = request_id
         raise
     except Exception:
         logger.exception("unhandled error", path=request.path)
         response = web.json_response({"error": "internal error"}, status=500)
     finally:
-        if request.path not in ("/healthz", "/readyz", "/metrics"):
+        if request.path not in _UNLOGGED:
             logger.debug(
                 "request",
                 method=request.method,
@@ -150,33 +172,21 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 status=status,
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
-        structlog.contextvars.unbind_contextvars("request_id")
-    response.headers["X-Request-Id"] = request_id[:64]
+        _REQUEST_ID.reset(token)
+    response.headers["X-Request-Id"] = request_id
     return response
 
 
-@web.middleware
-async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Incident data carries labels and annotations: the same credentials as the webhook."""
+def _api_allowed(request: web.Request) -> bool:
     settings = request.app[SETTINGS].webhook
-    if (
-        request.path.startswith("/api/")
-        and settings.protect_api
-        and not is_authorized(request.headers.get("Authorization"), settings)
-    ):
-        return web.json_response(
-            {"error": "missing or wrong credentials"},
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="posthog-receiver"'},
-        )
-    return await handler(request)
+    return not settings.protect_api or is_authorized(request.headers.get("Authorization"), settings)
 
 
 def create_app(settings: Settings, *, responder: Responder | None = None) -> web.Application:
     """Build the application for ``settings``; nothing is opened until it starts."""
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[request_context, api_auth],
+        middlewares=[request_context],
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
@@ -202,9 +212,14 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
                     settings=settings.worker,
                 )
                 app[WORKER] = worker
+                inbox = InboxWriter(store)
+                app[INTAKE] = Intake(
+                    settings=settings, metrics=app[METRICS], worker=worker, inbox=inbox
+                )
                 worker.start()
                 logger.info("receiver started", store=str(store.path))
                 yield
+                await inbox.close()
                 await worker.stop()
         finally:
             await store.close()

@@ -4,25 +4,47 @@ The checks run cheapest first: size (413), credentials (401), media type (415), 
 (400). Alertmanager retries only 5xx, so anything transient on our side (the store cannot
 commit) is a 503, and a 200 is sent only after the commit. A resend of the same news is a
 200 too, and is not stored or processed again.
+
+Why an :class:`Intake` object and an :class:`InboxWriter`: this is the one hot path of the
+service (docs/benchmarks.md). What every request would otherwise look up or build again (the
+expected credentials, the metric children, the response bodies) is prepared once at startup,
+and the requests waiting for a commit share one store write: while one batch commits, the next
+gathers, so a commit costs a handful of sqlite3 calls however many webhooks it carries.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
+import functools
 import hmac
+import json
+import sqlite3
+from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from receiver.alertmanager import WebhookPayload
-from receiver.config import WebhookSettings
-from receiver.incidents import enqueue_webhook
-from receiver.keys import METRICS, SETTINGS, STORE, WORKER
-from receiver.store import StoreUnavailable
+from receiver.config import Settings, WebhookSettings
+from receiver.incidents import enqueue_webhooks
+from receiver.metrics import Metrics
+from receiver.store import Store, StoreUnavailable
+from receiver.worker import Worker
 
-__all__ = ["is_authorized", "payload_error", "receive_alertmanager"]
+__all__ = [
+    "INTAKE",
+    "Credentials",
+    "InboxWriter",
+    "Intake",
+    "is_authorized",
+    "payload_error",
+    "receive_alertmanager",
+]
 
 logger = structlog.get_logger(__name__)
 
@@ -31,32 +53,52 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def is_authorized(header: str | None, settings: WebhookSettings) -> bool:
-    """Check an ``Authorization`` header against the configured bearer token or basic auth.
+class Credentials:
+    """The configured webhook credentials, resolved once, checked in constant time."""
 
-    Comparisons are constant-time; every configured scheme is evaluated so the time taken does
-    not depend on which one matched.
-    """
-    if settings.allow_unauthenticated:
-        return True
-    if not header:
-        return False
-    scheme, _, credentials = header.partition(" ")
-    scheme = scheme.lower()
-    credentials = credentials.strip()
-    ok = False
-    if settings.bearer_token is not None:
-        expected = settings.bearer_token.secret.get_secret_value()
-        ok |= scheme == "bearer" and _same(credentials, expected)
-    if settings.basic_auth is not None and scheme == "basic":
-        try:
-            decoded = base64.b64decode(credentials, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            decoded = ""
-        user, _, password = decoded.partition(":")
-        expected_pw = settings.basic_auth.password.secret.get_secret_value()
-        ok |= _same(user, settings.basic_auth.username) & _same(password, expected_pw)
-    return ok
+    def __init__(self, settings: WebhookSettings) -> None:
+        self._open = settings.allow_unauthenticated
+        self._bearer = (
+            settings.bearer_token.secret.get_secret_value()
+            if settings.bearer_token is not None
+            else None
+        )
+        basic = settings.basic_auth
+        self._basic = (
+            (basic.username, basic.password.secret.get_secret_value())
+            if basic is not None
+            else None
+        )
+
+    def check(self, header: str | None) -> bool:
+        """Whether an ``Authorization`` header carries the bearer token or basic auth.
+
+        Every configured scheme is evaluated so the time taken does not depend on which one
+        matched.
+        """
+        if self._open:
+            return True
+        if not header:
+            return False
+        scheme, _, credentials = header.partition(" ")
+        scheme = scheme.lower()
+        credentials = credentials.strip()
+        ok = False
+        if self._bearer is not None:
+            ok |= scheme == "bearer" and _same(credentials, self._bearer)
+        if self._basic is not None and scheme == "basic":
+            try:
+                decoded = base64.b64decode(credentials, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                decoded = ""
+            user, _, password = decoded.partition(":")
+            ok |= _same(user, self._basic[0]) & _same(password, self._basic[1])
+        return ok
+
+
+def is_authorized(header: str | None, settings: WebhookSettings) -> bool:
+    """Check an ``Authorization`` header against the configured bearer token or basic auth."""
+    return Credentials(settings).check(header)
 
 
 def payload_error(err: ValidationError) -> str:
@@ -70,47 +112,167 @@ def payload_error(err: ValidationError) -> str:
     return f"invalid payload: {loc}: {first['msg']}"
 
 
-def _reject(request: web.Request, status: int, outcome: str, message: str) -> web.Response:
-    request.app[METRICS].webhooks.labels(outcome).inc()
+@dataclass
+class _Waiting:
+    dedup_key: str
+    group_key: str
+    body: bytes
+    future: asyncio.Future[bool]
+
+
+class InboxWriter:
+    """Stores received webhooks in the inbox, many per store write (on the event loop).
+
+    ``enqueue`` returns once the webhook's transaction has committed: ``True`` if it was stored,
+    ``False`` if the same news was stored before. At most one write is in flight; what arrives
+    meanwhile waits for the next one. A failed write answers every webhook in it with
+    :class:`StoreUnavailable` (the webhook is then answered 503 and Alertmanager retries).
+    """
+
+    def __init__(self, store: Store, *, max_batch: int = 512) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._waiting: list[_Waiting] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.writes = 0
+
+    async def enqueue(self, *, dedup_key: str, group_key: str, body: bytes) -> bool:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._waiting.append(_Waiting(dedup_key, group_key, body, future))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush(), name="inbox-writer")
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[: self._max_batch]
+                del self._waiting[: self._max_batch]
+                rows = [(w.dedup_key, w.group_key, w.body) for w in batch]
+                try:
+                    stored = await self._store.write(
+                        functools.partial(enqueue_webhooks, webhooks=rows)
+                    )
+                except (StoreUnavailable, sqlite3.Error) as e:
+                    error = e if isinstance(e, StoreUnavailable) else StoreUnavailable(str(e))
+                    for w in batch:
+                        if not w.future.done():
+                            w.future.set_exception(error)
+                    continue
+                except BaseException:
+                    for w in batch:
+                        if not w.future.done():
+                            w.future.set_exception(StoreUnavailable("inbox write interrupted"))
+                    raise
+                self.writes += 1
+                for w, result in zip(batch, stored, strict=True):
+                    if not w.future.done():  # the request went away meanwhile
+                        w.future.set_result(result)
+        finally:
+            self._flusher = None
+            for w in self._waiting:  # only left behind if this task was cancelled
+                if not w.future.done():
+                    w.future.set_exception(StoreUnavailable("inbox write interrupted"))
+            self._waiting.clear()
+
+    async def close(self) -> None:
+        """Wait for the write in flight (none is left once the server stopped taking requests)."""
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._flusher)
+
+
+def _json_body(value: dict[str, object]) -> bytes:
+    return json.dumps(value).encode()
+
+
+@dataclass
+class Intake:
+    """What the webhook handler needs, resolved once when the application starts."""
+
+    settings: Settings
+    metrics: Metrics
+    worker: Worker
+    inbox: InboxWriter
+    credentials: Credentials = field(init=False)
+    max_body_bytes: int = field(init=False)
+    counted: dict[str, Counter] = field(init=False)
+    _accepted: dict[tuple[str, int], bytes] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.credentials = Credentials(self.settings.webhook)
+        self.max_body_bytes = self.settings.server.max_body_bytes
+        # Pre-bound metric children: ``labels()`` is a locked dict lookup on every call.
+        self.counted = {
+            outcome: self.metrics.webhooks.labels(outcome)
+            for outcome in (
+                "stored",
+                "duplicate",
+                "unauthorized",
+                "too_large",
+                "unsupported_media_type",
+                "bad_request",
+                "unavailable",
+            )
+        }
+
+    def count(self, outcome: str) -> None:
+        child = self.counted.get(outcome)
+        if child is None:
+            child = self.counted[outcome] = self.metrics.webhooks.labels(outcome)
+        child.inc()
+
+    def accepted(self, outcome: str, alerts: int) -> web.Response:
+        body = self._accepted.get((outcome, alerts))
+        if body is None:
+            body = _json_body({"status": outcome, "alerts": alerts})
+            if len(self._accepted) < 256:
+                self._accepted[(outcome, alerts)] = body
+        return web.Response(body=body, content_type="application/json")
+
+
+INTAKE = web.AppKey("intake", Intake)
+
+
+def _reject(intake: Intake, status: int, outcome: str, message: str) -> web.Response:
+    intake.count(outcome)
     logger.warning("webhook rejected", status=status, outcome=outcome, reason=message)
     headers = {"WWW-Authenticate": 'Bearer realm="posthog-receiver"'} if status == 401 else None
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
 async def receive_alertmanager(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    limit = settings.server.max_body_bytes
+    intake = request.app[INTAKE]
+    limit = intake.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        return _reject(request, 413, "too_large", f"body larger than {limit} bytes")
-    if not is_authorized(request.headers.get("Authorization"), settings.webhook):
-        return _reject(request, 401, "unauthorized", "missing or wrong credentials")
+        return _reject(intake, 413, "too_large", f"body larger than {limit} bytes")
+    if not intake.credentials.check(request.headers.get("Authorization")):
+        return _reject(intake, 401, "unauthorized", "missing or wrong credentials")
     if request.content_type != "application/json":
-        return _reject(request, 415, "unsupported_media_type", "expected application/json")
+        return _reject(intake, 415, "unsupported_media_type", "expected application/json")
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return _reject(request, 413, "too_large", f"body larger than {limit} bytes")
+        return _reject(intake, 413, "too_large", f"body larger than {limit} bytes")
     try:
         payload = WebhookPayload.model_validate_json(body)
     except ValidationError as e:
-        return _reject(request, 400, "bad_request", payload_error(e))
+        return _reject(intake, 400, "bad_request", payload_error(e))
 
-    dedup_key = payload.dedup_key()
     try:
-        stored = await request.app[STORE].write(
-            lambda conn: enqueue_webhook(
-                conn, dedup_key=dedup_key, group_key=payload.group_key, body=body
-            )
+        stored = await intake.inbox.enqueue(
+            dedup_key=payload.dedup_key(), group_key=payload.group_key, body=body
         )
     except StoreUnavailable as e:
-        request.app[METRICS].webhooks.labels("unavailable").inc()
+        intake.count("unavailable")
         logger.error("webhook not stored; asking Alertmanager to retry", error=str(e))
         return web.json_response({"error": "temporarily unable to store; retry"}, status=503)
 
     outcome = "stored" if stored else "duplicate"
-    request.app[METRICS].webhooks.labels(outcome).inc()
+    intake.count(outcome)
     if stored:
-        request.app[WORKER].wake()
+        intake.worker.wake()
     # Debug, not info: one line per request is the access log, and its cost is a large share
     # of the request's (docs/benchmarks.md). What a stored notification changed is logged at
     # info by the worker ("notification applied"); refusals are warnings.
@@ -121,4 +283,4 @@ async def receive_alertmanager(request: web.Request) -> web.Response:
         alerts=len(payload.alerts),
         status=payload.status,
     )
-    return web.json_response({"status": outcome, "alerts": len(payload.alerts)})
+    return intake.accepted(outcome, len(payload.alerts))

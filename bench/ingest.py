@@ -158,6 +158,11 @@ def _lua_string(s: str) -> str:
     return "[==[" + s + "]==]"
 
 
+def _pinned(cpus: str) -> list[str]:
+    """``taskset`` prefix that keeps a process on ``cpus`` (empty: not pinned)."""
+    return ["taskset", "-c", cpus] if cpus else []
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -192,8 +197,10 @@ def run_wrk(
     connections: int,
     threads: int,
     server_pid: int,
+    wrk_cpus: str,
 ) -> dict[str, Any]:
     argv = [
+        *_pinned(wrk_cpus),
         "wrk",
         f"-t{threads}",
         f"-c{connections}",
@@ -239,7 +246,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def bench_bare(args: argparse.Namespace, script: Path, workdir: Path) -> dict[str, Any]:
     port = free_port()
-    argv = [sys.executable, __file__, "--serve-bare", "--port", str(port)]
+    argv = [
+        *_pinned(args.server_cpus),
+        sys.executable,
+        __file__,
+        "--serve-bare",
+        "--port",
+        str(port),
+    ]
     with (workdir / "bare.log").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -251,6 +265,7 @@ def bench_bare(args: argparse.Namespace, script: Path, workdir: Path) -> dict[st
             connections=args.connections,
             threads=args.threads,
             server_pid=proc.pid,
+            wrk_cpus=args.wrk_cpus,
         )
     finally:
         stop(proc)
@@ -271,7 +286,15 @@ def bench_receiver(
     }
     (home / "receiver.yaml").write_text(json.dumps(config), encoding="utf-8")
     env = {**os.environ, "POSTHOG_RECEIVER_WEBHOOK_TOKEN": TOKEN}
-    argv = [sys.executable, "-m", "receiver", "serve", "--config", str(home / "receiver.yaml")]
+    argv = [
+        *_pinned(args.server_cpus),
+        sys.executable,
+        "-m",
+        "receiver",
+        "serve",
+        "--config",
+        str(home / "receiver.yaml"),
+    ]
     with (home / "receiver.log").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=home)
     base = f"http://127.0.0.1:{port}"
@@ -284,6 +307,7 @@ def bench_receiver(
             connections=args.connections,
             threads=args.threads,
             server_pid=proc.pid,
+            wrk_cpus=args.wrk_cpus,
         )
         counts = metric_values(base + "/metrics")
         result["stored"] = int(counts.get('posthog_receiver_webhooks_total{outcome="stored"}', 0))
@@ -300,9 +324,11 @@ def serve_bare(port: int) -> None:
     """The baseline: aiohttp reading the body and answering, nothing else."""
     from aiohttp import web
 
+    answer = json.dumps({"status": "stored", "alerts": 2}).encode()  # the receiver's answer
+
     async def webhook(request: web.Request) -> web.Response:
         await request.read()
-        return web.json_response({"status": "stored", "alerts": 2})
+        return web.Response(body=answer, content_type="application/json")
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -351,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure ingestion alone: webhooks are stored but not processed during the run",
     )
+    parser.add_argument(
+        "--server-cpus",
+        default="0",
+        help="CPUs (taskset list) for the server under test, the same for every target; '' = any",
+    )
+    parser.add_argument("--wrk-cpus", default="1", help="CPUs (taskset list) for wrk; '' = any")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
@@ -390,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.duration:g} s per target, body ~{body_bytes} bytes, "
         f"median of {args.rounds} round(s), worker {'paused' if args.worker_paused else 'on'}"
     )
+    print(f"CPUs: server {args.server_cpus or 'any'}, wrk {args.wrk_cpus or 'any'} (taskset)")
     bare = results.get("bare", {}).get("rps")
     print(
         f"{'target':<22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}{'non-2xx':>9}"

@@ -134,10 +134,15 @@ class InboxWriter:
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.writes = 0
 
     async def enqueue(self, *, dedup_key: str, group_key: str, body: bytes) -> bool:
-        loop = asyncio.get_running_loop()
+        # The loop is looked up once: on Python 3.11 every get_running_loop() is a getpid()
+        # system call, a measurable share of a request.
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         self._waiting.append(_Waiting(dedup_key, group_key, body, future))
         if self._flusher is None:
@@ -271,7 +276,7 @@ async def receive_alertmanager(request: web.Request) -> web.Response:
 
     outcome = "stored" if stored else "duplicate"
     intake.count(outcome)
-    if stored:
+    if stored and not intake.worker.paused:
         intake.worker.wake()
     # Debug, not info: one line per request is the access log, and its cost is a large share
     # of the request's (docs/benchmarks.md). What a stored notification changed is logged at

@@ -43,6 +43,7 @@ logger = structlog.get_logger(__name__)
 
 MAX_EVENT_ATTEMPTS = 10
 PRUNE_EVERY_SECONDS = 300.0
+INBOX_CHUNK = 16  # notifications applied per store write while draining the inbox
 
 
 class Responder(Protocol):
@@ -142,8 +143,15 @@ class Worker:
         if not rows:
             self._metrics.inbox_depth.set(0)
             return False
-        # Submitted together, applied in order on the writer thread, committed as a batch.
-        outcomes = await asyncio.gather(*(self._store.write(_Apply(r)) for r in rows))
+        # Submitted a few at a time, applied in order on the writer thread, committed as a
+        # batch. Not all at once: the writer commits whatever is queued together, and the
+        # webhooks waiting for their 200 would otherwise wait behind a hundred notifications'
+        # worth of incident bookkeeping. Between chunks the event loop answers requests.
+        outcomes: list[NotificationOutcome | None] = []
+        for start in range(0, len(rows), INBOX_CHUNK):
+            chunk = rows[start : start + INBOX_CHUNK]
+            outcomes.extend(await asyncio.gather(*(self._store.write(_Apply(r)) for r in chunk)))
+            await asyncio.sleep(0)
         for row, outcome in zip(rows, outcomes, strict=True):
             self._metrics.processing_seconds.observe(max(0.0, now() - row.received_at))
             if outcome is None:

@@ -20,6 +20,7 @@ from receiver.incidents import IncidentEvent
 from receiver.keys import METRICS, SETTINGS, STORE, WORKER
 from receiver.logs import register_secrets
 from receiver.metrics import Metrics
+from receiver.openapi import add_routes as add_openapi_routes
 from receiver.store import Store
 from receiver.webhook import is_authorized, receive_alertmanager
 from receiver.worker import Responder, Worker
@@ -131,4 +132,5 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/api/incidents", api.incidents)
     app.router.add_get("/api/incidents/{id}", api.incident)
+    add_openapi_routes(app)
     return app

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from receiver import __version__
 from receiver.config import ConfigError, Settings, load_settings
 
+if TYPE_CHECKING:
+    from receiver.alertmanager import WebhookPayload
+    from receiver.evidence import EvidenceCollector
+    from receiver.explain import TriageReport
+
 __all__ = ["main"]
 
 EXIT_CONFIG = 2
+EXIT_NOT_FOUND = 1
+EXIT_PAYLOAD = 3
+EXIT_UNAVAILABLE = 4
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +55,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a configuration and exit")
     _add_config(check)
+
+    triage = sub.add_parser(
+        "triage",
+        help="explain, without acting, what would be decided and done for one payload",
+        description=(
+            "Classify and rate an Alertmanager webhook payload, walk the runbook's decision "
+            "tree (reading PostHog's status page and our health URL), and print the result. "
+            "Nothing is stored, changed or sent."
+        ),
+    )
+    _add_config(triage)
+    triage.add_argument("payload", type=Path, metavar="PAYLOAD.json", help="webhook payload")
+    triage.add_argument("--json", action="store_true", help="print one JSON object")
+
+    postmortem = sub.add_parser(
+        "postmortem", help="print an incident's postmortem draft (Markdown)"
+    )
+    _add_config(postmortem)
+    postmortem.add_argument("incident_id", metavar="ID", help="incident id (inc-...)")
+    postmortem.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="write to FILE instead of stdout"
+    )
+
+    evidence = sub.add_parser(
+        "evidence", help="write an incident's evidence bundle (.tar.gz), collecting it if needed"
+    )
+    _add_config(evidence)
+    evidence.add_argument("incident_id", metavar="ID", help="incident id (inc-...)")
+    evidence.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", required=True, help="where to write it"
+    )
     return parser
 
 
@@ -86,7 +128,145 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": _serve, "check-config": _check_config}
+def _read_payload(path: Path) -> WebhookPayload:
+    from pydantic import ValidationError
+
+    from receiver.alertmanager import WebhookPayload
+
+    def fail(message: str) -> SystemExit:
+        print(f"posthog-receiver: bad payload {path}: {message}", file=sys.stderr)
+        return SystemExit(EXIT_PAYLOAD)
+
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        raise fail(e.strerror or "cannot read") from None
+    try:
+        return WebhookPayload.model_validate_json(text)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = len(e.errors()) - 1
+        raise fail(f"{where}: {first['msg']}" + (f" (and {more} more)" if more else "")) from None
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def render_report(report: TriageReport) -> str:
+    """The human-readable form: aligned fields, then the decision path."""
+    assessed = len(report.alerts)
+    lines = [
+        f"{'Alert group':<15}{report.group_key}",
+        f"{'Status':<15}{report.status} ({assessed} alert{'s' if assessed != 1 else ''} assessed)",
+        f"{'Error class':<15}{report.error_class.value}",
+        f"{'Severity':<15}{report.severity.value}  (acknowledge by "
+        f"{report.acknowledge_by.strftime('%Y-%m-%d %H:%M UTC')})",
+        f"{'Verdict':<15}{report.decision.verdict.value}",
+        f"{'Summary':<15}{report.decision.summary}",
+        "",
+        "Alerts",
+    ]
+    for a in report.alerts:
+        lines.append(f"  {a.fingerprint:<20} {a.error_class.value:<15} {a.severity.value}")
+    lines += ["", "Decision path"]
+    width = max((len(s.question) for s in report.decision.steps), default=0)
+    for n, step in enumerate(report.decision.steps, 1):
+        lines.append(
+            f"  {n}. {step.question:<{width}}  {step.answer.value:<14} {step.duration_ms:>7.0f} ms"
+        )
+        lines.append(f"     → {step.finding}")
+    for title, items, who in (
+        ("Actions", report.actions, "remediation planning"),
+        ("Notifications", report.notifications, "notification planning"),
+    ):
+        lines.append("")
+        if not items:
+            lines.append(f"{title:<15}none ({who} supplied nothing)")
+            continue
+        lines.append(title)
+        for item in items:
+            fields = ", ".join(f"{k}={_cell(v)}" for k, v in item.items())
+            lines.append(f"  - {fields}")
+    return "\n".join(lines)
+
+
+def _triage(args: argparse.Namespace) -> int:
+    from receiver.explain import explain
+
+    settings = _load(args.config)
+    payload = _read_payload(args.payload)
+    report = asyncio.run(explain(payload, settings))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(render_report(report))
+    return 0
+
+
+def _with_collector(
+    args: argparse.Namespace, use: Callable[[EvidenceCollector], Awaitable[int]]
+) -> int:
+    """Run ``use(collector)`` against the local store named by ``--config``."""
+    from receiver.evidence import EvidenceCollector, IncidentNotFound
+    from receiver.logs import configure_logging
+    from receiver.store import Store, StoreUnavailable
+
+    settings = _load(args.config)
+    configure_logging(settings.logging)  # to stderr: stdout carries the draft
+
+    async def run() -> int:
+        store = Store(settings.store)
+        await store.open()
+        collector = EvidenceCollector.from_settings(settings, store=store)
+        try:
+            return await use(collector)
+        finally:
+            await collector.close()
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except IncidentNotFound:
+        print(f"posthog-receiver: no incident {args.incident_id}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except StoreUnavailable as e:
+        print(f"posthog-receiver: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def _postmortem(args: argparse.Namespace) -> int:
+    async def use(collector: EvidenceCollector) -> int:
+        text = await collector.postmortem(args.incident_id)
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            args.output.write_text(text, encoding="utf-8")
+        return 0
+
+    return _with_collector(args, use)
+
+
+def _evidence(args: argparse.Namespace) -> int:
+    import shutil
+
+    async def use(collector: EvidenceCollector) -> int:
+        path = await collector.bundle(args.incident_id)
+        shutil.copyfile(path, args.output)
+        print(f"evidence bundle for {args.incident_id} written to {args.output}")
+        return 0
+
+    return _with_collector(args, use)
+
+
+COMMANDS = {
+    "serve": _serve,
+    "check-config": _check_config,
+    "triage": _triage,
+    "postmortem": _postmortem,
+    "evidence": _evidence,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

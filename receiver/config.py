@@ -13,6 +13,7 @@ Environment overrides use the prefix ``POSTHOG_RECEIVER__`` and ``__`` between l
 from __future__ import annotations
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -25,17 +26,40 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from receiver.runbook import ErrorClass, Severity, Verdict
+
 __all__ = [
+    "ActionKind",
+    "ClassRule",
     "ConfigError",
+    "EvidenceLogsSettings",
+    "EvidencePrometheusSettings",
+    "EvidenceQuery",
+    "EvidenceSettings",
+    "HealthCheckSettings",
+    "KubernetesSettings",
     "LoggingSettings",
+    "NotifySettings",
+    "OutboxSettings",
+    "PagerDutySettings",
+    "RemediationSettings",
+    "RemediationTarget",
+    "RunbookActionSettings",
     "SecretSource",
     "ServerSettings",
     "Settings",
+    "SlackSettings",
+    "StatuspageSettings",
+    "StatuspageTemplates",
     "StoreSettings",
+    "TriageSettings",
+    "UpstreamStatusSettings",
+    "VerifySettings",
     "WebhookSettings",
     "example_config_path",
     "load_settings",
@@ -179,6 +203,741 @@ class LoggingSettings(_Group):
     )
 
 
+class KubernetesSettings(_Group):
+    """How to reach the Kubernetes API server."""
+
+    mode: Literal["none", "in_cluster", "kubeconfig"] = Field(
+        default="none",
+        description=(
+            "'none': no cluster (remediation only reports what it would do); 'in_cluster': the "
+            "pod's service account; 'kubeconfig': the file in 'kubeconfig' (or $KUBECONFIG, "
+            "~/.kube/config when unset)."
+        ),
+    )
+    kubeconfig: Path | None = Field(default=None, description="Kubeconfig file (mode kubeconfig).")
+    context: str | None = Field(default=None, description="Kubeconfig context; default: current.")
+    request_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of one API request."
+    )
+    retry_attempts: int = Field(
+        default=3, ge=1, le=10, description="Attempts for a request failing with 5xx or timeout."
+    )
+    retry_backoff_seconds: float = Field(
+        default=0.5, ge=0, description="First wait between attempts; doubles each time."
+    )
+
+
+class RemediationTarget(_Group):
+    """The one workload remediation may touch. Alert labels can never change these."""
+
+    namespace: str = Field(default="default", min_length=1, description="Namespace of the app.")
+    deployment: str = Field(
+        default="posthog-integration", min_length=1, description="The integration Deployment."
+    )
+    container: str = Field(
+        default="posthog-integration", min_length=1, description="Container whose env is set."
+    )
+    pod_selector: str = Field(
+        default="app=posthog-integration", min_length=1, description="Label selector of its pods."
+    )
+    api_key_secret: str = Field(
+        default="posthog-secrets", min_length=1, description="Secret holding the PostHog API key."
+    )
+    api_key_key: str = Field(default="api-key", min_length=1, description="Key in that Secret.")
+    source_secret: str | None = Field(
+        default=None,
+        description="Secret holding a new key, copied by the opt-in 'copy_api_key' action.",
+    )
+    source_key: str = Field(default="api-key", min_length=1, description="Key in source_secret.")
+
+
+ActionKind = Literal["set_env", "restart_if_key_rotated", "copy_api_key", "escalate_infrastructure"]
+
+
+class RunbookActionSettings(_Group):
+    """One runbook entry: when it applies and what it does.
+
+    An entry applies when the incident's error class is in ``error_classes`` or its verdict is
+    in ``verdicts``. ``set_env`` entries name a variable and value from ``env_allowlist``.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="Name in the runbook's words.")
+    kind: ActionKind = Field(description="What the entry does.")
+    error_classes: list[ErrorClass] = Field(default=[], description="Error classes it answers.")
+    verdicts: list[Verdict] = Field(default=[], description="Decision-tree verdicts it answers.")
+    env: str | None = Field(default=None, description="Variable to set (set_env).")
+    value: str | None = Field(default=None, description="Value to set (set_env).")
+    enabled: bool = Field(default=True, description="Off: the entry is never planned.")
+
+    @model_validator(mode="after")
+    def _shape(self) -> RunbookActionSettings:
+        if (self.kind == "set_env") != (self.env is not None and self.value is not None):
+            raise ValueError("'env' and 'value' are required for set_env, and only for set_env")
+        if not self.error_classes and not self.verdicts:
+            raise ValueError("set 'error_classes' or 'verdicts', or the entry never applies")
+        return self
+
+
+def _default_actions() -> list[RunbookActionSettings]:
+    return [
+        RunbookActionSettings(
+            name="enable_request_queuing",
+            kind="set_env",
+            error_classes=[ErrorClass.RATE_LIMITED],
+            env="RATE_LIMIT_MODE",
+            value="queue",
+        ),
+        RunbookActionSettings(
+            name="enable_fallback",
+            kind="set_env",
+            error_classes=[ErrorClass.UPSTREAM_ERROR],
+            verdicts=[Verdict.VENDOR_INCIDENT],
+            env="POSTHOG_FALLBACK",
+            value="true",
+        ),
+        RunbookActionSettings(
+            name="restart_for_rotated_key",
+            kind="restart_if_key_rotated",
+            error_classes=[ErrorClass.AUTH],
+        ),
+        RunbookActionSettings(
+            name="escalate_infrastructure",
+            kind="escalate_infrastructure",
+            verdicts=[Verdict.OUR_INFRASTRUCTURE],
+        ),
+    ]
+
+
+class VerifySettings(_Group):
+    """Optional check after an action that the error rate falls."""
+
+    promql: str | None = Field(
+        default=None,
+        description="Query giving the error rate, e.g. sum(rate(posthog_errors_total[5m])).",
+    )
+    prometheus_url: str = Field(
+        default="http://127.0.0.1:9090", description="Prometheus base URL for that query."
+    )
+    window_seconds: float = Field(
+        default=300.0, gt=0, description="How long the rate has to start falling."
+    )
+    poll_seconds: float = Field(default=15.0, gt=0, description="Interval between queries.")
+
+
+class RemediationSettings(_Group):
+    """Guarded runbook actions on the integration's Deployment."""
+
+    enabled: bool = Field(default=True, description="Off: no action is planned at all.")
+    dry_run: bool = Field(
+        default=True, description="Only report (and server-side dry-run) what would change."
+    )
+    kill_switch: bool = Field(default=False, description="On: every action is skipped.")
+    kill_switch_file: Path | None = Field(
+        default=None,
+        description=(
+            "While this file exists (e.g. a mounted ConfigMap key), every action is skipped."
+        ),
+    )
+    target: RemediationTarget = RemediationTarget()
+    env_allowlist: dict[str, list[str]] = Field(
+        default={"RATE_LIMIT_MODE": ["queue"], "POSTHOG_FALLBACK": ["true"]},
+        description="Environment variables actions may set, with the values allowed for each.",
+    )
+    actions: list[RunbookActionSettings] = Field(
+        default_factory=_default_actions, description="The runbook entries."
+    )
+    select_label: str = Field(
+        default="runbook_action",
+        description="Alert label that may narrow the entries to some names (comma-separated).",
+    )
+    cooldown_seconds: float = Field(
+        default=900.0, ge=0, description="Least time between two runs of an action on a target."
+    )
+    budget_per_incident: int = Field(
+        default=3, ge=0, description="Most actions applied for one incident."
+    )
+    revert_hold_down_seconds: float = Field(
+        default=600.0, ge=0, description="Wait after resolve before changes are reverted."
+    )
+    rollout_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="How long a rollout may take before escalating."
+    )
+    rollout_poll_seconds: float = Field(
+        default=2.0, gt=0, description="Interval between rollout status reads."
+    )
+    conflict_attempts: int = Field(
+        default=5, ge=1, le=20, description="Re-read and retry this often on 409 Conflict."
+    )
+    verify: VerifySettings = VerifySettings()
+
+    @model_validator(mode="after")
+    def _allowlisted(self) -> RemediationSettings:
+        names = [a.name for a in self.actions]
+        if len(names) != len(set(names)):
+            raise ValueError("action names must be unique")
+        for action in self.actions:
+            if action.kind == "set_env":
+                allowed = self.env_allowlist.get(action.env or "")
+                if allowed is None:
+                    raise ValueError(f"action {action.name}: {action.env} is not in env_allowlist")
+                if action.value not in allowed:
+                    raise ValueError(
+                        f"action {action.name}: value {action.value!r} not allowed for {action.env}"
+                    )
+            if action.kind == "copy_api_key" and self.target.source_secret is None:
+                raise ValueError(f"action {action.name}: copy_api_key needs target.source_secret")
+        return self
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"https?://[^/\s]+", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+class ClassRule(_Group):
+    """One error-class rule: if any of ``labels`` fully matches ``pattern``, the class is set.
+
+    Rules are tried in order and the first match wins. Patterns are Python regular
+    expressions, matched against the whole label value, ignoring case and surrounding spaces.
+    """
+
+    labels: list[str] = Field(min_length=1, description="Alert labels to look at.")
+    pattern: str = Field(min_length=1, description="Regex matched against each label value.")
+    error_class: ErrorClass = Field(description="The class when the pattern matches.")
+    _regex: re.Pattern[str] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _compile(self) -> ClassRule:
+        try:
+            self._regex = re.compile(self.pattern, re.IGNORECASE)
+        except re.error as e:
+            raise ValueError(f"pattern {self.pattern!r} is not a valid regex: {e}") from None
+        return self
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        assert self._regex is not None
+        return self._regex
+
+
+# What a posthog_errors_total alert carries: an HTTP status in ``status_code`` (or ``code``),
+# and for failures without one an error name in ``error_type``/``reason``/``code``. Status codes
+# come first: they are exact. Words for 5xx come before the network rule, so that
+# "gateway_timeout" (504, PostHog's side) is not taken for a network timeout (our side).
+_NETWORK_WORDS = (
+    r".*(time[ _-]?out|timed[ _-]?out|etimedout|dns|nxdomain|name[ _-]?resolution|getaddrinfo"
+    r"|enotfound|eai_again|no[ _-]?such[ _-]?host|connection[ _-]?(refused|reset|error|aborted"
+    r"|closed)|conn[ _-]?(refused|reset)|econnrefused|econnreset|econnaborted|ehostunreach"
+    r"|enetunreach|host[ _-]?unreachable|network[ _-]?unreachable|broken[ _-]?pipe|epipe|tls"
+    r"|ssl|certificate|x509|handshake|socket|network).*"
+)
+DEFAULT_CLASS_RULES: tuple[ClassRule, ...] = (
+    ClassRule(labels=["status_code", "code"], pattern=r"40[13]", error_class=ErrorClass.AUTH),
+    ClassRule(labels=["status_code", "code"], pattern=r"429", error_class=ErrorClass.RATE_LIMITED),
+    ClassRule(
+        labels=["status_code", "code"], pattern=r"50[0234]", error_class=ErrorClass.UPSTREAM_ERROR
+    ),
+    ClassRule(
+        labels=["error_type", "reason", "code"],
+        pattern=r".*(unauthori[sz]ed|forbidden|invalid[ _-]?(api[ _-]?)?(key|token)"
+        r"|auth(entication|orization)?[ _-]?(error|failed|failure)).*",
+        error_class=ErrorClass.AUTH,
+    ),
+    ClassRule(
+        labels=["error_type", "reason", "code"],
+        pattern=r".*(rate[ _-]?limit(ed)?|too[ _-]?many[ _-]?requests|throttl(ed|ing)).*",
+        error_class=ErrorClass.RATE_LIMITED,
+    ),
+    ClassRule(
+        labels=["error_type", "reason", "code"],
+        pattern=r".*(internal[ _-]?server[ _-]?error|server[ _-]?error|bad[ _-]?gateway"
+        r"|service[ _-]?unavailable|gateway[ _-]?time[ _-]?out|5xx|upstream[ _-]?error).*",
+        error_class=ErrorClass.UPSTREAM_ERROR,
+    ),
+    ClassRule(
+        labels=["error_type", "reason", "code"],
+        pattern=_NETWORK_WORDS,
+        error_class=ErrorClass.NETWORK,
+    ),
+    ClassRule(
+        labels=["alertname"],
+        pattern=r".*(auth|unauthori[sz]ed|forbidden|credential).*",
+        error_class=ErrorClass.AUTH,
+    ),
+    ClassRule(
+        labels=["alertname"],
+        pattern=r".*(rate[ _-]?limit|throttl|429).*",
+        error_class=ErrorClass.RATE_LIMITED,
+    ),
+    ClassRule(
+        labels=["alertname"],
+        pattern=r".*(5xx|server[ _-]?error|unavailable|upstream).*",
+        error_class=ErrorClass.UPSTREAM_ERROR,
+    ),
+    ClassRule(
+        labels=["alertname"],
+        pattern=r".*(network|timeout|unreachable|dns|connection).*",
+        error_class=ErrorClass.NETWORK,
+    ),
+)
+
+DEFAULT_SEVERITY_LABELS: dict[str, Severity] = {
+    "critical": Severity.P1,
+    "error": Severity.P2,
+    "warning": Severity.P3,
+    "info": Severity.P4,
+}
+
+# Without a priority or severity label: auth fails every call (a complete outage of the
+# integration); 429 and 5xx fail some calls (degraded); network errors degrade too; an
+# unrecognised error is a minor impact until someone looks.
+DEFAULT_CLASS_SEVERITY: dict[ErrorClass, Severity] = {
+    ErrorClass.AUTH: Severity.P1,
+    ErrorClass.RATE_LIMITED: Severity.P2,
+    ErrorClass.UPSTREAM_ERROR: Severity.P2,
+    ErrorClass.NETWORK: Severity.P2,
+    ErrorClass.UNKNOWN: Severity.P3,
+}
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DEFAULT_BUSINESS_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
+
+
+class UpstreamStatusSettings(_Group):
+    """PostHog's own status page, read in the Statuspage format (step 1 of the decision tree)."""
+
+    url: str = Field(
+        default="https://status.posthog.com/api/v2/status.json",
+        description="Statuspage-format status.json or summary.json (summary lists incidents).",
+    )
+    timeout_seconds: float = Field(
+        default=3.0, gt=0, le=60, description="Whole-request timeout; beyond it: 'unknown'."
+    )
+    cache_ttl_seconds: float = Field(
+        default=30.0, ge=0, le=3600, description="How long an answer (or failure) is reused."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Larger answers are treated as malformed."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class HealthCheckSettings(_Group):
+    """Our integration's own health endpoint (the runbook's ``curl .../health | jq ...``)."""
+
+    url: str | None = Field(
+        default=None, description="Health URL answering JSON; unset: the step is skipped."
+    )
+    path: str = Field(
+        default="services.posthog.status",
+        pattern=r"^[^.\s]+(\.[^.\s]+)*$",
+        description="Dotted path to the status value inside the JSON (list indexes allowed).",
+    )
+    healthy_values: list[str] = Field(
+        default_factory=lambda: ["ok", "healthy", "up"],
+        min_length=1,
+        description="Values that mean healthy (compared ignoring case).",
+    )
+    timeout_seconds: float = Field(
+        default=3.0, gt=0, le=60, description="Whole-request timeout; beyond it: unhealthy."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+
+class TriageSettings(_Group):
+    """How alerts are classified, how severe they are, and where the decision tree looks."""
+
+    rules: list[ClassRule] = Field(
+        default_factory=lambda: list(DEFAULT_CLASS_RULES),
+        description="Error-class rules, first match wins; no match: 'unknown'.",
+    )
+    priority_label: str = Field(
+        default="priority", description="Label holding an explicit P1..P4; it wins over all."
+    )
+    severity_label: str = Field(
+        default="severity", description="Label holding Alertmanager's usual severity word."
+    )
+    severity_labels: dict[str, Severity] = Field(
+        default_factory=lambda: dict(DEFAULT_SEVERITY_LABELS),
+        description="Severity word (any case) to P1..P4.",
+    )
+    class_severity: dict[ErrorClass, Severity] = Field(
+        default_factory=lambda: dict(DEFAULT_CLASS_SEVERITY),
+        description="Severity when the alert has neither priority nor a known severity word.",
+    )
+    class_severity_overrides: dict[ErrorClass, Severity] = Field(
+        default_factory=dict,
+        description="Severity forced for a class, over the severity label (not over priority).",
+    )
+    business_day_start_hour: int = Field(
+        default=9, ge=0, le=23, description="P4 is due at this hour (UTC) of the next business day."
+    )
+    business_days: list[Weekday] = Field(
+        default_factory=lambda: list(DEFAULT_BUSINESS_DAYS),
+        min_length=1,
+        description="Days counted as business days for P4.",
+    )
+    cluster_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="Timeout for each question asked of the cluster."
+    )
+    upstream: UpstreamStatusSettings = UpstreamStatusSettings()
+    health: HealthCheckSettings = HealthCheckSettings()
+
+    @field_validator("severity_labels")
+    @classmethod
+    def _lower_words(cls, value: dict[str, Severity]) -> dict[str, Severity]:
+        return {word.strip().lower(): sev for word, sev in value.items()}
+
+    @field_validator("class_severity")
+    @classmethod
+    def _every_class(cls, value: dict[ErrorClass, Severity]) -> dict[ErrorClass, Severity]:
+        # Setting one class in YAML must not leave the others without a severity.
+        return {**DEFAULT_CLASS_SEVERITY, **value}
+
+
+def _base_url(value: str, field: str) -> str:
+    if not re.match(r"https?://[^/\s]+", value):
+        raise ValueError(f"{field} must be an http(s) URL")
+    return value.rstrip("/")
+
+
+class PagerDutySettings(_Group):
+    """PagerDuty Events API v2: alerts (trigger, acknowledge, resolve) and change events."""
+
+    routing_key: SecretSource = Field(
+        description="The 32-character integration key of an Events API v2 integration."
+    )
+    events_url: str = Field(
+        default="https://events.pagerduty.com",
+        description=(
+            "Events API base URL, without /v2: https://events.pagerduty.com (US) or "
+            "https://events.eu.pagerduty.com (EU)."
+        ),
+    )
+    acknowledge_on_action: bool = Field(
+        default=False,
+        description="Send 'acknowledge' once a remediation has been applied to the incident.",
+    )
+    source: str = Field(
+        default="posthog-integration",
+        min_length=1,
+        description="payload.source: the affected system, as responders know it.",
+    )
+    component: str = Field(default="posthog", description="payload.component.")
+    group: str = Field(default="posthog-integration", description="payload.group.")
+    dashboard_url: str | None = Field(
+        default=None, description="A dashboard linked from every alert (e.g. Grafana)."
+    )
+    runbook_url: str | None = Field(
+        default=None, description="The runbook linked from every alert."
+    )
+    rate_limit_per_minute: int = Field(
+        default=120,
+        ge=1,
+        description="Events sent per minute per routing key at most (PagerDuty allows ~120).",
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
+
+    @model_validator(mode="after")
+    def _urls(self) -> PagerDutySettings:
+        object.__setattr__(self, "events_url", _base_url(self.events_url, "events_url"))
+        if len(self.routing_key.secret.get_secret_value()) != 32:
+            raise ValueError("routing_key must be the 32-character integration key")
+        return self
+
+
+class StatuspageTemplates(_Group):
+    """Customer-facing text, from the runbook's external (status page) template.
+
+    ``{impact}`` is replaced by the impact text for the incident's severity and
+    ``{timestamp}`` by the time of the update (UTC).
+    """
+
+    name: str = Field(
+        default="PostHog Integration Issue", max_length=255, description="Incident name."
+    )
+    investigating: str = Field(
+        default=(
+            "We're experiencing issues with our PostHog integration.\n"
+            "Some users may experience {impact}.\n"
+            "We're actively investigating and will provide updates.\n"
+            "Last updated: {timestamp}"
+        ),
+        description="Body while the cause is being investigated.",
+    )
+    identified: str = Field(
+        default=(
+            "We have identified the cause of the issues with our PostHog integration.\n"
+            "Some users may experience {impact}.\n"
+            "We're working on a fix and will provide updates.\n"
+            "Last updated: {timestamp}"
+        ),
+        description="Body once the cause is known.",
+    )
+    monitoring: str = Field(
+        default=(
+            "A fix for the issues with our PostHog integration has been applied.\n"
+            "We're monitoring the results.\n"
+            "Last updated: {timestamp}"
+        ),
+        description="Body once a remediation has been applied.",
+    )
+    resolved: str = Field(
+        default=(
+            "The issues with our PostHog integration have been resolved.\nLast updated: {timestamp}"
+        ),
+        description="Body when the incident is resolved.",
+    )
+    impact: dict[Severity, str] = Field(
+        default={
+            Severity.P1: "analytics features being unavailable",
+            Severity.P2: "delays or errors in analytics features",
+            Severity.P3: "delays in analytics data",
+            Severity.P4: "no noticeable impact",
+        },
+        description="The '[specific impact]' of the template, per severity.",
+    )
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> StatuspageTemplates:
+        for field in ("investigating", "identified", "monitoring", "resolved"):
+            text: str = getattr(self, field)
+            try:
+                text.format(impact="", timestamp="")
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(
+                    f"{field}: only {{impact}} and {{timestamp}} may be used ({e!r})"
+                ) from None
+        return self
+
+
+class StatuspageSettings(_Group):
+    """Atlassian Statuspage (manage API v1): customer-facing incidents and component status."""
+
+    api_base: str = Field(
+        default="https://api.statuspage.io/v1", description="Manage API base URL."
+    )
+    page_id: str = Field(min_length=1, description="The page's id.")
+    component_id: str = Field(
+        min_length=1, description="The component that stands for the PostHog integration."
+    )
+    api_key: SecretSource = Field(description="API key, sent as 'Authorization: OAuth <key>'.")
+    severities: tuple[Severity, ...] = Field(
+        default=(Severity.P1, Severity.P2),
+        description="Severities that reach the status page; others stay internal.",
+    )
+    hold_off_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "How long an incident must last before customers see it: one resolved sooner "
+            "(a flapping alert) never reaches the status page."
+        ),
+    )
+    deliver_notifications: bool = Field(
+        default=True, description="Let Statuspage notify the page's subscribers."
+    )
+    templates: StatuspageTemplates = StatuspageTemplates()
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
+
+    @model_validator(mode="after")
+    def _urls(self) -> StatuspageSettings:
+        object.__setattr__(self, "api_base", _base_url(self.api_base, "api_base"))
+        return self
+
+
+class SlackSettings(_Group):
+    """Slack incoming webhook: the runbook's internal incident message."""
+
+    webhook_url: SecretSource = Field(
+        description="The incoming webhook URL (it is the credential: keep it secret)."
+    )
+    incident_commander: str = Field(
+        default="on-call", min_length=1, description="Named as 'Incident commander: @<name>'."
+    )
+    next_update_minutes: int = Field(
+        default=30, ge=1, description="'Next update' is this many minutes after each message."
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
+
+    @model_validator(mode="after")
+    def _url(self) -> SlackSettings:
+        if not self.webhook_url.secret.get_secret_value().startswith(("https://", "http://")):
+            raise ValueError("webhook_url must hold an http(s) URL")
+        return self
+
+
+class OutboxSettings(_Group):
+    """Delivery of stored notifications: polling, retries and back-off."""
+
+    poll_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often waiting notifications are looked at."
+    )
+    initial_backoff_seconds: float = Field(
+        default=1.0, gt=0, description="First wait after a temporary failure."
+    )
+    max_backoff_seconds: float = Field(
+        default=300.0, gt=0, description="Longest wait between attempts (before jitter)."
+    )
+    jitter_seconds: float = Field(
+        default=1.0, ge=0, description="Random extra wait, up to this much, per attempt."
+    )
+    max_retry_after_seconds: float = Field(
+        default=3600.0, gt=0, description="A destination's Retry-After is honoured up to this."
+    )
+    retention_hours: float = Field(
+        default=720.0,
+        gt=0,
+        description="How long delivered, failed and skipped notifications are kept.",
+    )
+    concurrency: int = Field(
+        default=8,
+        ge=1,
+        description="Deliveries in flight at once (one per incident and destination).",
+    )
+
+
+class NotifySettings(_Group):
+    """Who is told about incidents. A destination left out is written to the log instead."""
+
+    pagerduty: PagerDutySettings | None = None
+    statuspage: StatuspageSettings | None = None
+    slack: SlackSettings | None = None
+    outbox: OutboxSettings = OutboxSettings()
+
+
+class EvidenceQuery(_Group):
+    """One PromQL query captured over the incident window with ``query_range``."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="File name in the bundle (metrics/<name>.json); lower case, digits, - and _.",
+    )
+    query: str = Field(min_length=1, description="PromQL expression evaluated over the window.")
+
+
+class EvidencePrometheusSettings(_Group):
+    """Metrics captured for the evidence bundle and the postmortem's impact section."""
+
+    url: str | None = Field(
+        default=None,
+        description="Prometheus base URL; unset: no metrics, the bundle says so in a note.",
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of each query.")
+    margin_minutes: float = Field(
+        default=15.0,
+        ge=0,
+        description="Minutes captured before the incident opened and after it resolved.",
+    )
+    max_points: int = Field(
+        default=240,
+        ge=10,
+        le=11_000,
+        description="Points per series at most; the query step is the window divided by this.",
+    )
+    queries: list[EvidenceQuery] = Field(
+        default_factory=lambda: [
+            EvidenceQuery(
+                name="error_rate_by_status",
+                query="sum by (status_code) (rate(posthog_errors_total[5m]))",
+            )
+        ],
+        description="Range queries captured; the first one is drawn on the postmortem's chart.",
+    )
+    error_count_query: str | None = Field(
+        default="sum(increase(posthog_errors_total[{window}]))",
+        description=(
+            "Instant query for the number of errors during the incident, evaluated at its end; "
+            "'{window}' becomes the incident's duration (e.g. '3600s'). Unset: not reported."
+        ),
+    )
+    affected_users_query: str | None = Field(
+        default=None,
+        description=(
+            "Instant query for the number of affected users, with '{window}' as above. "
+            "Unset: the postmortem leaves the number to be filled in."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EvidencePrometheusSettings:
+        names = [q.name for q in self.queries]
+        if len(set(names)) != len(names):
+            raise ValueError("queries: every name must be unique")
+        return self
+
+
+class EvidenceLogsSettings(_Group):
+    """Logs and Kubernetes events of the integration's pods."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Read pod logs and events when a cluster is configured ('kubernetes.mode'); the "
+            "pods are those of 'remediation.target' (namespace, deployment, pod_selector)."
+        ),
+    )
+    container: str | None = Field(
+        default=None, description="Only this container's logs; unset: every container."
+    )
+    since_seconds: int = Field(
+        default=3600, ge=60, description="How far back logs are read (the runbook's --since=1h)."
+    )
+    tail_lines: int = Field(
+        default=200, ge=0, le=100_000, description="Last lines kept from each container."
+    )
+    limit_bytes_per_container: int = Field(
+        default=2 * 1_048_576,
+        ge=1024,
+        description="Most bytes read from one container's log per request (the API's limitBytes).",
+    )
+    error_pattern: str = Field(
+        default=r"(?i)\b(error|exception|fatal|panic|traceback)\b|\b(401|403|429|50[0234])\b",
+        description="Regular expression selecting error lines from the last hour of logs.",
+    )
+    max_error_lines: int = Field(
+        default=1000, ge=1, description="Error lines kept per container at most (the newest)."
+    )
+    max_events: int = Field(default=500, ge=1, description="Kubernetes events listed at most.")
+
+    @model_validator(mode="after")
+    def _pattern_compiles(self) -> EvidenceLogsSettings:
+        try:
+            re.compile(self.error_pattern)
+        except re.error as e:
+            raise ValueError(f"error_pattern is not a valid regular expression: {e}") from None
+        return self
+
+
+class EvidenceSettings(_Group):
+    """Post-incident evidence: bundles (.tar.gz with a manifest) and the postmortem draft."""
+
+    directory: Path = Field(
+        default=Path("state/evidence"), description="Where bundles are written."
+    )
+    max_file_bytes: int = Field(
+        default=5 * 1_048_576,
+        ge=1024,
+        description="Largest file in a bundle; longer content is cut and marked truncated.",
+    )
+    max_bundle_bytes: int = Field(
+        default=50 * 1_048_576,
+        ge=4096,
+        description="Most content bytes in one bundle; files past it are left out and listed.",
+    )
+    logs: EvidenceLogsSettings = EvidenceLogsSettings()
+    prometheus: EvidencePrometheusSettings = EvidencePrometheusSettings()
+
+
 class Settings(BaseSettings):
     """Everything the receiver needs to run."""
 
@@ -193,6 +952,11 @@ class Settings(BaseSettings):
     webhook: WebhookSettings
     store: StoreSettings = StoreSettings()
     logging: LoggingSettings = LoggingSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    remediation: RemediationSettings = RemediationSettings()
+    notify: NotifySettings = NotifySettings()
+    triage: TriageSettings = TriageSettings()
+    evidence: EvidenceSettings = EvidenceSettings()
 
     @classmethod
     def settings_customise_sources(

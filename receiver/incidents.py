@@ -18,9 +18,11 @@ import json
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from receiver.alertmanager import Alert, WebhookPayload
+from receiver.runbook import ErrorClass, Severity
 from receiver.store import now
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "enqueue_webhook",
     "get_incident",
     "list_incidents",
+    "record_triage",
 ]
 
 EventKind = Literal["opened", "alerts_changed", "resolved"]
@@ -311,6 +314,66 @@ def apply_notification(conn: sqlite3.Connection, payload: WebhookPayload) -> Not
         add_timeline(conn, incident_id, "incident", "incident resolved: every alert resolved")
         _queue_event(conn, incident_id, "resolved", {})
     return NotificationOutcome(incident_id, changes, opened=opened, resolved=resolved)
+
+
+# -- triage --------------------------------------------------------------------------------
+
+
+def record_triage(
+    conn: sqlite3.Connection,
+    incident_id: str,
+    *,
+    error_class: ErrorClass,
+    severity: Severity,
+    acknowledge_by: datetime,
+    decision: dict[str, Any],
+) -> None:
+    """Store a triage result on the incident, and say so on its timeline.
+
+    Severity only rises: a lower one than recorded is kept as it was (a rise is its own
+    timeline entry). The acknowledge-by deadline only comes closer: a resend or a rise never
+    pushes it later. The class and the decision are the latest ones. Raises ``LookupError``
+    for an unknown incident.
+    """
+    row = conn.execute(
+        "SELECT severity, error_class, acknowledge_by FROM incidents WHERE id = ?", (incident_id,)
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"no incident {incident_id}")
+    previous = Severity(row["severity"]) if row["severity"] else None
+    kept = previous if previous is not None and previous.is_higher_than(severity) else severity
+    deadline = acknowledge_by.timestamp()
+    if row["acknowledge_by"] is not None:
+        deadline = min(deadline, float(row["acknowledge_by"]))
+    verdict = decision.get("verdict", "unknown")
+    conn.execute(
+        "UPDATE incidents SET error_class = ?, severity = ?, acknowledge_by = ?, decision = ?,"
+        " updated_at = ? WHERE id = ?",
+        (error_class.value, kept.value, deadline, json.dumps(decision), now(), incident_id),
+    )
+    if previous is not None and severity.is_higher_than(previous):
+        add_timeline(
+            conn,
+            incident_id,
+            "severity_raised",
+            f"severity raised {previous.value} → {severity.value}",
+            {"from": previous.value, "to": severity.value},
+        )
+    add_timeline(
+        conn,
+        incident_id,
+        "triage",
+        f"triaged: {error_class.value}, {kept.value}, verdict {verdict}",
+        {
+            "error_class": error_class.value,
+            "previous_error_class": row["error_class"],
+            "severity": kept.value,
+            "assessed_severity": severity.value,
+            "acknowledge_by": _iso(deadline),
+            "verdict": verdict,
+            "summary": decision.get("summary"),
+        },
+    )
 
 
 # -- reading incidents ----------------------------------------------------------------------

@@ -70,3 +70,61 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.remediation_actions = Counter(
+            "posthog_receiver_remediation_actions_total",
+            "Remediation decisions by action and status (applied, dry_run, skipped, failed,"
+            " escalated, reverted).",
+            ["action", "status"],
+            registry=r,
+        )
+        self.notifications_sent = Counter(
+            "posthog_receiver_notifications_sent_total",
+            "Notifications delivered, by destination (pagerduty, statuspage, slack, log).",
+            ["destination"],
+            registry=r,
+        )
+        self.notifications_retried = Counter(
+            "posthog_receiver_notifications_retried_total",
+            "Delivery attempts that failed temporarily (429, 5xx, network) and will be retried.",
+            ["destination"],
+            registry=r,
+        )
+        self.notifications_failed = Counter(
+            "posthog_receiver_notifications_failed_total",
+            "Notifications given up on after a permanent failure (e.g. 400), by destination.",
+            ["destination"],
+            registry=r,
+        )
+        self.notifications_skipped = Counter(
+            "posthog_receiver_notifications_skipped_total",
+            "Notifications not sent on purpose (e.g. resolved within the status-page hold-off).",
+            ["destination"],
+            registry=r,
+        )
+        self.notification_queue_depth = Gauge(
+            "posthog_receiver_notification_queue_depth",
+            "Notifications stored and not yet delivered, by destination.",
+            ["destination"],
+            registry=r,
+        )
+        self.notification_delivery_seconds = Histogram(
+            "posthog_receiver_notification_delivery_seconds",
+            "Time from a notification being stored to its delivery (including any status-page "
+            "hold-off), by destination.",
+            ["destination"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.evidence_bundles = Counter(
+            "posthog_receiver_evidence_bundles_total",
+            "Evidence bundles written, by phase (opened, resolved).",
+            ["phase"],
+            registry=r,
+        )
+        self.evidence_source_failures = Counter(
+            "posthog_receiver_evidence_source_failures_total",
+            "Evidence sources that failed or were partly collected (e.g. pod_logs, "
+            "prometheus:<query>), recorded as notes in the bundle.",
+            ["source"],
+            registry=r,
+        )

@@ -106,6 +106,85 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX incident_events_pending ON incident_events (state, id);
     """,
+    # 2: the notification outbox (PagerDuty, Statuspage, Slack, log) and what each destination
+    # remembers per incident (e.g. the status-page incident id that later updates need).
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        destination TEXT NOT NULL,
+        incident_id TEXT NOT NULL,
+        ordering_key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'sent', 'failed', 'skipped')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_before REAL NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at REAL NOT NULL,
+        sent_at REAL
+    );
+    CREATE INDEX outbox_pending ON outbox (state, ordering_key, id);
+    CREATE INDEX outbox_incident ON outbox (incident_id, id);
+    CREATE TABLE notify_state (
+        destination TEXT NOT NULL,
+        incident_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (destination, incident_id, key)
+    );
+    """,
+    # 3: evidence bundles written for an incident (when it opened, when it resolved).
+    """
+    CREATE TABLE evidence_bundles (
+        id INTEGER PRIMARY KEY,
+        incident_id TEXT NOT NULL REFERENCES incidents (id),
+        phase TEXT NOT NULL CHECK (phase IN ('opened', 'resolved')),
+        path TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        failed_sources TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE UNIQUE INDEX evidence_bundles_one_per_phase ON evidence_bundles (incident_id, phase);
+    """,
+    # 4: the remediation journal (intent before applying, outcome after), cooldowns, and
+    # reverts scheduled after resolve.
+    """
+    CREATE TABLE remediation_actions (
+        id INTEGER PRIMARY KEY,
+        incident_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN (
+            'intent', 'done', 'held', 'failed', 'dry_run',
+            'reverting', 'reverted', 'revert_skipped', 'handed_over'
+        )),
+        before TEXT,
+        after TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        UNIQUE (incident_id, action)
+    );
+    CREATE INDEX remediation_actions_target ON remediation_actions (target, state);
+    CREATE TABLE remediation_cooldowns (
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        applied_at REAL NOT NULL,
+        PRIMARY KEY (action, target)
+    );
+    CREATE TABLE remediation_reverts (
+        incident_id TEXT PRIMARY KEY,
+        due_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done'))
+    );
+    CREATE INDEX remediation_reverts_due ON remediation_reverts (state, due_at);
+    """,
 ]
 
 

@@ -1,0 +1,472 @@
+"""The outbox: every notification is stored first, then delivered by one worker, in order.
+
+Why stored first: a page or a status-page update decided while a destination is down, or
+just before the service restarts, must still arrive. The notifier writes messages in the same
+store as everything else; :class:`OutboxWorker` delivers them and records each outcome.
+
+Order: messages share an ordering key per (destination, incident). Only the oldest pending
+message of a key is ever attempted, so a later message never overtakes an earlier one that is
+still undelivered (a status-page update never races its create, a resolve never precedes its
+trigger). Different keys are delivered concurrently.
+
+Retries: a temporary failure (429, 5xx, Statuspage's 420, timeouts, network errors) sets
+``next_attempt_at`` with exponential back-off and jitter, or exactly the destination's
+``Retry-After``; it lives in the table, so it holds across restarts. A permanent failure (400
+and other 4xx) is not retried: the message is marked ``failed``, logged and counted, and the
+messages behind it proceed. Temporary failures are retried for as long as it takes.
+Finished messages are kept for ``outbox.retention_hours`` (the incident's record), then pruned.
+
+Hold-off: a message may carry a ``not_before`` time (the status page's hold-off). A
+status-page incident that resolved before its hold-off ended, and never reached the page, is
+dropped whole (``skipped``): a flapping alert never reaches customers.
+
+Delivery is at least once: a crash between a destination's answer and the commit that records
+it sends that message again after the restart (PagerDuty deduplicates by ``dedup_key``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+import tenacity
+
+from receiver.config import NotifySettings, OutboxSettings
+from receiver.metrics import Metrics
+from receiver.notify.delivery import (
+    Message,
+    PermanentFailure,
+    Sender,
+    Sent,
+    TemporaryFailure,
+)
+from receiver.notify.log import LogSender
+from receiver.notify.pagerduty import PagerDutySender
+from receiver.notify.slack import SlackSender
+from receiver.notify.statuspage import StatuspageSender
+from receiver.store import Store, StoreUnavailable
+
+__all__ = [
+    "DESTINATIONS",
+    "Draft",
+    "OutboxWorker",
+    "build_senders",
+    "enqueue",
+    "get_state",
+    "list_messages",
+    "queue_depth",
+    "set_state",
+]
+
+logger = structlog.get_logger(__name__)
+
+DESTINATIONS = ("pagerduty", "statuspage", "slack", "log")
+MAX_ERROR = 500
+PRUNE_EVERY_SECONDS = 300.0
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A message about to be stored."""
+
+    destination: str
+    kind: str  # "<system>.<what>", e.g. "pagerduty.trigger", "statuspage.update"
+    payload: dict[str, Any]
+    idempotency_key: str
+    not_before: float = 0.0
+
+    def ordering_key(self, incident_id: str) -> str:
+        system = self.kind.partition(".")[0]
+        return f"{self.destination}:{system}:{incident_id}"
+
+
+# -- the tables ----------------------------------------------------------------------------
+
+
+def enqueue(conn: sqlite3.Connection, incident_id: str, drafts: list[Draft], *, now: float) -> int:
+    """Store drafts not stored before (by idempotency key); the number newly stored."""
+    stored = 0
+    for d in drafts:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO outbox (idempotency_key, destination, incident_id,"
+            " ordering_key, kind, payload, not_before, next_attempt_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                d.idempotency_key,
+                d.destination,
+                incident_id,
+                d.ordering_key(incident_id),
+                d.kind,
+                json.dumps(d.payload, ensure_ascii=False),
+                d.not_before,
+                0.0,
+                now,
+            ),
+        )
+        stored += cur.rowcount
+    return stored
+
+
+def get_state(conn: sqlite3.Connection, destination: str, incident_id: str) -> dict[str, str]:
+    """What a destination remembers about an incident."""
+    rows = conn.execute(
+        "SELECT key, value FROM notify_state WHERE destination = ? AND incident_id = ?",
+        (destination, incident_id),
+    ).fetchall()
+    return {r["key"]: r["value"] for r in rows}
+
+
+def set_state(
+    conn: sqlite3.Connection,
+    destination: str,
+    incident_id: str,
+    values: Mapping[str, str],
+    *,
+    now: float,
+) -> None:
+    for key, value in values.items():
+        conn.execute(
+            "INSERT INTO notify_state (destination, incident_id, key, value, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (destination, incident_id, key)"
+            " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            (destination, incident_id, key, value, now),
+        )
+
+
+def queue_depth(conn: sqlite3.Connection) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT destination, count(*) AS n FROM outbox WHERE state = 'pending' GROUP BY destination"
+    ).fetchall()
+    return {r["destination"]: int(r["n"]) for r in rows}
+
+
+def list_messages(conn: sqlite3.Connection, incident_id: str | None = None) -> list[dict[str, Any]]:
+    """Stored messages, oldest first (for inspection and the incident API)."""
+    where, args = ("WHERE incident_id = ?", (incident_id,)) if incident_id else ("", ())
+    rows = conn.execute(
+        "SELECT id, destination, incident_id, ordering_key, kind, payload, state, attempts,"
+        f" not_before, next_attempt_at, last_error, created_at, sent_at FROM outbox {where}"
+        " ORDER BY id",
+        args,
+    ).fetchall()
+    return [{**dict(r), "payload": json.loads(r["payload"])} for r in rows]
+
+
+@dataclass(frozen=True)
+class _Head:
+    message: Message
+    due_at: float
+
+
+def _heads(conn: sqlite3.Connection) -> list[_Head]:
+    """The oldest pending message of every ordering key."""
+    rows = conn.execute(
+        "SELECT o.id, o.destination, o.incident_id, o.kind, o.payload, o.attempts,"
+        " o.created_at, o.not_before, o.next_attempt_at FROM outbox o"
+        " JOIN (SELECT min(id) AS id FROM outbox WHERE state = 'pending'"
+        "       GROUP BY ordering_key) h ON o.id = h.id ORDER BY o.id"
+    ).fetchall()
+    return [
+        _Head(
+            Message(
+                id=r["id"],
+                destination=r["destination"],
+                incident_id=r["incident_id"],
+                kind=r["kind"],
+                payload=json.loads(r["payload"]),
+                attempts=r["attempts"],
+                created_at=r["created_at"],
+            ),
+            due_at=max(r["not_before"], r["next_attempt_at"]),
+        )
+        for r in rows
+    ]
+
+
+def _flapping(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Status-page message queues whose incident resolved before the hold-off ended."""
+    return conn.execute(
+        "SELECT DISTINCT ordering_key, destination, incident_id FROM outbox"
+        " WHERE state = 'pending' AND kind = 'statuspage.update'"
+        " AND json_extract(payload, '$.status') = 'resolved'"
+        " AND json_extract(payload, '$.resolved_at') < not_before"
+    ).fetchall()
+
+
+def _drop_flapping(conn: sqlite3.Connection) -> dict[str, int]:
+    """Skip the status-page messages of incidents resolved within their hold-off that never
+    reached the status page; the count skipped per destination."""
+    skipped: dict[str, int] = {}
+    for r in _flapping(conn):
+        if "incident_id" in get_state(conn, r["destination"], r["incident_id"]):
+            continue  # already on the status page: it must be resolved there too
+        cur = conn.execute(
+            "UPDATE outbox SET state = 'skipped', last_error = ?"
+            " WHERE ordering_key = ? AND state = 'pending'",
+            ("resolved within the status-page hold-off", r["ordering_key"]),
+        )
+        skipped[r["destination"]] = skipped.get(r["destination"], 0) + cur.rowcount
+    return skipped
+
+
+def _prune(conn: sqlite3.Connection, *, older_than: float) -> int:
+    """Forget finished messages created before ``older_than``; pending ones always stay."""
+    cur = conn.execute(
+        "DELETE FROM outbox WHERE state != 'pending' AND created_at < ?", (older_than,)
+    )
+    return cur.rowcount
+
+
+def _record_sent(conn: sqlite3.Connection, message: Message, sent: Sent, *, now: float) -> None:
+    conn.execute(
+        "UPDATE outbox SET state = ?, sent_at = ?, attempts = attempts + 1, last_error = ?"
+        " WHERE id = ?",
+        ("skipped" if sent.skipped else "sent", now, sent.skipped, message.id),
+    )
+    if sent.remember:
+        set_state(conn, message.destination, message.incident_id, sent.remember, now=now)
+
+
+def _record_retry(
+    conn: sqlite3.Connection, message_id: int, *, error: str, next_attempt_at: float
+) -> None:
+    conn.execute(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+        " WHERE id = ?",
+        (error[:MAX_ERROR], next_attempt_at, message_id),
+    )
+
+
+def _record_failed(conn: sqlite3.Connection, message_id: int, *, error: str) -> None:
+    conn.execute(
+        "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
+        (error[:MAX_ERROR], message_id),
+    )
+
+
+# -- the worker ----------------------------------------------------------------------------
+
+
+def build_senders(settings: NotifySettings, *, clock: Clock = time.time) -> dict[str, Sender]:
+    """One sender per configured destination, and the log for the others."""
+    senders: dict[str, Sender] = {"log": LogSender()}
+    if settings.pagerduty is not None:
+        senders["pagerduty"] = PagerDutySender(settings.pagerduty, clock=clock)
+    if settings.statuspage is not None:
+        senders["statuspage"] = StatuspageSender(settings.statuspage)
+    if settings.slack is not None:
+        senders["slack"] = SlackSender(settings.slack)
+    return senders
+
+
+def backoff(settings: OutboxSettings, attempt: int) -> float:
+    """Seconds before attempt ``attempt + 1``: exponential, capped, with jitter."""
+    wait = tenacity.wait_exponential_jitter(
+        initial=settings.initial_backoff_seconds,
+        max=settings.max_backoff_seconds + settings.jitter_seconds,
+        jitter=settings.jitter_seconds,
+    )
+    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+    state.attempt_number = attempt
+    return float(wait(state))
+
+
+class OutboxWorker:
+    """Delivers stored notifications until stopped; ``run_once`` is one pass."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        metrics: Metrics,
+        settings: NotifySettings,
+        senders: Mapping[str, Sender] | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._settings = settings.outbox
+        self._senders = (
+            dict(senders) if senders is not None else build_senders(settings, clock=clock)
+        )
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._limit = asyncio.Semaphore(self._settings.concurrency)
+        self._last_prune = float("-inf")
+        self.heartbeat = time.monotonic()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-worker")
+
+    async def stop(self) -> None:
+        """Stop delivering; a delivery in flight is abandoned and retried after a restart."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def wake(self) -> None:
+        """Tell the worker there is something new to send."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        logger.info("outbox worker started", destinations=sorted(self._senders))
+        while True:
+            self.heartbeat = time.monotonic()
+            attempted = 0
+            try:
+                attempted = await self.run_once()
+            except StoreUnavailable as e:
+                logger.warning("outbox cannot reach the store; retrying", error=str(e))
+            except Exception:
+                logger.exception("outbox pass failed")
+            if not attempted:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), timeout=self._settings.poll_interval_seconds
+                    )
+                self._wake.clear()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"User-Agent": "posthog-incident-receiver"}
+            )
+        return self._session
+
+    async def run_once(self) -> int:
+        """One pass: drop flapping status-page messages, then attempt every due head."""
+        skipped: dict[str, int] = {}
+        if await self._store.read(_flapping):  # read first: an idle pass writes nothing
+            skipped = await self._store.write(_drop_flapping)
+        for destination, count in skipped.items():
+            self._metrics.notifications_skipped.labels(destination).inc(count)
+            logger.info("status page held back: resolved within the hold-off", count=count)
+        now = self._clock()
+        heads = await self._store.read(_heads)
+        jobs = []
+        for head in heads:
+            if head.due_at > now:
+                continue
+            sender = self._senders.get(head.message.destination)
+            if sender is None:
+                jobs.append(self._unconfigured(head.message))
+                continue
+            if sender.ready_in() > 0:
+                continue  # rate limited here; not an attempt
+            jobs.append(self._deliver(sender, head.message))
+        if jobs:
+            await asyncio.gather(*jobs)
+        depth = await self._store.read(queue_depth)
+        for destination in {*DESTINATIONS, *depth}:
+            self._metrics.notification_queue_depth.labels(destination).set(
+                depth.get(destination, 0)
+            )
+        await self._maybe_prune(now)
+        return len(jobs)
+
+    async def _maybe_prune(self, now: float) -> None:
+        if now - self._last_prune < PRUNE_EVERY_SECONDS:
+            return
+        self._last_prune = now
+        cutoff = now - self._settings.retention_hours * 3600
+        pruned = await self._store.write(functools.partial(_prune, older_than=cutoff))
+        if pruned:
+            logger.info("pruned delivered notifications", count=pruned)
+
+    async def _unconfigured(self, message: Message) -> None:
+        error = f"destination {message.destination} is no longer configured"
+        await self._store.write(
+            functools.partial(_record_failed, message_id=message.id, error=error)
+        )
+        self._metrics.notifications_failed.labels(message.destination).inc()
+        logger.error("notification failed", **_context(message), error=error)
+
+    async def _deliver(self, sender: Sender, message: Message) -> None:
+        log = logger.bind(**_context(message))
+        async with self._limit:
+            state = await self._store.read(
+                lambda c: get_state(c, message.destination, message.incident_id)
+            )
+            try:
+                sent = await sender.send(self._http(), message, state)
+            except TemporaryFailure as e:
+                await self._retry(message, str(e), e.retry_after, log)
+                return
+            except PermanentFailure as e:
+                await self._store.write(
+                    functools.partial(_record_failed, message_id=message.id, error=str(e))
+                )
+                self._metrics.notifications_failed.labels(message.destination).inc()
+                log.error("notification failed; not retried", error=str(e))
+                return
+            except Exception as e:  # a bug in rendering or sending: keep the message
+                log.exception("notification could not be sent")
+                await self._retry(message, f"unexpected {type(e).__name__}", None, log)
+                return
+        now = self._clock()
+        await self._store.write(
+            functools.partial(_record_sent, message=message, sent=sent, now=now)
+        )
+        if sent.skipped:
+            self._metrics.notifications_skipped.labels(message.destination).inc()
+            log.info("notification skipped", reason=sent.skipped)
+            return
+        self._metrics.notifications_sent.labels(message.destination).inc()
+        self._metrics.notification_delivery_seconds.labels(message.destination).observe(
+            max(0.0, now - message.created_at)
+        )
+        log.info("notification sent")
+
+    async def _retry(
+        self, message: Message, error: str, retry_after: float | None, log: Any
+    ) -> None:
+        attempt = message.attempts + 1
+        if retry_after is not None:
+            wait = min(retry_after, self._settings.max_retry_after_seconds)
+        else:
+            wait = backoff(self._settings, attempt)
+        await self._store.write(
+            functools.partial(
+                _record_retry,
+                message_id=message.id,
+                error=error,
+                next_attempt_at=self._clock() + wait,
+            )
+        )
+        self._metrics.notifications_retried.labels(message.destination).inc()
+        log.warning(
+            "notification not delivered; will retry",
+            error=error,
+            attempt=attempt,
+            retry_in=round(wait, 3),
+        )
+
+
+def _context(message: Message) -> dict[str, Any]:
+    return {
+        "destination": message.destination,
+        "kind": message.kind,
+        "incident_id": message.incident_id,
+        "message_id": message.id,
+    }

@@ -1,0 +1,57 @@
+"""What became of one planned action: the record shown on the incident, in logs and Events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+__all__ = ["ActionOutcome", "Status"]
+
+Status = Literal["applied", "dry_run", "skipped", "failed", "escalated", "reverted"]
+
+# The Kubernetes Event reason for each status (CamelCase, as Event reasons are written).
+EVENT_REASONS: dict[str, str] = {
+    "applied": "RemediationApplied",
+    "dry_run": "RemediationDryRun",
+    "skipped": "RemediationSkipped",
+    "failed": "RemediationFailed",
+    "escalated": "RemediationEscalated",
+    "reverted": "RemediationReverted",
+}
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    """One decision: ``action`` (the runbook entry) on ``target``, and why it ended so.
+
+    ``before``/``after`` describe the value (never a secret) before and after the action.
+    """
+
+    action: str
+    target: str
+    status: Status
+    reason: str
+    before: str | None = None
+    after: str | None = None
+    at: float = 0.0
+
+    @property
+    def needs_a_person(self) -> bool:
+        return self.status in ("failed", "escalated")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "target": self.target,
+            "status": self.status,
+            "reason": self.reason,
+            "before": self.before,
+            "after": self.after,
+            "at": datetime.fromtimestamp(self.at, UTC).isoformat().replace("+00:00", "Z"),
+        }
+
+    @property
+    def summary(self) -> str:
+        change = f" ({self.before} -> {self.after})" if self.before or self.after else ""
+        return f"{self.action} on {self.target}: {self.status}{change}: {self.reason}"

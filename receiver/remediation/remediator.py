@@ -1,0 +1,831 @@
+"""The remediator: runs the runbook's immediate actions for an incident, under guards, and
+reverts them after the incident resolved.
+
+For every planned action: guards first (kill switch, allowlist, vendor incident, budget,
+cooldown; then the Deployment must be neither paused nor mid-rollout), then a server-side dry
+run, then, unless in dry-run, a journal intent, the change, the journal outcome, and a check
+that the rollout finished (and, if configured, that the error rate falls). Every outcome is
+recorded on the incident timeline, logged, counted, and written as a Kubernetes Event on the
+Deployment.
+
+Reverts are scheduled on resolve (``schedule_revert``) for after a hold-down, stored in the
+journal so they survive restarts; the worker asks ``due_reverts()`` and calls ``revert()``.
+A revert sets a variable back only if it still holds what we set: a value someone changed
+since is left alone.
+
+With no cluster configured (``kubernetes.mode: none``) nothing is changed: outcomes say what
+would have been done (dry-run) or that there is no cluster to act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from receiver.config import RemediationSettings
+from receiver.incidents import add_timeline
+from receiver.kube.deployments import DeploymentState, EnvValue
+from receiver.kube.errors import KubeConflict, KubeError, KubeForbidden, KubeUnavailable
+from receiver.kube.workload import IntegrationWorkload
+from receiver.metrics import Metrics
+from receiver.prometheus import PrometheusClient, PrometheusError
+from receiver.remediation import guards, journal
+from receiver.remediation.outcome import EVENT_REASONS, ActionOutcome, Status
+from receiver.remediation.plan import PlannedAction, plan
+from receiver.runbook import ErrorClass, Verdict
+from receiver.store import Store, now
+
+__all__ = ["Remediator"]
+
+logger = structlog.get_logger(__name__)
+
+
+def _exists(path: Path | None) -> bool:
+    # A stat of a local (mounted) file: fast enough to do on the loop before every action.
+    return path is not None and path.exists()
+
+
+class _Postponed(Exception):
+    """A revert that has to wait (the Deployment is paused or mid-rollout)."""
+
+
+def _env_json(value: EnvValue) -> dict[str, Any]:
+    return {"present": value.present, "value": value.value, "from_reference": value.from_reference}
+
+
+def _env_from(data: Mapping[str, Any] | None) -> EnvValue:
+    if not data:
+        return EnvValue(present=False)
+    return EnvValue(bool(data.get("present")), data.get("value"), bool(data.get("from_reference")))
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class Remediator:
+    """Guarded runbook actions on the configured workload, with verify and revert."""
+
+    def __init__(
+        self,
+        *,
+        settings: RemediationSettings,
+        store: Store,
+        workload: IntegrationWorkload | None,
+        prometheus: PrometheusClient | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = now,
+        no_cluster_reason: str = "no cluster configured",
+    ) -> None:
+        self._settings = settings
+        self._no_cluster = no_cluster_reason
+        self._store = store
+        self._workload = workload
+        self._prometheus = prometheus
+        self._metrics = metrics
+        self._clock = clock
+
+    # -- targets (from configuration only) --------------------------------------------------
+
+    def _target(self, action: PlannedAction | None = None, *, kind: str | None = None) -> str:
+        t = self._settings.target
+        kind = kind or (action.kind if action else None)
+        if kind == "set_env":
+            env = action.env if action else ""
+            return f"{t.namespace}/{t.deployment}/{t.container} env {env}"
+        if kind == "copy_api_key":
+            return f"{t.namespace}/secret/{t.api_key_secret} and {t.namespace}/{t.deployment}"
+        return f"{t.namespace}/{t.deployment}"
+
+    # -- public API -------------------------------------------------------------------------
+
+    async def remediate(
+        self,
+        *,
+        incident_id: str,
+        error_class: ErrorClass | str | None,
+        verdict: Verdict | str | None,
+        labels: Mapping[str, str],
+    ) -> list[ActionOutcome]:
+        """Run the runbook entries for this incident; one outcome per planned action."""
+        if not self._settings.enabled:
+            return []
+        chosen = plan(
+            self._settings.actions,
+            error_class=error_class,
+            verdict=verdict,
+            labels=labels,
+            select_label=self._settings.select_label,
+        )
+        for note in chosen.notes:
+            logger.warning("remediation label ignored", incident_id=incident_id, note=note)
+            await self._store.write(
+                lambda c, note=note: add_timeline(  # type: ignore[misc]
+                    c, incident_id, "remediation", f"ignored: {note}", {"status": "ignored"}
+                )
+            )
+        outcomes: list[ActionOutcome] = []
+        for action in chosen.actions:
+            try:
+                outcome = await self._run(incident_id, action, verdict)
+            except KubeError as e:
+                outcome = self._error_outcome(action.name, self._target(action), e)
+            outcomes.append(outcome)
+            await self._record(incident_id, outcome)
+        return outcomes
+
+    async def schedule_revert(self, *, incident_id: str) -> float | None:
+        """On resolve: schedule the revert after the hold-down; the due time, or ``None`` when
+        there is nothing to revert (or it was scheduled already)."""
+        due = self._clock() + self._settings.revert_hold_down_seconds
+        scheduled = await self._store.write(
+            lambda conn: journal.schedule_revert(conn, incident_id, due)
+        )
+        if scheduled:
+            logger.info("remediation revert scheduled", incident_id=incident_id, due=_iso(due))
+            return due
+        return None
+
+    async def due_reverts(self) -> list[str]:
+        """Incident ids whose revert hold-down has passed."""
+        current = self._clock()
+        return await self._store.read(lambda conn: journal.due_reverts(conn, current))
+
+    async def revert_due(self) -> dict[str, list[ActionOutcome]]:
+        """Run every revert whose hold-down has passed (what the worker calls periodically)."""
+        return {
+            incident_id: await self.revert(incident_id=incident_id)
+            for incident_id in await self.due_reverts()
+        }
+
+    async def revert(self, *, incident_id: str) -> list[ActionOutcome]:
+        """Set back every variable this incident changed, unless changed since by others."""
+        reason = self._kill_switch()
+        if reason is not None:
+            later = self._clock() + max(self._settings.revert_hold_down_seconds, 60.0)
+            await self._store.write(lambda conn: journal.postpone_revert(conn, incident_id, later))
+            held = self._outcome(
+                "revert", self._target(kind="restart"), "skipped", f"{reason}; revert postponed"
+            )
+            await self._record(incident_id, held)
+            return [held]
+        entries = await self._store.read(lambda conn: journal.revertible(conn, incident_id))
+        outcomes: list[ActionOutcome] = []
+        postpone = False
+        for entry in entries:
+            outcome: ActionOutcome | None
+            try:
+                outcome = await self._revert_one(entry)
+            except _Postponed as e:
+                postpone = True
+                outcome = self._outcome(
+                    entry.action, entry.target, "skipped", f"{e}; revert postponed"
+                )
+            except KubeError as e:
+                # Unreachable API: try again later; anything else needs a person.
+                postpone = postpone or isinstance(e, KubeUnavailable)
+                outcome = self._error_outcome(entry.action, entry.target, e)
+            if outcome is None:
+                continue
+            outcomes.append(outcome)
+            await self._record(incident_id, outcome)
+        if postpone:
+            later = self._clock() + max(self._settings.revert_hold_down_seconds, 60.0)
+            await self._store.write(lambda conn: journal.postpone_revert(conn, incident_id, later))
+        else:
+            await self._store.write(lambda conn: journal.finish_revert(conn, incident_id))
+        return outcomes
+
+    # -- one action -------------------------------------------------------------------------
+
+    def _outcome(
+        self,
+        action: str,
+        target: str,
+        status: Status,
+        reason: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+    ) -> ActionOutcome:
+        return ActionOutcome(action, target, status, reason, before, after, self._clock())
+
+    def _kill_switch(self) -> str | None:
+        file = self._settings.kill_switch_file
+        return guards.kill_switch(
+            switch_on=self._settings.kill_switch,
+            file=str(file) if file is not None else None,
+            file_present=_exists(file),
+        )
+
+    def _error_outcome(self, action: str, target: str, e: KubeError) -> ActionOutcome:
+        if isinstance(e, KubeForbidden):
+            return self._outcome(
+                action,
+                target,
+                "escalated",
+                f"missing RBAC permission: {e.operation} (answered {e.status})",
+            )
+        if isinstance(e, KubeUnavailable):
+            return self._outcome(action, target, "escalated", f"Kubernetes API unavailable: {e}")
+        if isinstance(e, KubeConflict):
+            return self._outcome(action, target, "failed", f"kept conflicting: {e}")
+        return self._outcome(action, target, "failed", str(e))
+
+    async def _run(
+        self, incident_id: str, action: PlannedAction, verdict: Verdict | str | None
+    ) -> ActionOutcome:
+        target = self._target(action)
+        entry = await self._store.read(lambda c: journal.get_entry(c, incident_id, action.name))
+        if entry is not None and entry.state == "intent" and self._workload is not None:
+            reconciled = await self._reconcile(entry, action)
+            if reconciled is not None:
+                return reconciled
+        elif entry is not None and entry.state not in ("failed", "intent", "dry_run"):
+            return self._outcome(
+                action.name, target, "skipped", f"already handled for this incident ({entry.state})"
+            )
+        elif entry is not None and entry.state == "dry_run" and self._settings.dry_run:
+            # Reported once per incident; once dry-run is switched off the action may run.
+            return self._outcome(
+                action.name, target, "skipped", f"already handled for this incident ({entry.state})"
+            )
+        if not action.mutates:
+            return await self._escalate_infrastructure(incident_id, action)
+
+        current = self._clock()
+        used, last = await self._store.read(
+            lambda c: (
+                journal.actions_used(c, incident_id, other_than=action.name),
+                journal.last_applied(c, action.name, target),
+            )
+        )
+        file = self._settings.kill_switch_file
+        facts = guards.Facts(
+            now=current,
+            kill_switch_on=self._settings.kill_switch,
+            kill_switch_file=str(file) if file is not None else None,
+            kill_switch_file_present=_exists(file),
+            used_budget=used,
+            budget=self._settings.budget_per_incident,
+            last_applied_at=last,
+            cooldown=self._settings.cooldown_seconds,
+            verdict=verdict,
+        )
+        refusal = guards.before_action(action, facts, allowlist=self._settings.env_allowlist)
+        if refusal is not None:
+            return self._outcome(action.name, target, "skipped", refusal)
+
+        if self._workload is None:
+            if self._settings.dry_run:
+                return self._outcome(
+                    action.name,
+                    target,
+                    "dry_run",
+                    f"dry run: would apply; {self._no_cluster}, so nothing was checked",
+                    after=repr(action.value) if action.value is not None else None,
+                )
+            return self._outcome(action.name, target, "skipped", self._no_cluster)
+
+        dep = await self._workload.deployment()
+        refusal = guards.deployment_unsettled(
+            paused=dep.paused, rollout_problem=dep.rollout_problem
+        )
+        if refusal is not None:
+            return self._outcome(action.name, target, "skipped", refusal)
+        if action.kind == "set_env":
+            return await self._set_env(incident_id, action, target, dep)
+        if action.kind == "restart_if_key_rotated":
+            return await self._restart_if_key_rotated(incident_id, action, target)
+        return await self._copy_api_key(incident_id, action, target)
+
+    async def _reconcile(
+        self, entry: journal.JournalEntry, action: PlannedAction
+    ) -> ActionOutcome | None:
+        """An intent without outcome: did the change happen? Then it is done, not redone."""
+        assert self._workload is not None
+        dep = await self._workload.deployment()
+        happened = False
+        if action.kind == "set_env" and action.env is not None:
+            live = dep.env_value(self._settings.target.container, action.env)
+            happened = live == _env_from(entry.after)
+        elif action.restarts and entry.after is not None:
+            happened = dep.restarted_at == entry.after.get("restartedAt")
+        if not happened:
+            return None
+        at = self._clock()
+        await self._store.write(
+            lambda c: journal.set_state(
+                c, entry.id, "done", at=at, reason="confirmed after an interruption"
+            )
+        )
+        before = _env_from(entry.before).describe() if action.kind == "set_env" else None
+        after = _env_from(entry.after).describe() if action.kind == "set_env" else None
+        return self._outcome(
+            action.name,
+            entry.target,
+            "applied",
+            "applied before an interruption; confirmed on the live Deployment, not applied again",
+            before=before,
+            after=after,
+        )
+
+    async def _intent(
+        self,
+        incident_id: str,
+        action: PlannedAction,
+        target: str,
+        *,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        state: journal.State = "intent",
+        reason: str = "",
+    ) -> int:
+        at = self._clock()
+        return await self._store.write(
+            lambda c: journal.write_intent(
+                c,
+                incident_id=incident_id,
+                action=action.name,
+                kind=action.kind,
+                target=target,
+                before=before,
+                after=after,
+                at=at,
+                state=state,
+                reason=reason,
+            )
+        )
+
+    async def _finish(
+        self,
+        entry_id: int,
+        state: journal.State,
+        *,
+        reason: str = "",
+        before: dict[str, Any] | None = None,
+        cooldown: tuple[str, str] | None = None,
+    ) -> None:
+        at = self._clock()
+
+        def write(c: Any) -> None:
+            journal.set_state(c, entry_id, state, at=at, reason=reason, before=before)
+            if cooldown is not None:
+                journal.touch_cooldown(c, cooldown[0], cooldown[1], at)
+
+        await self._store.write(write)
+
+    async def _apply_guarded(
+        self, entry_id: int, action: PlannedAction, target: str, call: Any
+    ) -> tuple[Any, ActionOutcome | None]:
+        """Run the mutating ``call``; map a failure to an outcome and the journal state."""
+        try:
+            return await call(), None
+        except KubeUnavailable as e:
+            # The change may or may not have reached the server: leave the intent for
+            # reconciliation by the next attempt or the revert.
+            return None, self._error_outcome(action.name, target, e)
+        except KubeError as e:
+            outcome = self._error_outcome(action.name, target, e)
+            await self._finish(entry_id, "failed", reason=outcome.reason)
+            return None, outcome
+
+    async def _set_env(
+        self, incident_id: str, action: PlannedAction, target: str, dep: DeploymentState
+    ) -> ActionOutcome:
+        assert self._workload is not None
+        assert action.env is not None
+        container = self._settings.target.container
+        if container not in dep.env:
+            return self._outcome(
+                action.name, target, "failed", f"no container {container!r} in the Deployment"
+            )
+        before = dep.env_value(container, action.env)
+        wanted = EnvValue(True, action.value)
+        if before.from_reference:
+            return self._outcome(
+                action.name,
+                target,
+                "failed",
+                f"{action.env} is set from a reference (valueFrom); not overriding it",
+            )
+        if before == wanted:
+            await self._intent(
+                incident_id,
+                action,
+                target,
+                before=_env_json(before),
+                after=_env_json(wanted),
+                state="held",
+                reason="already set",
+            )
+            return self._outcome(
+                action.name,
+                target,
+                "skipped",
+                f"{action.env} is already {before.describe()}",
+                before=before.describe(),
+                after=wanted.describe(),
+            )
+        workload = self._workload
+        attempts = self._settings.conflict_attempts
+        if self._settings.dry_run:
+            await workload.set_env(
+                env=action.env, value=action.value, dry_run=True, conflict_attempts=attempts
+            )
+            await self._intent(
+                incident_id,
+                action,
+                target,
+                before=_env_json(before),
+                after=_env_json(wanted),
+                state="dry_run",
+            )
+            return self._outcome(
+                action.name,
+                target,
+                "dry_run",
+                "dry run: the server-side dry run accepted the change; nothing was changed",
+                before=before.describe(),
+                after=wanted.describe(),
+            )
+        reason = self._kill_switch()
+        if reason is not None:
+            return self._outcome(action.name, target, "skipped", reason)
+        entry_id = await self._intent(
+            incident_id, action, target, before=_env_json(before), after=_env_json(wanted)
+        )
+        change, failed = await self._apply_guarded(
+            entry_id,
+            action,
+            target,
+            lambda: workload.set_env(
+                env=action.env, value=action.value, dry_run=False, conflict_attempts=attempts
+            ),
+        )
+        if failed is not None:
+            return failed
+        # Not changed on the final write: the value was already in place when re-read after a
+        # conflict or a timed-out attempt, most likely because that attempt of ours went
+        # through. Journal it as ours (with the value we first read), so resolve reverts it.
+        original = change.before if change.changed else before
+        await self._finish(
+            entry_id, "done", before=_env_json(original), cooldown=(action.name, target)
+        )
+        return await self._verified(
+            action.name,
+            target,
+            f"set {action.env}={action.value}",
+            before=original.describe(),
+            after=wanted.describe(),
+        )
+
+    async def _restart_if_key_rotated(
+        self, incident_id: str, action: PlannedAction, target: str
+    ) -> ActionOutcome:
+        assert self._workload is not None
+        t = self._settings.target
+        key = await self._workload.api_key()
+        secret = f"Secret {t.api_key_secret} key {t.api_key_key}"
+        if not key.exists:
+            return self._outcome(
+                action.name,
+                target,
+                "escalated",
+                f"{secret} does not exist: create it with a valid key",
+            )
+        if not key.non_empty:
+            return self._outcome(
+                action.name, target, "escalated", f"{secret} is empty: rotate the key"
+            )
+        if not key.rotated_since_pods_started:
+            changed = key.changed_at.isoformat() if key.changed_at else "unknown"
+            started = key.pods_started_at.isoformat() if key.pods_started_at else "unknown"
+            return self._outcome(
+                action.name,
+                target,
+                "escalated",
+                f"{secret} has not changed since the pods started (key changed {changed}, "
+                f"pods started {started}): a restart will not help; rotate the key "
+                "(verify it in the PostHog dashboard) and update the Secret",
+            )
+        return await self._restart(
+            incident_id,
+            action,
+            target,
+            why=f"the key changed after the pods started ({key.changed_at:%Y-%m-%dT%H:%M:%SZ})",
+        )
+
+    async def _restart(
+        self, incident_id: str, action: PlannedAction, target: str, *, why: str
+    ) -> ActionOutcome:
+        assert self._workload is not None
+        workload = self._workload
+        marker = _iso(self._clock())
+        if self._settings.dry_run:
+            await workload.restart(restarted_at=marker, dry_run=True)
+            await self._intent(
+                incident_id, action, target, before=None, after=None, state="dry_run"
+            )
+            return self._outcome(
+                action.name, target, "dry_run", f"dry run: would restart the Deployment: {why}"
+            )
+        reason = self._kill_switch()
+        if reason is not None:
+            return self._outcome(action.name, target, "skipped", reason)
+        entry_id = await self._intent(
+            incident_id, action, target, before=None, after={"restartedAt": marker}
+        )
+        _, failed = await self._apply_guarded(
+            entry_id,
+            action,
+            target,
+            lambda: workload.restart(restarted_at=marker, dry_run=False),
+        )
+        if failed is not None:
+            return failed
+        await self._finish(entry_id, "done", cooldown=(action.name, target))
+        return await self._verified(action.name, target, f"restarted the Deployment: {why}")
+
+    async def _copy_api_key(
+        self, incident_id: str, action: PlannedAction, target: str
+    ) -> ActionOutcome:
+        assert self._workload is not None
+        workload = self._workload
+        t = self._settings.target
+        source = f"Secret {t.source_secret} key {t.source_key}"
+        attempts = self._settings.conflict_attempts
+        if self._settings.dry_run:
+            result = await workload.copy_api_key(
+                dry_run=True, now=datetime.now(UTC), conflict_attempts=attempts
+            )
+            await workload.restart(restarted_at=_iso(self._clock()), dry_run=True)
+            await self._intent(
+                incident_id, action, target, before=None, after=None, state="dry_run"
+            )
+            what = "the key is already the same" if result == "already_equal" else "would copy"
+            return self._outcome(
+                action.name,
+                target,
+                "dry_run",
+                f"dry run: {what} from {source}, then restart; nothing was changed",
+            )
+        reason = self._kill_switch()
+        if reason is not None:
+            return self._outcome(action.name, target, "skipped", reason)
+        marker = _iso(self._clock())
+        entry_id = await self._intent(
+            incident_id,
+            action,
+            target,
+            before=None,
+            after={"source": f"{t.source_secret}/{t.source_key}", "restartedAt": marker},
+        )
+        copied, failed = await self._apply_guarded(
+            entry_id,
+            action,
+            target,
+            lambda: workload.copy_api_key(
+                dry_run=False, now=datetime.now(UTC), conflict_attempts=attempts
+            ),
+        )
+        if failed is not None:
+            return failed
+        _, failed = await self._apply_guarded(
+            entry_id,
+            action,
+            target,
+            lambda: workload.restart(restarted_at=marker, dry_run=False),
+        )
+        if failed is not None:
+            return failed
+        await self._finish(entry_id, "done", cooldown=(action.name, target))
+        what = "copied the key" if copied == "copied" else "the key already matched"
+        return await self._verified(
+            action.name, target, f"{what} from {source} and restarted the Deployment"
+        )
+
+    async def _escalate_infrastructure(
+        self, incident_id: str, action: PlannedAction
+    ) -> ActionOutcome:
+        target = self._target(action)
+        if self._workload is None:
+            return self._outcome(
+                action.name,
+                target,
+                "escalated",
+                f"our infrastructure looks unhealthy ({self._no_cluster}, cannot look closer): "
+                "check pods, memory and network",
+            )
+        problems: list[str] = []
+        report = await self._workload.integration_pods()
+        problems.extend(report.problems)
+        dep = await self._workload.deployment()
+        if dep.rollout_problem:
+            problems.append(f"rollout: {dep.rollout_problem}")
+        if dep.paused:
+            problems.append("the Deployment is paused")
+        found = "; ".join(problems) if problems else "no pod problem visible from the API"
+        await self._intent(
+            incident_id, action, target, before=None, after=None, state="done", reason=found
+        )
+        return self._outcome(
+            action.name,
+            target,
+            "escalated",
+            f"our infrastructure is unhealthy, not restarting blindly: {found}",
+        )
+
+    # -- verification -----------------------------------------------------------------------
+
+    async def _verified(
+        self,
+        action: str,
+        target: str,
+        done: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        success: Status = "applied",
+    ) -> ActionOutcome:
+        """``success``, or ``escalated`` if the rollout or the error rate says it did not help."""
+        problem = await self._verify()
+        if problem is not None:
+            return self._outcome(
+                action, target, "escalated", f"{done}, but {problem}", before=before, after=after
+            )
+        return self._outcome(action, target, success, done, before=before, after=after)
+
+    async def _verify(self) -> str | None:
+        assert self._workload is not None
+        s = self._settings
+        try:
+            finished, state = await self._workload.wait_for_rollout(
+                timeout_seconds=s.rollout_timeout_seconds, poll_seconds=s.rollout_poll_seconds
+            )
+        except KubeError as e:
+            return f"the rollout could not be watched: {e}"
+        if not finished:
+            return (
+                f"the rollout did not finish within {s.rollout_timeout_seconds:g}s "
+                f"({state.rollout_problem})"
+            )
+        if s.verify.promql is None or self._prometheus is None:
+            return None
+        return await self._error_rate_falls(s.verify.promql)
+
+    async def _error_rate_falls(self, promql: str) -> str | None:
+        assert self._prometheus is not None
+        window = self._settings.verify.window_seconds
+        poll = self._settings.verify.poll_seconds
+        try:
+            baseline = sum(s.value for s in await self._prometheus.query(promql))
+            deadline = time.monotonic() + window
+            latest = baseline
+            while time.monotonic() < deadline:
+                await asyncio.sleep(min(poll, max(deadline - time.monotonic(), 0.0)))
+                latest = sum(s.value for s in await self._prometheus.query(promql))
+                if latest < baseline or latest == 0:
+                    return None
+        except PrometheusError as e:
+            return f"the error rate could not be checked: {e}"
+        return f"the error rate did not fall within {window:g}s ({baseline:g} -> {latest:g})"
+
+    # -- revert -----------------------------------------------------------------------------
+
+    async def _revert_one(self, entry: journal.JournalEntry) -> ActionOutcome | None:
+        before, after = _env_from(entry.before), _env_from(entry.after)
+        env = entry.target.rsplit(" env ", 1)[-1]
+        others = await self._store.read(
+            lambda c: journal.holders(c, entry.target, other_than=entry.incident_id)
+        )
+        if others and entry.state == "done":
+            heir = others[0]
+            at = self._clock()
+
+            def hand_over(c: Any) -> None:
+                journal.set_state(
+                    c,
+                    heir.id,
+                    "done",
+                    at=at,
+                    reason=f"handed over by {entry.incident_id}",
+                    before=entry.before,
+                )
+                journal.set_state(c, entry.id, "handed_over", at=at, reason=heir.incident_id)
+
+            await self._store.write(hand_over)
+            return self._outcome(
+                entry.action,
+                entry.target,
+                "skipped",
+                f"still needed by open incident {heir.incident_id}; it sets the value back "
+                "when it resolves",
+            )
+        if self._workload is None:
+            return self._outcome(entry.action, entry.target, "skipped", self._no_cluster)
+        workload = self._workload
+        dep = await workload.deployment()
+        live = dep.env_value(self._settings.target.container, env)
+        at = self._clock()
+        if entry.state == "intent" and live != after:
+            await self._store.write(
+                lambda c: journal.set_state(c, entry.id, "failed", at=at, reason="never applied")
+            )
+            return None
+        if entry.state == "reverting" and live == before:
+            await self._store.write(lambda c: journal.set_state(c, entry.id, "reverted", at=at))
+            return self._outcome(
+                entry.action,
+                entry.target,
+                "reverted",
+                "reverted before an interruption; confirmed on the live Deployment",
+                before=after.describe(),
+                after=before.describe(),
+            )
+        if live != after:
+            reason = f"{env} was changed since to {live.describe()}; left as is"
+            await self._store.write(
+                lambda c: journal.set_state(c, entry.id, "revert_skipped", at=at, reason=reason)
+            )
+            return self._outcome(
+                entry.action,
+                entry.target,
+                "skipped",
+                reason,
+                before=live.describe(),
+                after=live.describe(),
+            )
+        if self._settings.dry_run:
+            return self._outcome(
+                entry.action,
+                entry.target,
+                "dry_run",
+                f"dry run: would set {env} back to {before.describe()}",
+                before=after.describe(),
+                after=before.describe(),
+            )
+        refusal = guards.deployment_unsettled(
+            paused=dep.paused, rollout_problem=dep.rollout_problem
+        )
+        if refusal is not None:
+            raise _Postponed(refusal)
+        await self._store.write(lambda c: journal.set_state(c, entry.id, "reverting", at=at))
+        change = await workload.set_env(
+            env=env,
+            value=before.value if before.present else None,
+            dry_run=False,
+            conflict_attempts=self._settings.conflict_attempts,
+            expected=after,
+        )
+        done_at = self._clock()
+        if not change.changed and change.before != before:
+            reason = f"{env} was changed since to {change.before.describe()}; left as is"
+            await self._store.write(
+                lambda c: journal.set_state(
+                    c, entry.id, "revert_skipped", at=done_at, reason=reason
+                )
+            )
+            return self._outcome(entry.action, entry.target, "skipped", reason)
+        await self._store.write(lambda c: journal.set_state(c, entry.id, "reverted", at=done_at))
+        what = f"set {env} back to {before.describe()}" if before.present else f"removed {env}"
+        return await self._verified(
+            entry.action,
+            entry.target,
+            what,
+            before=after.describe(),
+            after=before.describe(),
+            success="reverted",
+        )
+
+    # -- recording --------------------------------------------------------------------------
+
+    async def _record(self, incident_id: str, outcome: ActionOutcome) -> None:
+        """Timeline, log, metric and Kubernetes Event for one outcome."""
+        data = outcome.as_dict()
+        await self._store.write(
+            lambda c: add_timeline(
+                c, incident_id, "remediation", outcome.summary, data, at=outcome.at
+            )
+        )
+        log = logger.warning if outcome.needs_a_person else logger.info
+        log("remediation " + outcome.status, incident_id=incident_id, **data)
+        if self._metrics is not None:
+            self._metrics.remediation_actions.labels(outcome.action, outcome.status).inc()
+        if self._workload is None:
+            return
+        try:
+            await self._workload.record_event(
+                reason=EVENT_REASONS[outcome.status],
+                message=f"[{incident_id}] {outcome.summary}",
+                warning=outcome.needs_a_person,
+                now=datetime.fromtimestamp(outcome.at, UTC),
+            )
+        except KubeError as e:
+            logger.warning("cannot write the Kubernetes Event", error=str(e))

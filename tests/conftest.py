@@ -1,0 +1,108 @@
+"""Shared fixtures: a Kubernetes API emulator over real HTTP, reached through a kubeconfig."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+from kmock import Server
+
+from receiver.alertmanager import WebhookPayload
+from receiver.config import (
+    KubernetesSettings,
+    RemediationSettings,
+    RemediationTarget,
+    StoreSettings,
+)
+from receiver.incidents import apply_notification
+from receiver.kube.workload import IntegrationWorkload
+from receiver.store import Store
+from tests.kube_emulator import ClusterEmulator, write_kubeconfig
+
+
+@pytest_asyncio.fixture()
+async def cluster() -> AsyncIterator[ClusterEmulator]:
+    """An empty emulated API server on a free local port."""
+    async with ClusterEmulator() as emulator, Server(emulator):
+        yield emulator
+
+
+@pytest_asyncio.fixture()
+async def kube_settings(cluster: ClusterEmulator, tmp_path: Path) -> KubernetesSettings:
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(cluster.url).rstrip("/"))
+    return KubernetesSettings(
+        mode="kubeconfig",
+        kubeconfig=kubeconfig,
+        request_timeout_seconds=0.5,
+        retry_attempts=3,
+        retry_backoff_seconds=0.01,
+    )
+
+
+@pytest_asyncio.fixture()
+async def workload(kube_settings: KubernetesSettings) -> AsyncIterator[IntegrationWorkload]:
+    """The integration workload in namespace ``prod``, connected through the kubeconfig."""
+    connected = await IntegrationWorkload.connect(
+        kube_settings, RemediationTarget(namespace="prod")
+    )
+    assert connected is not None
+    yield connected
+    await connected.close()
+
+
+@pytest_asyncio.fixture()
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh SQLite store in the test's directory."""
+    opened = Store(StoreSettings(path=tmp_path / "state.sqlite3"))
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def open_incident(store: Store, group: str = "posthog-errors") -> str:
+    """Open an incident the way a firing notification does."""
+    payload = WebhookPayload.model_validate(
+        {
+            "version": "4",
+            "groupKey": f'{{}}:{{alertname="{group}"}}',
+            "status": "firing",
+            "receiver": "posthog-receiver",
+            "groupLabels": {"alertname": group},
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {"alertname": group},
+                    "startsAt": "2026-01-01T00:00:00Z",
+                    "fingerprint": f"fp-{group}",
+                }
+            ],
+        }
+    )
+    outcome = await store.write(lambda conn: apply_notification(conn, payload))
+    assert outcome.incident_id is not None
+    return outcome.incident_id
+
+
+async def resolve_incident(store: Store, incident_id: str) -> None:
+    """Mark an incident resolved (as the last resolved alert of its group does)."""
+    await store.write(
+        lambda conn: conn.execute(
+            "UPDATE incidents SET status = 'resolved' WHERE id = ?", (incident_id,)
+        )
+    )
+
+
+def remediation_settings(**overrides: Any) -> RemediationSettings:
+    """Remediation on namespace ``prod``, applying for real, with test-sized waits."""
+    values: dict[str, Any] = {
+        "dry_run": False,
+        "target": {"namespace": "prod"},
+        "cooldown_seconds": 0,
+        "revert_hold_down_seconds": 0,
+        "rollout_timeout_seconds": 0.3,
+        "rollout_poll_seconds": 0.05,
+    }
+    values.update(overrides)
+    return RemediationSettings.model_validate(values)

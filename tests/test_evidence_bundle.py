@@ -1,0 +1,105 @@
+"""The bundle archive: manifest, checksums, size limits and notes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from receiver.evidence.bundle import TRUNCATION_MARK, BundleBuilder
+
+
+def _open(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    stem = path.name.removesuffix(".tar.gz")
+    files: dict[str, bytes] = {}
+    with tarfile.open(path, "r:gz") as tar:
+        for member in tar.getmembers():
+            assert member.name.startswith(f"{stem}/")
+            handle = tar.extractfile(member)
+            assert handle is not None
+            files[member.name.removeprefix(f"{stem}/")] = handle.read()
+    return json.loads(files["manifest.json"]), files
+
+
+def test_manifest_lists_every_file_with_size_and_sha256(tmp_path: Path) -> None:
+    """Each file's size and sha256 in the manifest match the archived content."""
+    b = BundleBuilder(max_file_bytes=10_000, max_bundle_bytes=100_000)
+    b.add("incident.json", '{"id": "inc-1"}\n', source="timeline")
+    b.add_json("metrics/q.json", {"series": []}, source="prometheus:q")
+    b.report("timeline", "collected")
+    written = b.write(tmp_path, stem="inc-1-opened", meta={"incident_id": "inc-1"}, created_at=0)
+    manifest, files = _open(written.path)
+    assert manifest["incident_id"] == "inc-1"
+    listed = {f["path"]: f for f in manifest["files"]}
+    assert set(listed) == {"incident.json", "metrics/q.json"}
+    for path, entry in listed.items():
+        assert entry["bytes"] == len(files[path])
+        assert entry["sha256"] == hashlib.sha256(files[path]).hexdigest()
+    assert "NOTES.md" in files
+    assert written.sha256 == hashlib.sha256(written.path.read_bytes()).hexdigest()
+    assert written.bytes == written.path.stat().st_size
+    assert [p.name for p in tmp_path.iterdir()] == ["inc-1-opened.tar.gz"]
+
+
+def test_a_file_over_the_limit_is_cut_and_marked(tmp_path: Path) -> None:
+    """A file longer than max_file_bytes is cut to the limit and marked truncated."""
+    b = BundleBuilder(max_file_bytes=2048, max_bundle_bytes=100_000)
+    text = "".join(f"line {n:05d}\n" for n in range(1000))
+    head = b.add("head.log", text, source="pod_logs")
+    tail = b.add("tail.log", text, source="pod_logs", keep="tail")
+    assert head is not None
+    assert tail is not None
+    assert head.truncated
+    assert head.original_bytes == len(text)
+    assert head.bytes <= 2048
+    assert tail.bytes <= 2048
+    _, files = _open(b.write(tmp_path, stem="s", meta={}, created_at=0).path)
+    assert files["head.log"].startswith(b"line 00000\n")
+    assert files["head.log"].endswith(TRUNCATION_MARK)
+    assert files["tail.log"].endswith(b"line 00999\n")
+    # Cut at line boundaries: no half lines besides the marker.
+    body = files["tail.log"].split(b"]\n", 1)[1]
+    assert all(len(line) == 10 for line in body.splitlines())
+
+
+def test_files_past_the_bundle_limit_are_left_out_and_listed(tmp_path: Path) -> None:
+    """Once the bundle's content reaches max_bundle_bytes, later files are omitted and listed."""
+    b = BundleBuilder(max_file_bytes=4096, max_bundle_bytes=10_000)
+    for n in range(5):
+        b.add(f"logs/pod-{n}.log", "x" * 4000, source="pod_logs")
+    manifest, files = _open(b.write(tmp_path, stem="s", meta={}, created_at=0).path)
+    assert sorted(f["path"] for f in manifest["files"]) == ["logs/pod-0.log", "logs/pod-1.log"]
+    assert [o["path"] for o in manifest["omitted"]] == [f"logs/pod-{n}.log" for n in (2, 3, 4)]
+    assert manifest["content_bytes"] <= 10_000
+    assert "logs/pod-4.log" not in files
+    assert b"logs/pod-4.log** left out" in files["NOTES.md"]
+
+
+def test_failed_sources_are_in_the_manifest_and_the_notes(tmp_path: Path) -> None:
+    """A failed source is listed with its reason in manifest.json and NOTES.md."""
+    b = BundleBuilder(max_file_bytes=4096, max_bundle_bytes=10_000)
+    b.report("prometheus:errors", "failed", "cannot reach Prometheus")
+    b.report("pod_logs", "partial", "pod-a/app: 403 Forbidden")
+    b.report("events", "collected", "3 events")
+    written = b.write(tmp_path, stem="s", meta={}, created_at=0)
+    manifest, files = _open(written.path)
+    assert manifest["failed_sources"] == [
+        {"source": "prometheus:errors", "reason": "cannot reach Prometheus"},
+        {"source": "pod_logs", "reason": "pod-a/app: 403 Forbidden"},
+    ]
+    assert written.failed_sources == ["prometheus:errors", "pod_logs"]
+    notes = files["NOTES.md"].decode()
+    assert "**prometheus:errors**: failed: cannot reach Prometheus" in notes
+    assert "events" not in notes
+
+
+def test_the_same_content_gives_the_same_archive(tmp_path: Path) -> None:
+    """Two bundles of identical content and time are byte-identical (reproducible)."""
+    digests = set()
+    for name in ("a", "b"):
+        b = BundleBuilder(max_file_bytes=4096, max_bundle_bytes=10_000)
+        b.add("x.txt", "same\n", source="t")
+        digests.add(b.write(tmp_path / name, stem="s", meta={}, created_at=100).sha256)
+    assert len(digests) == 1

@@ -45,7 +45,7 @@ def basic_header(user: str, password: str) -> dict[str, str]:
 
 
 def receiver_settings(tmp_path: Path, *, max_body_bytes: int = 1_048_576) -> Settings:
-    """Settings with both bearer and basic auth and a store in ``tmp_path``."""
+    """Settings with both bearer and basic auth; state and evidence in ``tmp_path``."""
     return Settings(
         server={"max_body_bytes": max_body_bytes},
         webhook={
@@ -53,6 +53,7 @@ def receiver_settings(tmp_path: Path, *, max_body_bytes: int = 1_048_576) -> Set
             "basic_auth": {"username": BASIC_USER, "password": {"value": BASIC_PASSWORD}},
         },
         store={"path": tmp_path / "receiver.sqlite3"},
+        evidence={"directory": tmp_path / "evidence"},
     )
 
 

@@ -29,7 +29,8 @@ from tests.alertmanager_payloads import BASIC_PASSWORD, BASIC_USER, BEARER, TOKE
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES_PER_OPERATION = 60
+# FUZZ_SCALE (as in the webhook fuzz suite) raises it for a longer search.
+EXAMPLES_PER_OPERATION = max(1, round(60 * float(os.environ.get("FUZZ_SCALE", "1"))))
 STARTUP_SECONDS = 20.0
 
 CONFIG = """

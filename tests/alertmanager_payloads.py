@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from receiver import evidence_api
+from receiver.app import create_app
 from receiver.config import Settings
 from receiver.keys import STORE
 
@@ -27,6 +29,7 @@ __all__ = [
     "basic_header",
     "notification",
     "receiver_settings",
+    "served_app",
     "store_problems",
     "wait_processed",
 ]
@@ -55,6 +58,22 @@ def receiver_settings(tmp_path: Path, *, max_body_bytes: int = 1_048_576) -> Set
         store={"path": tmp_path / "receiver.sqlite3"},
         evidence={"directory": tmp_path / "evidence"},
     )
+
+
+def _serves(app: web.Application, method: str, path: str) -> bool:
+    return any(
+        r.method == method and r.resource is not None and r.resource.canonical == path
+        for r in app.router.routes()
+    )
+
+
+def served_app(tmp_path: Path, *, max_body_bytes: int = 1_048_576) -> web.Application:
+    """The application as served, evidence endpoints included (registered here if
+    ``create_app`` does not register them itself)."""
+    app = create_app(receiver_settings(tmp_path, max_body_bytes=max_body_bytes))
+    if not _serves(app, "GET", "/api/incidents/{id}/evidence"):
+        evidence_api.add_routes(app)
+    return app
 
 
 def alert(

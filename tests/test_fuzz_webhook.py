@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
@@ -33,7 +34,6 @@ from jsonschema import Draft202012Validator
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
-from receiver.app import create_app
 from receiver.keys import STORE, WORKER
 from receiver.openapi import load_spec
 from tests.alertmanager_payloads import (
@@ -45,7 +45,7 @@ from tests.alertmanager_payloads import (
     alert,
     basic_header,
     notification,
-    receiver_settings,
+    served_app,
     store_problems,
     wait_processed,
 )
@@ -190,7 +190,7 @@ def no_errors_logged() -> Iterator[None]:
 
 @pytest_asyncio.fixture
 async def fuzzer(tmp_path: Path, aiohttp_client: ClientFactory) -> Fuzzer:
-    client = await aiohttp_client(create_app(receiver_settings(tmp_path, max_body_bytes=MAX_BODY)))
+    client = await aiohttp_client(served_app(tmp_path, max_body_bytes=MAX_BODY))
     return Fuzzer(client, asyncio.get_running_loop())
 
 
@@ -816,3 +816,54 @@ def test_reference_model_follows_the_incident_rules() -> None:
         == "stored"
     )
     assert model.incidents() == [("g", "resolved", (("a", "resolved"), ("b", "resolved")))]
+
+
+@pytest.mark.asyncio
+async def test_incident_queries_with_any_parameters_never_fail(fuzzer: Fuzzer) -> None:
+    """Any ``status``, ``limit`` or incident id on the incidents API is a 200, 400 or 404."""
+    for group in GROUPS:
+        async with fuzzer.client.post(
+            PATH, json=notification(group, [alert("q1")]), headers=BEARER
+        ) as resp:
+            assert resp.status == 200
+        fuzzer.stored += 1
+    await wait_processed(fuzzer.app)
+    async with fuzzer.client.get("/api/incidents", headers=BEARER) as resp:
+        ids = [i["id"] for i in (await resp.json())["incidents"]]
+    numbers = st.integers().map(str) | st.sampled_from(["9" * 5000, "1e3", " 7 ", "0x10", "½"])
+
+    def get(path: str, params: dict[str, str]) -> tuple[int, bytes]:
+        async def send() -> tuple[int, bytes]:
+            async with fuzzer.client.get(path, params=params, headers=BEARER) as resp:
+                return resp.status, await resp.read()
+
+        return fuzzer.run(send())
+
+    @fuzz(300)
+    @given(
+        status=st.none() | st.sampled_from(["open", "resolved"]) | any_text,
+        limit=st.none() | numbers | any_text,
+        incident=st.sampled_from(ids) | st.text(min_size=1, max_size=100),
+        suffix=st.sampled_from(["", "/postmortem", "/chart.svg", "/evidence"]),
+    )
+    def answered(status: str | None, limit: str | None, incident: str, suffix: str) -> None:
+        params = {k: v for k, v in (("status", status), ("limit", limit)) if v is not None}
+        code, data = get("/api/incidents", params)
+        valid_status = status in (None, "open", "resolved")
+        assert code == (200 if valid_status and _is_int(limit) else 400), (params, data[:200])
+        code, data = get(f"/api/incidents/{quote(incident, safe='')}{suffix}", {})
+        assert code == (200 if incident in ids else 404), (incident, suffix, data[:200])
+
+    with no_errors_logged():
+        await fuzzer.explore(answered)
+        await fuzzer.still_sound()
+
+
+def _is_int(text: str | None) -> bool:
+    if text is None:
+        return True
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True

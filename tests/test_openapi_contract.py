@@ -24,8 +24,7 @@ from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from openapi_spec_validator import validate
 
-from receiver import __version__, evidence_api
-from receiver.app import create_app
+from receiver import __version__
 from receiver.keys import SETTINGS, STORE
 from receiver.openapi import SPEC_RESOURCE, load_spec
 from tests.alertmanager_payloads import (
@@ -35,7 +34,7 @@ from tests.alertmanager_payloads import (
     alert,
     basic_header,
     notification,
-    receiver_settings,
+    served_app,
     wait_processed,
 )
 
@@ -293,22 +292,6 @@ def test_description_is_shipped_in_the_package() -> None:
 def test_every_documented_operation_is_driven() -> None:
     """Each documented operation has a driver here, and each driver a documented operation."""
     assert set(DRIVERS) == set(documented_operations())
-
-
-def _serves(app: web.Application, method: str, path: str) -> bool:
-    return any(
-        r.method == method and r.resource is not None and r.resource.canonical == path
-        for r in app.router.routes()
-    )
-
-
-def served_app(tmp_path: Path) -> web.Application:
-    """The application under test, with the evidence endpoints (registered here if
-    ``create_app`` does not register them itself)."""
-    app = create_app(receiver_settings(tmp_path))
-    if not _serves(app, "GET", "/api/incidents/{id}/evidence"):
-        evidence_api.add_routes(app)
-    return app
 
 
 def test_every_route_of_the_app_is_documented(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from receiver.incidents import get_incident, list_incidents
-from receiver.keys import METRICS, STORE, WORKER
+from receiver.keys import METRICS, OUTBOX, STORE, WORKER
 from receiver.store import StoreUnavailable
 
 __all__ = ["healthz", "incident", "incidents", "metrics", "readyz"]
@@ -23,12 +23,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the store answers and the worker is running (not stalled)."""
+    """Readiness: the store answers and the workers (incidents, notification outbox) run."""
     store_ok = await request.app[STORE].ping()
     worker = request.app[WORKER]
     worker_ok = worker.alive and time.monotonic() - worker.heartbeat < WORKER_STALL_SECONDS
-    ready = store_ok and worker_ok
-    body = {"status": "ready" if ready else "not ready", "store": store_ok, "worker": worker_ok}
+    body: dict[str, object] = {"store": store_ok, "worker": worker_ok}
+    outbox = request.app.get(OUTBOX)
+    if outbox is not None:
+        body["outbox"] = outbox.alive and time.monotonic() - outbox.heartbeat < WORKER_STALL_SECONDS
+    ready = all(body.values())
+    body["status"] = "ready" if ready else "not ready"
     return web.json_response(body, status=200 if ready else 503)
 
 

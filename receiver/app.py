@@ -1,12 +1,15 @@
 """The aiohttp application: routes, middlewares, and the lifecycle of what it holds.
 
-Nothing happens at import time. ``create_app(settings)`` wires the parts; the store and the
-worker are opened and closed in ``cleanup_ctx`` so a SIGTERM (aiohttp's graceful shutdown)
-stops accepting requests, lets in-flight ones finish, stops the worker and closes the store.
+Nothing happens at import time. ``create_app(settings)`` wires the parts; the store, the
+worker and the responder's clients (status page and health readers, the notification outbox,
+the revert checks) are opened and closed in ``cleanup_ctx`` so a SIGTERM (aiohttp's graceful
+shutdown) stops accepting requests, lets in-flight ones finish, stops the worker, closes the
+clients and then the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,14 +17,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from receiver import api
+from receiver import api, evidence_api, notify
 from receiver.config import Settings
+from receiver.evidence import EvidenceCollector
+from receiver.health import HealthReader
 from receiver.incidents import IncidentEvent
-from receiver.keys import METRICS, SETTINGS, STORE, WORKER
+from receiver.keys import METRICS, OUTBOX, SETTINGS, STORE, WORKER
+from receiver.kube.errors import KubeError
+from receiver.kube.workload import IntegrationWorkload
 from receiver.logs import register_secrets
 from receiver.metrics import Metrics
 from receiver.openapi import add_routes as add_openapi_routes
+from receiver.remediation import open_remediator
+from receiver.responder import IncidentResponder, RevertChecks
 from receiver.store import Store
+from receiver.upstream import UpstreamReader
 from receiver.webhook import is_authorized, receive_alertmanager
 from receiver.worker import Responder, Worker
 
@@ -32,7 +42,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class RecordingResponder:
-    """The responder until triage and remediation are configured: records and logs only."""
+    """A responder that only logs each event (for tests of the intake alone)."""
 
     async def handle(self, event: IncidentEvent) -> None:
         logger.info("incident event", incident_id=event.incident_id, kind=event.kind)
@@ -46,7 +56,66 @@ def secret_values(settings: Settings) -> list[str]:
         found.append(hook.bearer_token.secret.get_secret_value())
     if hook.basic_auth is not None:
         found.append(hook.basic_auth.password.secret.get_secret_value())
+    found.extend(notify.secret_values(settings.notify))
     return found
+
+
+async def _cluster_view(
+    settings: Settings, stack: contextlib.AsyncExitStack
+) -> IntegrationWorkload | None:
+    """The configured workload, for triage's read-only questions (pods, API key); ``None``
+    without a cluster, or when it cannot be reached (triage then says so in its steps)."""
+    try:
+        workload = await IntegrationWorkload.connect(
+            settings.kubernetes, settings.remediation.target
+        )
+    except KubeError as e:
+        logger.error("triage has no cluster view", error=str(e))
+        return None
+    if workload is not None:
+        stack.push_async_callback(workload.close)
+    return workload
+
+
+async def open_responder(
+    app: web.Application,
+    settings: Settings,
+    store: Store,
+    stack: contextlib.AsyncExitStack,
+    *,
+    evidence: EvidenceCollector,
+) -> IncidentResponder:
+    """The responder built from ``settings``, its clients registered on ``stack`` to close."""
+    triage = settings.triage
+    upstream = UpstreamReader(triage.upstream)
+    stack.push_async_callback(upstream.close)
+    health = None
+    if triage.health.url is not None:
+        health = HealthReader(triage.health)
+        stack.push_async_callback(health.close)
+    notifier, outbox = notify.build_notifier(
+        settings.notify, store=store, metrics=app[METRICS], public_url=settings.server.public_url
+    )
+    outbox.start()
+    stack.push_async_callback(outbox.stop)
+    app[OUTBOX] = outbox
+    remediator = await stack.enter_async_context(
+        open_remediator(settings, store=store, metrics=app[METRICS])
+    )
+    responder = IncidentResponder(
+        store=store,
+        triage=triage,
+        upstream=upstream,
+        health=health,
+        cluster=await _cluster_view(settings, stack),
+        remediation=remediator,
+        notifier=notifier,
+        evidence=evidence if settings.responder.collect_evidence else None,
+    )
+    checks = RevertChecks(responder, interval_seconds=settings.responder.revert_check_seconds)
+    checks.start()
+    stack.push_async_callback(checks.stop)
+    return responder
 
 
 @web.middleware
@@ -107,22 +176,31 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
     app[METRICS] = Metrics()
     register_secrets(secret_values(settings))
 
+    # Built here, opened below: neither touches anything before the application starts. The
+    # evidence collector is shared by the responder and the evidence endpoints.
+    store = Store(settings.store)
+    collector = EvidenceCollector.from_settings(settings, store=store, metrics=app[METRICS])
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        store = Store(settings.store)
         await store.open()
         app[STORE] = store
-        worker = Worker(
-            store=store,
-            metrics=app[METRICS],
-            responder=responder or RecordingResponder(),
-            inbox_retention_seconds=settings.store.inbox_retention_hours * 3600,
-        )
-        app[WORKER] = worker
-        worker.start()
-        logger.info("receiver started", store=str(store.path))
-        yield
-        await worker.stop()
-        await store.close()
+        try:
+            async with contextlib.AsyncExitStack() as clients:
+                clients.push_async_callback(collector.close)
+                worker = Worker(
+                    store=store,
+                    metrics=app[METRICS],
+                    responder=responder
+                    or await open_responder(app, settings, store, clients, evidence=collector),
+                    inbox_retention_seconds=settings.store.inbox_retention_hours * 3600,
+                )
+                app[WORKER] = worker
+                worker.start()
+                logger.info("receiver started", store=str(store.path))
+                yield
+                await worker.stop()
+        finally:
+            await store.close()
         logger.info("receiver stopped")
 
     app.cleanup_ctx.append(lifecycle)
@@ -132,5 +210,6 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/api/incidents", api.incidents)
     app.router.add_get("/api/incidents/{id}", api.incident)
+    evidence_api.add_routes(app, collector=collector)
     add_openapi_routes(app)
     return app

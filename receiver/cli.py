@@ -192,12 +192,29 @@ def render_report(report: TriageReport) -> str:
     return "\n".join(lines)
 
 
-def _triage(args: argparse.Namespace) -> int:
+async def _explain_with_plans(payload: WebhookPayload, settings: Settings) -> TriageReport:
+    """Triage, plus what remediation and notification would do; nothing applied or sent."""
     from receiver.explain import explain
+    from receiver.responder import ResponsePreview
+
+    async with ResponsePreview(settings, payload) as preview:
+        return await explain(
+            payload,
+            settings,
+            plan_actions=preview.actions,
+            plan_notifications=preview.notifications,
+        )
+
+
+def _triage(args: argparse.Namespace) -> int:
+    from receiver.logs import configure_logging
 
     settings = _load(args.config)
     payload = _read_payload(args.payload)
-    report = asyncio.run(explain(payload, settings))
+    # The report is the output: logs go to stderr, and only problems unless debugging.
+    level = "debug" if settings.logging.level == "debug" else "warning"
+    configure_logging(settings.logging.model_copy(update={"level": level}))
+    report = asyncio.run(_explain_with_plans(payload, settings))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -49,6 +49,7 @@ __all__ = [
     "PagerDutySettings",
     "RemediationSettings",
     "RemediationTarget",
+    "ResponderSettings",
     "RunbookActionSettings",
     "SecretSource",
     "ServerSettings",
@@ -437,6 +438,16 @@ DEFAULT_CLASS_RULES: tuple[ClassRule, ...] = (
     ClassRule(labels=["status_code", "code"], pattern=r"429", error_class=ErrorClass.RATE_LIMITED),
     ClassRule(
         labels=["status_code", "code"], pattern=r"50[0234]", error_class=ErrorClass.UPSTREAM_ERROR
+    ),
+    # The error class named outright, as the chart's alert rules label it.
+    *(
+        ClassRule(labels=["error_type"], pattern=cls.value, error_class=cls)
+        for cls in (
+            ErrorClass.AUTH,
+            ErrorClass.RATE_LIMITED,
+            ErrorClass.UPSTREAM_ERROR,
+            ErrorClass.NETWORK,
+        )
     ),
     ClassRule(
         labels=["error_type", "reason", "code"],
@@ -938,6 +949,21 @@ class EvidenceSettings(_Group):
     prometheus: EvidencePrometheusSettings = EvidencePrometheusSettings()
 
 
+class ResponderSettings(_Group):
+    """What ties triage, remediation, notifications and evidence together for each incident."""
+
+    revert_check_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="How often reverts whose hold-down has passed are looked for.",
+    )
+    collect_evidence: bool = Field(
+        default=True,
+        description="Collect an evidence bundle when an incident opens and when it resolves.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the receiver needs to run."""
 
@@ -957,6 +983,8 @@ class Settings(BaseSettings):
     notify: NotifySettings = NotifySettings()
     triage: TriageSettings = TriageSettings()
     evidence: EvidenceSettings = EvidenceSettings()
+
+    responder: ResponderSettings = ResponderSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,4 +1,4 @@
-"""Typed keys for what the application holds (settings, store, metrics, worker)."""
+"""Typed keys for what the application holds (settings, store, metrics, workers)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ from aiohttp import web
 
 from receiver.config import Settings
 from receiver.metrics import Metrics
+from receiver.notify import OutboxWorker
 from receiver.store import Store
 from receiver.worker import Worker
 
-__all__ = ["METRICS", "SETTINGS", "STORE", "WORKER"]
+__all__ = ["METRICS", "OUTBOX", "SETTINGS", "STORE", "WORKER"]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
 WORKER = web.AppKey("worker", Worker)
+OUTBOX = web.AppKey("outbox", OutboxWorker)

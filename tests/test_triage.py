@@ -30,6 +30,13 @@ A, R, U, N, X = (
 # Label sets as posthog_errors_total alerts carry them (recording-rule labels plus the
 # alert's own), with the class and severity the runbook gives them.
 REALISTIC = [
+    # The error class named outright, with a status code that says nothing more.
+    ({"alertname": "PostHogErrors", "error_type": "auth", "severity": "critical"}, A, "P1"),
+    (
+        {"alertname": "PostHogErrors", "error_type": "network", "severity": "error"},
+        ErrorClass.NETWORK,
+        "P2",
+    ),
     ({"alertname": "PostHogErrorRateHigh", "status_code": "401", "severity": "critical"}, A, "P1"),
     ({"alertname": "PostHogErrorRateHigh", "status_code": "403", "severity": "warning"}, A, "P3"),
     ({"alertname": "PostHogErrorRateHigh", "code": "401"}, A, "P1"),

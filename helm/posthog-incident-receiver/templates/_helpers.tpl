@@ -1,0 +1,108 @@
+{{/*
+Names and labels shared by every template.
+*/}}
+
+{{/* The chart name, unless overridden. */}}
+{{- define "receiver.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release-qualified name used for every object this chart creates. */}}
+{{- define "receiver.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "receiver.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "receiver.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "receiver.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "receiver.labels" -}}
+helm.sh/chart: {{ include "receiver.chart" . }}
+{{ include "receiver.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: posthog-incident-response
+{{- end }}
+
+{{- define "receiver.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "receiver.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The namespace of the PostHog integration the receiver watches and remediates. */}}
+{{- define "receiver.targetNamespace" -}}
+{{- default .Release.Namespace .Values.integration.namespace }}
+{{- end }}
+
+{{/* The Secret holding the receiver's own credentials (created here or brought by the user). */}}
+{{- define "receiver.secretName" -}}
+{{- if .Values.secrets.existingSecret }}
+{{- .Values.secrets.existingSecret }}
+{{- else }}
+{{- include "receiver.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/* Fixed paths inside the container; the config file refers to them. */}}
+{{- define "receiver.configDir" -}}/etc/posthog-receiver{{- end }}
+{{- define "receiver.secretsDir" -}}/etc/posthog-receiver/secrets{{- end }}
+{{- define "receiver.stateDir" -}}/var/lib/posthog-receiver{{- end }}
+{{- define "receiver.killSwitchDir" -}}/etc/posthog-receiver/kill-switch{{- end }}
+
+{{- define "receiver.killSwitchName" -}}
+{{- default (printf "%s-kill-switch" (include "receiver.fullname" .)) .Values.remediation.killSwitch.configMapName }}
+{{- end }}
+
+{{- define "receiver.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "receiver.replicas" -}}
+{{- if .Values.ha.enabled }}{{ .Values.ha.replicas }}{{ else }}1{{ end }}
+{{- end }}
+
+{{- define "receiver.leaseName" -}}
+{{- default (printf "%s-leader" (include "receiver.fullname" .)) .Values.ha.leaseName }}
+{{- end }}
+
+{{/*
+Which files the Secret volume provides: a list of {key, file} where "key" is the key in the
+Secret and "file" the file name under the secrets directory. The webhook token is always
+needed; each notification channel only when it is enabled.
+*/}}
+{{- define "receiver.secretItems" -}}
+{{- $keys := .Values.secrets.keys }}
+{{- $items := list (dict "key" $keys.webhookToken "file" "webhook-token") }}
+{{- if .Values.notify.pagerduty.enabled }}
+{{- $items = append $items (dict "key" $keys.pagerdutyRoutingKey "file" "pagerduty-routing-key") }}
+{{- end }}
+{{- if .Values.notify.statuspage.enabled }}
+{{- $items = append $items (dict "key" $keys.statuspageApiKey "file" "statuspage-api-key") }}
+{{- end }}
+{{- if .Values.notify.slack.enabled }}
+{{- $items = append $items (dict "key" $keys.slackWebhookUrl "file" "slack-webhook-url") }}
+{{- end }}
+{{- toJson $items }}
+{{- end }}

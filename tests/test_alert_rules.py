@@ -1,0 +1,340 @@
+"""The Prometheus rules that feed the receiver and the Alertmanager example that delivers them.
+
+The rules file is checked by Prometheus's own ``promtool`` (syntax, and unit tests showing each
+alert fires with the labels triage reads), and the Alertmanager example by ``amtool`` (syntax,
+and which receiver each alert is routed to). The labels are also checked against the
+runbook's vocabulary in ``receiver.runbook``, so a renamed error class breaks this test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+import yaml
+from aiohttp import web
+
+from receiver.config import ServerSettings, TriageSettings
+from receiver.metrics import Metrics
+from receiver.runbook import ErrorClass, Severity
+from receiver.triage import classify, severity_of
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES_FILE = ROOT / "helm" / "posthog-incident-receiver" / "files" / "posthog-rules.yaml"
+RULES_TESTS = Path(__file__).resolve().parent / "alert_rules" / "posthog-rules.test.yaml"
+ALERTMANAGER_EXAMPLE = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+RECEIVER_NAME = "posthog-incident-receiver"
+
+
+def tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (Debian package {package})")
+    return path
+
+
+def run(argv: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=60, check=False)
+
+
+def rule_groups() -> dict[str, list[dict[str, Any]]]:
+    data = yaml.safe_load(RULES_FILE.read_text())
+    return {group["name"]: group["rules"] for group in data["groups"]}
+
+
+def test_promtool_accepts_the_rules() -> None:
+    """`promtool check rules` accepts the rules file."""
+    result = run([tool("promtool", "prometheus"), "check", "rules", str(RULES_FILE)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_each_alert_fires_with_the_labels_triage_reads() -> None:
+    """`promtool test rules`: each alert fires for its class with its labels, and only then."""
+    result = run(
+        [tool("promtool", "prometheus"), "test", "rules", RULES_TESTS.name], cwd=RULES_TESTS.parent
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The unit tests cover every alert in the file.
+    tests = yaml.safe_load(RULES_TESTS.read_text())["tests"]
+    tested = {
+        case["alertname"] for t in tests for case in t["alert_rule_test"] if case["exp_alerts"]
+    }
+    defined = {rule["alert"] for rules in rule_groups().values() for rule in rules}
+    assert tested == defined
+
+
+def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
+    """The unit tests fail when a rule's labels change (they are not vacuous)."""
+    broken = RULES_FILE.read_text().replace("error_type: rate_limited", "error_type: throttled")
+    rules = tmp_path / "posthog-rules.yaml"
+    rules.write_text(broken)
+    tests = yaml.safe_load(RULES_TESTS.read_text())
+    tests["rule_files"] = [str(rules)]
+    test_file = tmp_path / "posthog-rules.test.yaml"
+    test_file.write_text(yaml.safe_dump(tests))
+    result = run([tool("promtool", "prometheus"), "test", "rules", str(test_file)])
+    assert result.returncode != 0
+    assert "PostHogRateLimited" in result.stdout + result.stderr
+
+
+def test_integration_alerts_speak_the_runbook_vocabulary() -> None:
+    """Each integration alert carries a runbook error class and priority, and keeps status_code."""
+    classes = set()
+    for rule in rule_groups()["posthog-integration"]:
+        labels = rule["labels"]
+        assert rule["alert"].startswith("PostHog")
+        assert ErrorClass(labels["error_type"]) is not ErrorClass.UNKNOWN
+        assert Severity(labels["priority"])
+        assert labels["severity"] in {"critical", "warning"}
+        assert "posthog_errors_total" in rule["expr"]
+        if labels["error_type"] != ErrorClass.NETWORK:
+            # One alert per status code: the aggregation keeps exactly that label.
+            assert "sum by (status_code)" in rule["expr"]
+        classes.add(labels["error_type"])
+    assert classes == {c.value for c in ErrorClass} - {ErrorClass.UNKNOWN.value}
+
+
+@pytest.mark.parametrize(
+    ("alertname", "status_code"),
+    [
+        ("PostHogAuthErrors", "401"),
+        ("PostHogAuthErrors", "403"),
+        ("PostHogRateLimited", "429"),
+        ("PostHogUpstreamErrors", "500"),
+        ("PostHogUpstreamErrors", "501"),
+        ("PostHogUpstreamErrors", "503"),
+        ("PostHogNetworkErrors", None),
+    ],
+)
+def test_triage_reads_each_alert_as_intended(alertname: str, status_code: str | None) -> None:
+    """Triage, with its default rules, gives each alert the class and priority its labels name."""
+    (rule,) = [r for r in rule_groups()["posthog-integration"] if r["alert"] == alertname]
+    labels = {"alertname": alertname, **rule["labels"]}
+    if status_code is not None:
+        labels["status_code"] = status_code
+    settings = TriageSettings()
+    error_class = classify(labels, settings)
+    assert error_class == ErrorClass(rule["labels"]["error_type"])
+    assert severity_of(labels, error_class, settings) == Severity(rule["labels"]["priority"])
+
+
+def test_receiver_alerts_watch_its_own_metrics() -> None:
+    """The self-monitoring alerts select the receiver's scrape job and its own metric names."""
+    for rule in rule_groups()["posthog-incident-receiver"]:
+        assert rule["alert"].startswith("PostHogReceiver")
+        assert f'job="{RECEIVER_NAME}"' in rule["expr"]
+        assert Severity(rule["labels"]["priority"])
+        assert "error_type" not in rule["labels"]  # never routed to the receiver itself
+
+
+def test_receiver_alerts_use_metrics_the_receiver_exports() -> None:
+    """Every posthog_receiver_* series a rule selects is one the receiver's registry exports."""
+    exported = set()
+    for family in Metrics().registry.collect():
+        exported.update(sample.name for sample in family.samples)
+        exported.add(family.name)
+    # Counters are exported as <name>_total; a family with labels has no samples until used.
+    exported |= {f"{name}_total" for name in exported}
+    referenced = set(re.findall(r"posthog_receiver_[a-z_]+", RULES_FILE.read_text()))
+    assert referenced
+    assert referenced <= exported
+
+
+def test_amtool_accepts_the_alertmanager_example() -> None:
+    """`amtool check-config` accepts the example alertmanager.yml."""
+    result = run(
+        [tool("amtool", "prometheus-alertmanager"), "check-config", str(ALERTMANAGER_EXAMPLE)]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["alertname=PostHogAuthErrors", "error_type=auth", "status_code=401"], RECEIVER_NAME),
+        (
+            ["alertname=PostHogRateLimited", "error_type=rate_limited", "status_code=429"],
+            RECEIVER_NAME,
+        ),
+        (
+            ["alertname=PostHogUpstreamErrors", "error_type=upstream_error", "status_code=503"],
+            RECEIVER_NAME,
+        ),
+        (["alertname=PostHogNetworkErrors", "error_type=network"], RECEIVER_NAME),
+        (["alertname=PostHogReceiverDown", "severity=critical"], "platform-oncall"),
+        (["alertname=PostHogReceiverWebhooksRejected", "outcome=unauthorized"], "platform-oncall"),
+        (["alertname=KubePodCrashLooping"], "platform-oncall"),
+    ],
+)
+def test_alertmanager_routes_posthog_alerts_to_the_receiver(
+    labels: list[str], receiver: str
+) -> None:
+    """The PostHog alerts go to the receiver; alerts about the receiver itself go to people."""
+    argv = [tool("amtool", "prometheus-alertmanager"), "config", "routes", "test"]
+    result = run([*argv, f"--config.file={ALERTMANAGER_EXAMPLE}", *labels])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == receiver
+
+
+def test_alertmanager_example_delivers_what_the_receiver_needs() -> None:
+    """Bearer token from a file, resolved alerts sent, no truncation, a group per status code."""
+    config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
+    (receiver,) = [r for r in config["receivers"] if r["name"] == RECEIVER_NAME]
+    (webhook,) = receiver["webhook_configs"]
+    assert webhook["url"].endswith(f":{ServerSettings().port}/webhook/alertmanager")
+    assert webhook["send_resolved"] is True
+    assert webhook["max_alerts"] == 0
+    auth = webhook["http_config"]["authorization"]
+    assert auth["type"] == "Bearer"
+    assert auth["credentials_file"].endswith("/webhook-token")
+    assert "credentials" not in auth
+    (route,) = [r for r in config["route"]["routes"] if r["receiver"] == RECEIVER_NAME]
+    assert {"alertname", "status_code"} <= set(route["group_by"])
+    for timing in ("group_wait", "group_interval", "repeat_interval"):
+        assert timing in route
+
+
+# --- the example config, run by a real Alertmanager ---------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _example_with(url: str, token_file: Path) -> dict[str, Any]:
+    """The example, delivering to ``url`` with the token in ``token_file``, timings shortened."""
+    config: dict[str, Any] = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
+    (receiver,) = [r for r in config["receivers"] if r["name"] == RECEIVER_NAME]
+    webhook = receiver["webhook_configs"][0]
+    webhook["url"] = url
+    webhook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+    for route in [config["route"], *config["route"]["routes"]]:
+        route.update(group_wait="1s", group_interval="1s")
+    return config
+
+
+@pytest_asyncio.fixture()
+async def alertmanager_delivering_here(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[str, str, asyncio.Queue[tuple[dict[str, str], dict[str, Any]]]]]:
+    """A real Alertmanager on the example config, delivering webhooks to a server in this test.
+
+    Yields Alertmanager's URL, the bearer token and a queue of (headers, payload) received.
+    """
+    binary = tool("prometheus-alertmanager", "prometheus-alertmanager")
+    received: asyncio.Queue[tuple[dict[str, str], dict[str, Any]]] = asyncio.Queue()
+
+    async def webhook(request: web.Request) -> web.Response:
+        await received.put((dict(request.headers), await request.json()))
+        return web.json_response({"status": "stored"})
+
+    app = web.Application()
+    app.router.add_post("/webhook/alertmanager", webhook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server_port = runner.addresses[0][1]
+    token = "token-from-the-chart-secret"
+    token_file = tmp_path / "webhook-token"
+    token_file.write_text(token + "\n")
+    config_file = tmp_path / "alertmanager.yml"
+    url = f"http://127.0.0.1:{server_port}/webhook/alertmanager"
+    config_file.write_text(yaml.safe_dump(_example_with(url, token_file)))
+    port = _free_port()
+    am_url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "alertmanager.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        binary,
+        f"--config.file={config_file}",
+        f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.external-url={am_url}",
+        "--cluster.listen-address=",
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(f"{am_url}/-/ready") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                log.flush()
+                output = (tmp_path / "alertmanager.log").read_text()[-2000:]
+                pytest.fail(f"Alertmanager did not become ready:\n{output}")
+        yield am_url, token, received
+    finally:
+        process.terminate()
+        await process.wait()
+        log.close()
+        await runner.cleanup()
+
+
+async def _post_alerts(am_url: str, alerts: list[dict[str, Any]]) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{am_url}/api/v2/alerts", json=alerts) as response,
+    ):
+        assert response.status == 200, await response.text()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_example_config_delivers_to_the_receiver_with_its_token(
+    alertmanager_delivering_here: tuple[
+        str, str, asyncio.Queue[tuple[dict[str, str], dict[str, Any]]]
+    ],
+) -> None:
+    """Real Alertmanager on the example: PostHog alerts sent with the token, per code, resolved."""
+    am_url, token, received = alertmanager_delivering_here
+    now = datetime.now(UTC)
+    labels = {"alertname": "PostHogAuthErrors", "error_type": "auth", "status_code": "401",
+              "severity": "critical", "priority": "P1"}  # fmt: skip
+    about_receiver = {"alertname": "PostHogReceiverDown", "severity": "critical"}
+    await _post_alerts(
+        am_url,
+        [
+            {"labels": labels, "startsAt": now.isoformat()},
+            {"labels": about_receiver, "startsAt": now.isoformat()},
+        ],
+    )
+    headers, payload = await asyncio.wait_for(received.get(), timeout=20)
+    assert headers["Authorization"] == f"Bearer {token}"
+    assert payload["version"] == "4"
+    assert payload["receiver"] == RECEIVER_NAME
+    assert payload["status"] == "firing"
+    assert payload["groupLabels"] == {"alertname": "PostHogAuthErrors", "error_type": "auth",
+                                      "status_code": "401"}  # fmt: skip
+    assert [a["labels"] for a in payload["alerts"]] == [labels]
+    assert payload["truncatedAlerts"] == 0
+
+    # Resolving it is sent too (send_resolved), to the same receiver.
+    await _post_alerts(am_url, [{"labels": labels, "startsAt": now.isoformat(),
+                                 "endsAt": datetime.now(UTC).isoformat()}])  # fmt: skip
+    while True:
+        headers, payload = await asyncio.wait_for(received.get(), timeout=20)
+        assert payload["groupLabels"]["alertname"] == "PostHogAuthErrors"  # never the self-alert
+        if payload["status"] == "resolved":
+            break
+    assert headers["Authorization"] == f"Bearer {token}"
+    assert payload["alerts"][0]["status"] == "resolved"

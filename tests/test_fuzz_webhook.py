@@ -303,7 +303,7 @@ def _dump(doc: Any) -> bytes:
 
 @st.composite
 def mutants(draw: st.DrawFn) -> Mutant:
-    """A valid notification broken in one way (or, where marked, in a way that is still valid)."""
+    """A valid notification broken in one way (or, where marked, changed in a way that is not)."""
     doc = draw(valid_payloads(max_alerts=2))
     first = doc["alerts"][0]
     kind = draw(
@@ -379,9 +379,12 @@ def mutants(draw: st.DrawFn) -> Mutant:
             st.sampled_from(
                 ["", "now", "yesterday", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z"]
             )
-            | st.sampled_from([None, True, [], {}, "25:00"])
+            | st.sampled_from([None, True, [], {}, "25:00", 1_767_607_200, 1.5e9])
+            # without an offset, or a date alone: not RFC 3339, and not comparable
+            | st.sampled_from(["2026-01-05T10:00:00", "2026-01-05", "2026-01-05 10:00:00"])
         )
-        first["startsAt"] = bad
+        key = "startsAt" if bad is None else draw(st.sampled_from(["startsAt", "endsAt"]))
+        first[key] = bad  # (a null endsAt is allowed: not ended)
         return Mutant(_dump(doc), f"{kind}:{bad!r}", True)
     if kind == "bad_lengths":
         key, value = draw(
@@ -422,9 +425,25 @@ def mutants(draw: st.DrawFn) -> Mutant:
     if kind == "other_encoding":
         codec = draw(st.sampled_from(["utf-16", "utf-32"]))
         return Mutant(json.dumps(doc).encode(codec), f"{kind}:{codec}", True)
-    # count_as_string: a number sent as a string; lenient parsing may accept it.
-    doc["truncatedAlerts"] = str(draw(st.integers(0, 100)))
-    return Mutant(_dump(doc), kind, False)
+    # count_as_string: a count that is not a JSON integer (a string, a boolean, a fraction),
+    # or one that is, though written as a float
+    count = draw(st.integers(0, 10**30))
+    literal, refuse = draw(
+        st.sampled_from(
+            [
+                (json.dumps(str(count)), True),
+                ("true", True),
+                ("false", True),
+                (f"{count}.5", True),
+                (f"{count}.0", False),
+                ("1e20", False),
+                ("5.0E3", False),
+            ]
+        )
+    )
+    doc["truncatedAlerts"] = "__COUNT__"
+    body = _dump(doc).replace(b'"__COUNT__"', literal.encode())
+    return Mutant(body, f"{kind}:{literal}", refuse)
 
 
 def nested(depth: int, *, kind: str) -> bytes:
@@ -575,7 +594,7 @@ async def test_broken_notifications_are_refused_and_not_stored(fuzzer: Fuzzer) -
             assert status == 400, (mutant.how, answer)
             assert answer["error"]
         else:
-            assert status in (200, 400), (mutant.how, answer)
+            assert status == 200, (mutant.how, answer)
 
     with no_errors_logged():
         await fuzzer.explore(refused)
@@ -867,3 +886,41 @@ def _is_int(text: str | None) -> bool:
     except ValueError:
         return False
     return True
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("truncatedAlerts", True),
+        ("truncatedAlerts", "3"),
+        ("truncatedAlerts", 3.5),
+        ("startsAt", 1_767_607_200),
+        ("startsAt", "2026-01-05T10:00:00"),
+        ("startsAt", "2026-01-05"),
+        ("endsAt", "2026-01-05T10:00:00"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_values_the_description_forbids_are_refused(
+    fuzzer: Fuzzer, field: str, value: Any
+) -> None:
+    """Regression: a count that is not an integer, or a time that is a number or has no offset,
+    is a 400 (lenient parsing took them, and naive times cannot be compared with aware ones)."""
+    doc = notification("{}:{strict}", [alert("s1"), alert("s2")])
+    (doc if field == "truncatedAlerts" else doc["alerts"][1])[field] = value
+    status, answer = await asyncio.get_running_loop().run_in_executor(None, fuzzer.post_json, doc)
+    assert status == 400, answer
+    assert field in answer["error"]
+    await fuzzer.still_sound()
+
+
+@pytest.mark.parametrize("literal", ["5.0", "1e20", "0"])
+@pytest.mark.asyncio
+async def test_integer_counts_written_as_floats_are_accepted(fuzzer: Fuzzer, literal: str) -> None:
+    """A count JSON calls an integer (``5.0``, ``1e20``) is accepted, as the description says."""
+    doc = notification("{}:{counts}", [alert("c1")])
+    doc["truncatedAlerts"] = "__COUNT__"
+    body = json.dumps(doc).encode().replace(b'"__COUNT__"', literal.encode())
+    status, answer = await asyncio.get_running_loop().run_in_executor(None, fuzzer.post, body)
+    assert status == 200, answer
+    await fuzzer.still_sound()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import functools
 import hmac
@@ -50,7 +49,8 @@ logger = structlog.get_logger(__name__)
 
 
 def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
+    # Header bytes that are not UTF-8 arrive as surrogate escapes: compare them as sent.
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 class Credentials:
@@ -89,7 +89,7 @@ class Credentials:
         if self._basic is not None and scheme == "basic":
             try:
                 decoded = base64.b64decode(credentials, validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8
                 decoded = ""
             user, _, password = decoded.partition(":")
             ok |= _same(user, self._basic[0]) & _same(password, self._basic[1])

@@ -13,6 +13,10 @@ and ``startsAt`` on every request so nearly all requests are new news (stored an
 processed), not duplicates. The worker runs in the same process during the measurement and
 turns every stored webhook into an incident, as it would in production.
 
+Every server (the bare handler and the receiver alike) runs pinned to ``--server-cpus`` and
+``wrk`` to ``--wrk-cpus`` (``taskset``; CPU 0 and CPU 1 by default), so that on a small machine
+they do not fight over the same cores and every target runs under the same conditions.
+
 Prints requests/s, p50/p99 latency and the ratio to the bare handler; ``--json`` writes the
 figures to a file as well. Needs ``wrk`` (Debian package ``wrk``).
 
@@ -377,12 +381,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure ingestion alone: webhooks are stored but not processed during the run",
     )
+    # Pinned by default where there are two CPUs to split (and taskset), else not pinned.
+    split = shutil.which("taskset") is not None and {0, 1} <= os.sched_getaffinity(0)
     parser.add_argument(
         "--server-cpus",
-        default="0",
+        default="0" if split else "",
         help="CPUs (taskset list) for the server under test, the same for every target; '' = any",
     )
-    parser.add_argument("--wrk-cpus", default="1", help="CPUs (taskset list) for wrk; '' = any")
+    parser.add_argument(
+        "--wrk-cpus", default="1" if split else "", help="CPUs (taskset list) for wrk; '' = any"
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)

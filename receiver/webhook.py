@@ -159,8 +159,14 @@ class InboxWriter:
                     stored = await self._store.write(
                         functools.partial(enqueue_webhooks, webhooks=rows)
                     )
-                except (StoreUnavailable, sqlite3.Error) as e:
-                    error = e if isinstance(e, StoreUnavailable) else StoreUnavailable(str(e))
+                except Exception as e:  # whatever stopped the commit: this batch is not stored
+                    if not isinstance(e, StoreUnavailable | sqlite3.Error):
+                        logger.exception("inbox write failed", batch=len(batch))
+                    error = (
+                        e
+                        if isinstance(e, StoreUnavailable)
+                        else StoreUnavailable(f"not stored: {e}")
+                    )
                     for w in batch:
                         if not w.future.done():
                             w.future.set_exception(error)

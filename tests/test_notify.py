@@ -614,3 +614,25 @@ async def test_network_error_is_retried_without_naming_the_url(
     assert message["state"] == "pending"
     assert message["last_error"] == "Slack: network error (ClientConnectorError)"
     assert retried == 1
+
+
+@pytest.mark.asyncio
+async def test_stopping_the_worker_while_it_waits_returns(
+    tmp_path: Path, fakes: Fakes, clock: Clock
+) -> None:
+    """A stop that arrives as the idle worker is woken still ends it (shutdown never hangs)."""
+    h = await started(
+        tmp_path, fakes, clock, only=("slack",), outbox={"poll_interval_seconds": 3600}
+    )
+    h.worker.start()
+    try:
+        await asyncio.sleep(0.2)  # an idle pass, then waiting for a wake-up
+        assert h.worker.alive
+        h.worker.wake()  # the wake-up and the cancellation land in the same loop turn
+        stopping = asyncio.create_task(h.worker.stop())
+        # Not a timeout around stop(): stop() suppresses the cancellation a timeout sends.
+        done, _ = await asyncio.wait({stopping}, timeout=5)
+        assert stopping in done, "stop() hangs"
+    finally:
+        await h.close()
+    assert not h.worker.alive

@@ -341,10 +341,11 @@ class OutboxWorker:
             except Exception:
                 logger.exception("outbox pass failed")
             if not attempted:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the event is set, and stop() then waits forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), timeout=self._settings.poll_interval_seconds
-                    )
+                    async with asyncio.timeout(self._settings.poll_interval_seconds):
+                        await self._wake.wait()
                 self._wake.clear()
 
     def _http(self) -> aiohttp.ClientSession:

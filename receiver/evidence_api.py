@@ -1,19 +1,16 @@
 """HTTP endpoints for an incident's evidence: the postmortem draft, its chart, the bundle.
 
-``add_routes(app)`` is called by ``create_app``. The collector is either given (when the
-responder shares it) or built from the settings once the store is open. Evidence is collected
+``add_routes(app)`` is called by ``create_app``, whose lifecycle builds the collector (shared
+with the responder) once the store and the cluster connection are open. Evidence is collected
 on demand when an incident has no bundle yet, so these endpoints may take as long as one
 collection; they sit under ``/api/`` and so behind the API's credentials.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from aiohttp import web
 
 from receiver.evidence import EvidenceCollector, IncidentNotFound
-from receiver.keys import METRICS, SETTINGS, STORE
 from receiver.store import StoreUnavailable
 
 __all__ = ["EVIDENCE", "add_routes"]
@@ -21,22 +18,8 @@ __all__ = ["EVIDENCE", "add_routes"]
 EVIDENCE = web.AppKey("evidence", EvidenceCollector)
 
 
-def add_routes(app: web.Application, *, collector: EvidenceCollector | None = None) -> None:
-    """Register the evidence endpoints; build the collector at start-up unless given one
-    (whose owner then closes it)."""
-    if collector is not None:
-        app[EVIDENCE] = collector
-    else:
-
-        async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-            built = EvidenceCollector.from_settings(
-                app[SETTINGS], store=app[STORE], metrics=app[METRICS]
-            )
-            app[EVIDENCE] = built
-            yield
-            await built.close()
-
-        app.cleanup_ctx.append(lifecycle)
+def add_routes(app: web.Application) -> None:
+    """Register the evidence endpoints; the application's lifecycle sets ``app[EVIDENCE]``."""
     app.router.add_get("/api/incidents/{id}/postmortem", postmortem)
     app.router.add_get("/api/incidents/{id}/chart.svg", chart)
     app.router.add_get("/api/incidents/{id}/evidence", evidence)

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from receiver.config import KubernetesSettings, load_settings
 from receiver.incidents import get_incident
+from receiver.kube.client import ClusterAccess, KubeConnection, open_cluster
 from receiver.kube.workload import IntegrationWorkload
 from receiver.prometheus import PrometheusClient
 from receiver.remediation import ActionOutcome, Remediator, open_remediator
@@ -47,9 +48,8 @@ class Clock:
 
 
 @pytest_asyncio.fixture()
-async def make(store: Store, kube_settings: KubernetesSettings) -> AsyncIterator[Make]:
+async def make(store: Store, kube: KubeConnection) -> Make:
     """Build remediators on the shared store; with ``cluster=False`` no cluster is configured."""
-    opened: list[IntegrationWorkload] = []
 
     async def build(
         *,
@@ -59,19 +59,13 @@ async def make(store: Store, kube_settings: KubernetesSettings) -> AsyncIterator
         **overrides: Any,
     ) -> Remediator:
         settings = remediation_settings(**overrides)
-        workload = (
-            await IntegrationWorkload.connect(kube_settings, settings.target) if cluster else None
-        )
-        if workload is not None:
-            opened.append(workload)
+        workload = IntegrationWorkload(kube, target=settings.target) if cluster else None
         kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
         return Remediator(
             settings=settings, store=store, workload=workload, prometheus=prometheus, **kwargs
         )
 
-    yield build
-    for workload in opened:
-        await workload.close()
+    return build
 
 
 def env_of(cluster: ClusterEmulator, namespace: str = "prod", name: str = NAME) -> dict[str, str]:
@@ -827,7 +821,10 @@ async def test_unloadable_cluster_config_degrades_to_reports(
         }
     )
     incident = await open_incident(store)
-    async with open_remediator(settings, store=store) as remediator:
+    async with (
+        open_cluster(settings.kubernetes) as cluster,
+        open_remediator(settings, store=store, cluster=cluster) as remediator,
+    ):
         outcomes = await rate_limited(remediator, incident)
     assert [o.status for o in outcomes] == ["skipped"]
     assert outcomes[0].reason.startswith("cluster not reachable (connect: cannot load the cluster")
@@ -840,7 +837,9 @@ async def test_embedded_default_reports_dry_run_without_a_cluster(
     """On the embedded default, remediation answers with dry-run outcomes and no cluster."""
     monkeypatch.setenv("POSTHOG_RECEIVER_WEBHOOK_TOKEN", "t0ken-for-tests")
     incident = await open_incident(store)
-    async with open_remediator(load_settings(None), store=store) as remediator:
+    async with open_remediator(
+        load_settings(None), store=store, cluster=ClusterAccess(None)
+    ) as remediator:
         outcomes = await remediator.remediate(
             incident_id=incident,
             error_class=ErrorClass.UPSTREAM_ERROR,

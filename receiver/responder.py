@@ -25,7 +25,6 @@ configured (or available) the responder still triages, records and notifies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -40,6 +39,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from receiver.alertmanager import WebhookPayload
+from receiver.background import BackgroundTask
 from receiver.cluster import ClusterView
 from receiver.config import Settings, StoreSettings, TriageSettings
 from receiver.decision import Q_UPSTREAM, Decision, HealthSource, StatusSource, decide
@@ -413,21 +413,17 @@ class RevertChecks:
     def __init__(self, responder: IncidentResponder, *, interval_seconds: float) -> None:
         self._responder = responder
         self._interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundTask("revert-checks", self._run)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="revert-checks")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     @property
     def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.alive
 
     async def _run(self) -> None:
         while True:

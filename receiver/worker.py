@@ -15,7 +15,6 @@ in order, one at a time, and a failed event holds back only that incident's late
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import sqlite3
 import time
@@ -26,6 +25,7 @@ import structlog
 from pydantic import ValidationError
 
 from receiver.alertmanager import WebhookPayload
+from receiver.background import BackgroundTask, wait_to_be_woken
 from receiver.config import WorkerSettings
 from receiver.incidents import (
     InboxRow,
@@ -75,22 +75,18 @@ class Worker:
         self._retention = inbox_retention_seconds
         self._settings = settings or WorkerSettings()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundTask("incident-worker", self._run)
         self._last_prune = 0.0
         self._incidents: dict[str, _Handling] = {}
         self.heartbeat = time.monotonic()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="incident-worker")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop the passes, then the incidents being handled (their events stay pending and
         are handled again after the next start)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         handling = [h.task for h in self._incidents.values()]
         for task in handling:
             task.cancel()
@@ -98,7 +94,7 @@ class Worker:
 
     @property
     def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.alive
 
     @property
     def paused(self) -> bool:
@@ -134,12 +130,7 @@ class Worker:
                 logger.exception("worker iteration failed")
                 busy = False
             if not busy:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                # cancellation that arrives as the event is set, and stop() then waits forever.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._settings.poll_interval_seconds):
-                        await self._wake.wait()
-                self._wake.clear()
+                await wait_to_be_woken(self._wake, seconds=self._settings.poll_interval_seconds)
 
     async def _count_backlog(self) -> bool:
         self._metrics.inbox_depth.set(await self._store.read(inbox_depth))

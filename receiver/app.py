@@ -3,9 +3,8 @@
 Nothing happens at import time. ``create_app(settings)`` wires the parts; the store, the
 process's one Kubernetes connection, the worker and the responder's clients (status page and
 health readers, the notification outbox, the revert checks, the evidence collector) are opened
-and closed in ``cleanup_ctx`` so a SIGTERM (aiohttp's graceful
-shutdown) stops accepting requests, lets in-flight ones finish, stops the worker, closes the
-clients and then the store.
+and closed in ``cleanup_ctx`` so a SIGTERM (aiohttp's graceful shutdown) stops accepting
+requests, lets in-flight ones finish, stops the worker, closes the clients and then the store.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from receiver.kube.client import ClusterAccess, open_cluster
 from receiver.kube.workload import IntegrationWorkload
 from receiver.logs import register_secrets
 from receiver.metrics import Metrics
+from receiver.openapi import add_routes as add_openapi_routes
 from receiver.remediation import open_remediator
 from receiver.responder import IncidentResponder, RevertChecks
 from receiver.store import Store
@@ -214,4 +214,5 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
     app.router.add_get("/api/incidents", api.incidents)
     app.router.add_get("/api/incidents/{id}", api.incident)
     evidence_api.add_routes(app)
+    add_openapi_routes(app)
     return app

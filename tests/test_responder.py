@@ -224,17 +224,26 @@ async def test_vendor_incident_is_the_verdict_when_posthog_reports_one(
     assert incident["decision"]["verdict"] == "vendor_incident"
 
 
-@pytest.mark.asyncio
-async def test_pagerduty_is_triggered_then_resolved(
+@pytest_asyncio.fixture
+async def paging(
     tmp_path: Path,
     status_page: FakeStatusPage,
     pagerduty: FakePagerDuty,
     slack: FakeSlack,
     aiohttp_client: AppClient,
+) -> TestClient[Any, Any]:
+    """The app notifying the fake PagerDuty and Slack (no cluster: remediation dry-runs)."""
+    settings = make_settings(tmp_path, status_page, pagerduty=pagerduty, slack=slack)
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+    return client
+
+
+@pytest.mark.asyncio
+async def test_pagerduty_is_triggered_then_resolved(
+    paging: TestClient[Any, Any], pagerduty: FakePagerDuty, slack: FakeSlack
 ) -> None:
     """Opening pages PagerDuty and tells Slack; resolving resolves the same PagerDuty alert."""
-    settings = make_settings(tmp_path, status_page, pagerduty=pagerduty, slack=slack)
-    client = await aiohttp_client(create_app(settings))
+    client = paging
     await post(client, payload(alert(status_code="401", severity="critical")))
     await eventually(lambda: _true(len(pagerduty.alerts) >= 1))
     await eventually(lambda: events_done(client))
@@ -303,15 +312,10 @@ async def test_readiness_includes_the_notification_outbox(
 
 @pytest.mark.asyncio
 async def test_handling_events_again_pages_nobody_twice(
-    tmp_path: Path,
-    status_page: FakeStatusPage,
-    pagerduty: FakePagerDuty,
-    slack: FakeSlack,
-    aiohttp_client: AppClient,
+    paging: TestClient[Any, Any], pagerduty: FakePagerDuty, slack: FakeSlack
 ) -> None:
     """Events handled again (a crash before they were marked done) store no new message."""
-    settings = make_settings(tmp_path, status_page, pagerduty=pagerduty, slack=slack)
-    client = await aiohttp_client(create_app(settings))
+    client = paging
     await post(client, payload(alert(status_code="401", severity="critical")))
     incident = await triaged_incident(client)
     await eventually(lambda: events_done(client))  # acted while open

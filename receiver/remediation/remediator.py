@@ -234,9 +234,7 @@ class Remediator:
                 f"missing RBAC permission: {e.operation} (answered {e.status})",
             )
         if isinstance(e, KubeUnavailable):
-            outcome = self._outcome(
-                action, target, "escalated", f"Kubernetes API unavailable: {e}"
-            )
+            outcome = self._outcome(action, target, "escalated", f"Kubernetes API unavailable: {e}")
             return dataclasses.replace(outcome, transient=True)
         if isinstance(e, KubeConflict):
             return self._outcome(action, target, "failed", f"kept conflicting: {e}")

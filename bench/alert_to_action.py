@@ -91,7 +91,7 @@ async def alert_to_action(workdir: Path, *, runs: int) -> dict[str, Any]:
     return {
         "runs": runs,
         "p50_ms": round(statistics.median(ms), 1),
-        "p90_ms": round(ms[max(0, int(len(ms) * 0.9) - 1)], 1),
+        "p90_ms": round(statistics.quantiles(ms, n=10)[-1], 1) if len(ms) > 1 else ms[0],
         "max_ms": round(ms[-1], 1),
         "mean_ms": round(statistics.fmean(ms), 1),
     }

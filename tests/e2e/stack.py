@@ -410,6 +410,16 @@ class Stack:
             await resp.read()
             return resp.status
 
+    async def alertmanager_alerts(self, alertname: str) -> list[dict[str, Any]]:
+        """Active alerts named ``alertname`` that Alertmanager holds now."""
+        assert self.alertmanager is not None
+        url = f"http://{self.alertmanager.address}/api/v2/alerts"
+        params = {"filter": f'alertname="{alertname}"', "active": "true"}
+        async with self.session.get(url, params=params) as resp:
+            resp.raise_for_status()
+            found: list[dict[str, Any]] = await resp.json()
+            return found
+
     # processes, started and stopped off the event loop (the fakes live on it)
     async def kill_receiver(self) -> None:
         await asyncio.to_thread(self.receiver.kill)

@@ -164,8 +164,9 @@ async def test_auth_errors_without_rotation_escalate_for_a_new_key(tmp_path: Pat
 async def test_receiver_killed_mid_incident_loses_nothing_repeats_nothing(
     tmp_path: Path,
 ) -> None:
-    """SIGKILLed right after the incident opened, and down while the errors stop, the receiver
-    restarts, finishes the incident and resolves it: each action and page happens once."""
+    """SIGKILLed right after the incident opened, and down while the errors stop (the chart's
+    PostHogReceiverDown fires meanwhile), the receiver restarts, finishes the incident and
+    resolves it: each action and page happens once."""
     async with running_stack(tmp_path) as stack:
         stack.integration.rise("429")
         await eventually(
@@ -186,6 +187,12 @@ async def test_receiver_killed_mid_incident_loses_nothing_repeats_nothing(
         await eventually(
             lambda: stack.alertmanager is not None and _resolved_sent(stack),
             what="Alertmanager tried to deliver the resolution",
+            timeout=FIRE,
+        )
+        # The chart's own rule about the receiver fired meanwhile (routed to people, not to it).
+        await eventually(
+            lambda: stack.alertmanager_alerts("PostHogReceiverDown"),
+            what="PostHogReceiverDown in Alertmanager",
             timeout=FIRE,
         )
         await stack.start_receiver()

@@ -7,8 +7,9 @@ Statuspage and Slack of the end-to-end tests (all on loopback, this machine), ac
 1. alert-to-action latency, over ``--runs`` incidents one after another: from the moment the
    webhook of a new rate-limited incident is sent to the moment the emulated API server
    accepted the Deployment patch setting ``RATE_LIMIT_MODE=queue`` (both timestamps taken in
-   this process, on the same clock). Each incident is then resolved and its change reverted
-   before the next (cooldown 0, hold-down 0, so every run acts);
+   this process, on the same clock). Each incident is then resolved and its change reverted,
+   and the receiver left idle for ``--pause`` seconds, before the next (cooldown 0, hold-down
+   0, so every run acts);
 2. a storm: ``--rate`` Alertmanager-shaped webhooks per second for ``--storm-seconds`` about
    one incident (one group, many fingerprints, endless resends), with production's cooldown:
    requests answered per second, the receiver's resident memory, pages sent and actions taken.
@@ -62,7 +63,7 @@ def _queue_writes(stack: Stack) -> list[float]:
     return [w.at for w in stack.cluster.deployment_writes()]
 
 
-async def alert_to_action(workdir: Path, *, runs: int) -> dict[str, Any]:
+async def alert_to_action(workdir: Path, *, runs: int, pause: float) -> dict[str, Any]:
     latencies: list[float] = []
     async with running_stack(
         workdir,
@@ -87,6 +88,9 @@ async def alert_to_action(workdir: Path, *, runs: int) -> dict[str, Any]:
                 lambda: "RATE_LIMIT_MODE" not in stack.cluster.env(),
                 what=f"run {n}: reverted",
             )
+            # Let the resolution's own work (notifications, evidence, postmortem) finish, so
+            # the next run measures one incident, not the tail of the previous one.
+            await asyncio.sleep(pause)
     ms = sorted(x * 1000 for x in latencies)
     return {
         "runs": runs,
@@ -141,7 +145,7 @@ def _print(title: str, figures: dict[str, Any]) -> None:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="alert-to-action-") as tmp:
-        latency = await alert_to_action(Path(tmp) / "latency", runs=args.runs)
+        latency = await alert_to_action(Path(tmp) / "latency", runs=args.runs, pause=args.pause)
         _print("alert-to-action (webhook sent -> Deployment patch accepted)", latency)
         stormed = await storm(Path(tmp) / "storm", rate=args.rate, seconds=args.storm_seconds)
         _print("storm", stormed)
@@ -155,6 +159,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="incidents for the latency")
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds idle between incidents")
     parser.add_argument("--rate", type=float, default=1000.0, help="storm webhooks per second")
     parser.add_argument("--storm-seconds", type=float, default=60.0, help="storm duration")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")

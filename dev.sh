@@ -10,16 +10,22 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 system_packages() {
-  # Real Prometheus and Alertmanager for the tests, wrk for the benchmarks.
-  local want=(prometheus prometheus-alertmanager wrk)
+  # Debian packages named as arguments, installed only when missing.
   local missing=()
-  for pkg in "${want[@]}"; do
+  for pkg in "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing Debian packages: ${missing[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+venv_support() {
+  # Debian's python3 lacks ensurepip (so venv cannot bootstrap pip) until python3-venv is in.
+  if [ ! -x "$VENV/bin/python" ] && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    system_packages python3-venv
   fi
 }
 
@@ -31,13 +37,17 @@ python_env() {
   fi
   echo "==> installing Python packages (.[$extra])"
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  "$VENV/bin/python" -m pip install -q -e ".[$extra]" 2>&1 | grep -v -e '^WARNING: Location' || true
-  "$VENV/bin/python" -c "import receiver" # fail here, not later, if the install failed
+  if ! "$VENV/bin/python" -m pip install -q -e ".[$extra]" >"$VENV/pip-install.log" 2>&1; then
+    cat "$VENV/pip-install.log" >&2
+    echo "dev.sh: installing the Python packages failed" >&2
+    exit 1
+  fi
 }
 
 case "${1:-}" in
   serve)
-    python_env test
+    venv_support
+    python_env fast
     if [ -z "${POSTHOG_RECEIVER_WEBHOOK_TOKEN:-}" ]; then
       POSTHOG_RECEIVER_WEBHOOK_TOKEN=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))')
       export POSTHOG_RECEIVER_WEBHOOK_TOKEN
@@ -48,7 +58,9 @@ case "${1:-}" in
     exec "$VENV/bin/posthog-receiver" serve "$@"
     ;;
   test)
-    system_packages
+    # Real Prometheus and Alertmanager for the tests; wrk for the benchmark and its smoke test.
+    system_packages prometheus prometheus-alertmanager wrk
+    venv_support
     python_env dev
     shift
     echo "==> lint (ruff), types (mypy), layers (import-linter)"

@@ -51,7 +51,8 @@ class Alert(_Model):
 
     def state_key(self) -> str:
         """What identifies this alert's state: a resend with the same key is a repeat."""
-        ends = self.ended_at.isoformat() if self.ended_at else ""
+        ended = self.ended_at
+        ends = ended.isoformat() if ended is not None else ""
         return f"{self.fingerprint}|{self.status}|{self.starts_at.isoformat()}|{ends}"
 
 
@@ -76,8 +77,6 @@ class WebhookPayload(_Model):
         (``group_interval``, or an HA peer) and must not be processed again. Request bytes are
         not used: annotations, URLs and ``truncatedAlerts`` may differ between resends.
         """
-        digest = hashlib.sha256(self.group_key.encode())
-        for key in sorted(alert.state_key() for alert in self.alerts):
-            digest.update(b"\n")
-            digest.update(key.encode())
-        return digest.hexdigest()
+        keys = sorted([alert.state_key() for alert in self.alerts])
+        text = "\n".join([self.group_key, *keys])
+        return hashlib.sha256(text.encode()).hexdigest()

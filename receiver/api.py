@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from receiver.incidents import get_incident, list_incidents
-from receiver.keys import METRICS, OUTBOX, STORE, WORKER
+from receiver.keys import METRICS, OUTBOX, SETTINGS, STORE, WORKER
 from receiver.store import StoreUnavailable
 
 __all__ = ["healthz", "incident", "incidents", "metrics", "readyz"]
 
-WORKER_STALL_SECONDS = 120.0
+# Kubernetes' default probe timeout is 1 s; answer before it gives up on us.
+READY_CHECK_SECONDS = 0.9
 INCIDENT_STATUSES = {"open", "resolved"}
 
 
@@ -23,25 +26,33 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the store answers and the workers (incidents, notification outbox) run."""
-    store_ok = await request.app[STORE].ping()
+    """Readiness: the store can commit and the workers (incidents, notification outbox) run.
+
+    A paused worker (maintenance mode) is ready: webhooks are still stored.
+    """
+    store_ok = False
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(READY_CHECK_SECONDS):
+            store_ok = await request.app[STORE].ping()
     worker = request.app[WORKER]
-    worker_ok = worker.alive and time.monotonic() - worker.heartbeat < WORKER_STALL_SECONDS
-    body: dict[str, object] = {"store": store_ok, "worker": worker_ok}
+    checks: dict[str, bool] = {"store": store_ok, "worker": worker.alive and not worker.stalled}
     outbox = request.app.get(OUTBOX)
     if outbox is not None:
-        body["outbox"] = outbox.alive and time.monotonic() - outbox.heartbeat < WORKER_STALL_SECONDS
-    ready = all(body.values())
-    body["status"] = "ready" if ready else "not ready"
+        stall = request.app[SETTINGS].worker.stall_after_seconds
+        checks["outbox"] = outbox.alive and time.monotonic() - outbox.heartbeat < stall
+    ready = all(checks.values())
+    body = {"status": "ready" if ready else "not ready", **checks, "paused": worker.paused}
     return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format, from the application's own registry."""
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def incidents(request: web.Request) -> web.Response:
+    """Incidents, newest first; ``?status=open|resolved`` and ``?limit=N`` (at most 1000)."""
     status = request.query.get("status")
     if status is not None and status not in INCIDENT_STATUSES:
         raise web.HTTPBadRequest(text="status must be 'open' or 'resolved'")
@@ -60,6 +71,7 @@ async def incidents(request: web.Request) -> web.Response:
 
 
 async def incident(request: web.Request) -> web.Response:
+    """One incident with its alerts and timeline; 404 if there is no such incident."""
     incident_id = request.match_info["id"]
     try:
         found = await request.app[STORE].read(lambda c: get_incident(c, incident_id))

@@ -10,8 +10,8 @@ clients and then the store.
 from __future__ import annotations
 
 import contextlib
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
@@ -44,7 +44,8 @@ class RecordingResponder:
     """A responder that only logs each event (for tests of the intake alone)."""
 
     async def handle(self, event: IncidentEvent) -> None:
-        logger.info("incident event", incident_id=event.incident_id, kind=event.kind)
+        # Debug: the worker already logs what each notification changed, at info.
+        logger.debug("incident event", incident_id=event.incident_id, kind=event.kind)
 
 
 def secret_values(settings: Settings) -> list[str]:
@@ -57,6 +58,12 @@ def secret_values(settings: Settings) -> list[str]:
         found.append(hook.basic_auth.password.secret.get_secret_value())
     found.extend(notify.secret_values(settings.notify))
     return found
+
+
+def _new_request_id() -> str:
+    # Unique enough to follow one request through the logs; not a secret, so the cheap
+    # generator (uuid4 reads the OS entropy pool, a system call, on every request).
+    return f"{random.getrandbits(64):016x}"
 
 
 async def _cluster_view(
@@ -120,7 +127,7 @@ async def open_responder(
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A request id on every log line of the request, and one access log line per request."""
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    request_id = request.headers.get("X-Request-Id") or _new_request_id()
     structlog.contextvars.bind_contextvars(request_id=request_id[:64])
     started = time.perf_counter()
     status = 500
@@ -192,6 +199,7 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
                     responder=responder
                     or await open_responder(app, settings, store, clients, evidence=collector),
                     inbox_retention_seconds=settings.store.inbox_retention_hours * 3600,
+                    settings=settings.worker,
                 )
                 app[WORKER] = worker
                 worker.start()

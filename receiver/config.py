@@ -62,6 +62,7 @@ __all__ = [
     "UpstreamStatusSettings",
     "VerifySettings",
     "WebhookSettings",
+    "WorkerSettings",
     "example_config_path",
     "load_settings",
 ]
@@ -193,6 +194,48 @@ class StoreSettings(_Group):
     inbox_retention_hours: float = Field(
         default=72.0, gt=0, description="How long processed webhooks are kept for inspection."
     )
+    busy_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description=(
+            "How long a commit waits for a database locked by another process before the "
+            "webhook is answered 503 (Alertmanager then retries)."
+        ),
+    )
+
+
+class WorkerSettings(_Group):
+    """The background worker that turns stored webhooks into incidents.
+
+    ``paused`` is maintenance mode: webhooks are still authenticated, validated and durably
+    stored (so Alertmanager gets its 200 and nothing is lost), but nothing is processed until
+    the receiver runs again unpaused. Use it to inspect or back up the store, or to hold
+    processing during an upgrade of the responder; the backlog shows as
+    ``posthog_receiver_inbox_depth``.
+    """
+
+    paused: bool = Field(
+        default=False,
+        description="Store webhooks but do not process them (maintenance mode).",
+    )
+    poll_interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often the idle worker looks for due work it was not woken for.",
+    )
+    stall_after_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="/readyz fails when the worker has not completed a pass for this long.",
+    )
+
+    @model_validator(mode="after")
+    def _stall_after_poll(self) -> WorkerSettings:
+        if self.stall_after_seconds <= self.poll_interval_seconds:
+            raise ValueError("'stall_after_seconds' must be longer than 'poll_interval_seconds'")
+        return self
 
 
 class LoggingSettings(_Group):
@@ -977,6 +1020,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     webhook: WebhookSettings
     store: StoreSettings = StoreSettings()
+    worker: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     remediation: RemediationSettings = RemediationSettings()

@@ -70,7 +70,9 @@ def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=False,
+        # Loggers are module globals; binding them anew on every call costs more than the
+        # JSON rendering. Logging is configured once, before the application is built.
+        cache_logger_on_first_use=True,
     )
     # Libraries (aiohttp, kubernetes_asyncio) log through stdlib logging: same format.
     handler = logging.StreamHandler(out)

@@ -3,9 +3,15 @@
 Why a writer thread with group commit: sqlite3 calls block, so they must stay off the event
 loop, and SQLite allows one writer at a time anyway. Every write is a function run on the
 single writer thread; whatever has queued up while the previous commit ran is committed
-together in one transaction (each function inside its own savepoint, so one failure does not
-spoil the others). A caller's ``await store.write(...)`` returns only after the commit, which
-is what lets the webhook answer 200 only for what is durably stored.
+together in one transaction. A caller's ``await store.write(...)`` returns only after the
+commit, which is what lets the webhook answer 200 only for what is durably stored.
+
+One failing function must not spoil the others in its batch. Savepoints around each one would
+say so directly, but every sqlite3 call hands the GIL to the event loop and back, and under
+load that hand-over, not SQLite, is what the writer waits on. So a batch first runs without
+savepoints; only if a function raises is the batch rolled back and run again, each function
+in its own savepoint. A function may therefore run more than once before its commit: it must
+keep its effects in the database it is given.
 
 Durability (``store.synchronous``) in WAL mode: ``normal`` survives a crash or kill of this
 process (the WAL is written before the commit returns) but not a power loss before the next
@@ -19,6 +25,7 @@ writer commits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -192,26 +199,33 @@ class StoreUnavailable(Exception):
     """The store could not complete an operation (disk full, locked, closed): transient."""
 
 
+class _JobFailed(Exception):
+    """A job raised in a batch run without savepoints; the batch is run again isolated."""
+
+
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+def _connect(path: Path, synchronous: str, busy_timeout: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+    )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     return conn
 
 
-def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if fut.done():
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(result)
+def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, result, error in outcomes:
+        if fut.done():  # the caller gave up waiting (a timeout); nothing to tell it
+            continue
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
 
 
 class Store:
@@ -224,6 +238,7 @@ class Store:
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self.commits = 0
+        self.committed_jobs = 0
 
     @property
     def path(self) -> Path:
@@ -245,10 +260,16 @@ class Store:
         if self._readers is not None:
             self._readers.shutdown(wait=True)
             self._readers = None
+        logger.info(
+            "store closed",
+            commits=self.commits,
+            writes=self.committed_jobs,
+            path=str(self._settings.path),
+        )
 
     def _migrate(self) -> None:
         self._settings.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect(self._settings.path, self._settings.synchronous)
+        conn = self._connect()
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
@@ -259,8 +280,12 @@ class Store:
         finally:
             conn.close()
 
+    def _connect(self) -> sqlite3.Connection:
+        s = self._settings
+        return _connect(s.path, s.synchronous, s.busy_timeout_seconds)
+
     def _write_loop(self) -> None:
-        conn = _connect(self._settings.path, self._settings.synchronous)
+        conn = self._connect()
         try:
             while True:
                 job = self._jobs.get()
@@ -284,30 +309,64 @@ class Store:
             conn.close()
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        outcomes: list[tuple[_Job, Any, BaseException | None]]
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job[0](conn)
-                except Exception as e:  # the caller gets its own error; others still commit
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, None, e))
-                else:
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, result, None))
+            try:
+                outcomes = self._run_batch(conn, batch, isolate=False)
+            except _JobFailed:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                outcomes = self._run_batch(conn, batch, isolate=True)
             conn.execute("COMMIT")
             self.commits += 1
+            self.committed_jobs += len(batch)
         except sqlite3.Error as e:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             logger.error("store commit failed", error=str(e), batch=len(batch))
             failure = StoreUnavailable(f"store commit failed: {e}")
             outcomes = [(job, None, failure) for job in batch]
+        # One wake-up per event loop for the whole batch, not one per job: under load this
+        # is most of the cost of handing results back across threads.
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for (_, fut, loop), result, error in outcomes:
-            loop.call_soon_threadsafe(_settle, fut, result, error)
+            by_loop.setdefault(loop, []).append((fut, result, error))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                continue
+
+    @staticmethod
+    def _run_batch(
+        conn: sqlite3.Connection, batch: list[_Job], *, isolate: bool
+    ) -> list[tuple[_Job, Any, BaseException | None]]:
+        """Run every job in one open transaction; ``isolate`` gives each its own savepoint.
+
+        Without ``isolate`` the first failing job raises :class:`_JobFailed` (the caller rolls
+        back and runs the batch again isolated).
+        """
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for job in batch:
+            if not isolate:
+                try:
+                    outcomes.append((job, job[0](conn), None))
+                except Exception as e:
+                    raise _JobFailed from e
+                continue
+            conn.execute("SAVEPOINT job")
+            try:
+                result = job[0](conn)
+            except Exception as e:  # the caller gets its own error; the others still commit
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((job, None, e))
+            else:
+                conn.execute("RELEASE job")
+                outcomes.append((job, result, None))
+        return outcomes
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer thread; return once its transaction is committed."""
@@ -316,12 +375,16 @@ class Store:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._jobs.put((fn, fut, loop))
-        return await fut
+        try:
+            return await fut
+        except sqlite3.OperationalError as e:
+            # Raised inside the job (disk full, I/O error, locked): transient, not the job's bug.
+            raise StoreUnavailable(f"store write failed: {e}") from e
 
     def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self._settings.path, self._settings.synchronous)
+            conn = self._connect()
             conn.execute("PRAGMA query_only=ON")
             self._local.conn = conn
         return conn
@@ -337,14 +400,23 @@ class Store:
             raise StoreUnavailable(f"store read failed: {e}") from e
 
     async def ping(self) -> bool:
-        """Whether the database answers reads and the writer is alive (for /readyz)."""
+        """Whether the store can commit right now (for /readyz).
+
+        An empty write transaction takes the database's write lock, so a store that answers
+        reads but cannot commit (locked by another process, disk gone) is reported as down:
+        webhooks would be answered 503. Callers bound the wait with ``asyncio.timeout``.
+        """
         if self._writer is None or not self._writer.is_alive():
             return False
         try:
-            await self.read(lambda conn: conn.execute("SELECT 1").fetchone())
+            await self.write(_nothing)
         except StoreUnavailable:
             return False
         return True
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    """A write that changes nothing: commits an empty transaction."""
 
 
 def now() -> float:

@@ -111,7 +111,10 @@ async def receive_alertmanager(request: web.Request) -> web.Response:
     request.app[METRICS].webhooks.labels(outcome).inc()
     if stored:
         request.app[WORKER].wake()
-    logger.info(
+    # Debug, not info: one line per request is the access log, and its cost is a large share
+    # of the request's (docs/benchmarks.md). What a stored notification changed is logged at
+    # info by the worker ("notification applied"); refusals are warnings.
+    logger.debug(
         "webhook accepted",
         outcome=outcome,
         group_key=payload.group_key,

@@ -20,6 +20,7 @@ import structlog
 from pydantic import ValidationError
 
 from receiver.alertmanager import WebhookPayload
+from receiver.config import WorkerSettings
 from receiver.incidents import (
     InboxRow,
     IncidentEvent,
@@ -41,7 +42,6 @@ __all__ = ["Responder", "Worker"]
 logger = structlog.get_logger(__name__)
 
 MAX_EVENT_ATTEMPTS = 10
-IDLE_WAIT_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 300.0
 
 
@@ -61,11 +61,13 @@ class Worker:
         metrics: Metrics,
         responder: Responder,
         inbox_retention_seconds: float,
+        settings: WorkerSettings | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._responder = responder
         self._retention = inbox_retention_seconds
+        self._settings = settings or WorkerSettings()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
@@ -85,16 +87,29 @@ class Worker:
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def paused(self) -> bool:
+        """Maintenance mode: stored webhooks wait in the inbox (``worker.paused``)."""
+        return self._settings.paused
+
+    @property
+    def stalled(self) -> bool:
+        """No pass completed for ``worker.stall_after_seconds`` (e.g. a responder hangs)."""
+        return time.monotonic() - self.heartbeat > self._settings.stall_after_seconds
+
     def wake(self) -> None:
         """Tell the worker there is new work (called after a webhook is stored)."""
         self._wake.set()
 
     async def _run(self) -> None:
-        logger.info("worker started")
+        if self.paused:
+            logger.warning("worker paused: webhooks are stored but not processed")
+        else:
+            logger.info("worker started")
         while True:
             self.heartbeat = time.monotonic()
             try:
-                busy = await self.run_once()
+                busy = await (self._count_backlog() if self.paused else self.run_once())
             except StoreUnavailable as e:
                 self._metrics.worker_errors.labels("store").inc()
                 logger.warning("worker cannot reach the store; retrying", error=str(e))
@@ -104,9 +119,16 @@ class Worker:
                 logger.exception("worker iteration failed")
                 busy = False
             if not busy:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the event is set, and stop() then waits forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=IDLE_WAIT_SECONDS)
+                    async with asyncio.timeout(self._settings.poll_interval_seconds):
+                        await self._wake.wait()
                 self._wake.clear()
+
+    async def _count_backlog(self) -> bool:
+        self._metrics.inbox_depth.set(await self._store.read(inbox_depth))
+        return False
 
     async def run_once(self) -> bool:
         """One pass over both queues; ``True`` if anything was done."""
@@ -145,34 +167,55 @@ class Worker:
 
     async def _drain_events(self) -> bool:
         events = await self._store.read(due_events)
-        for event in events:
-            log = logger.bind(incident_id=event.incident_id, kind=event.kind, event_id=event.id)
-            try:
-                await self._responder.handle(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                attempts = event.attempts + 1
-                give_up = attempts >= MAX_EVENT_ATTEMPTS
-                self._metrics.incident_events.labels(
-                    event.kind, "failed" if give_up else "retry"
-                ).inc()
-                log.exception("responder failed", attempts=attempts, giving_up=give_up)
-                backoff = min(300.0, 2.0**attempts)
-                await self._store.write(
-                    functools.partial(
-                        retry_event,
-                        event_id=event.id,
-                        error=str(e)[:500],
-                        give_up=give_up,
-                        backoff=backoff,
+        # Marking an event done is not awaited one by one: the marks commit in the writer's
+        # next group commit while the responder works on the next event. A crash in between
+        # hands an event to the responder again, which it must (and does) tolerate.
+        marks: list[asyncio.Future[None]] = []
+        failed: set[str] = set()
+        try:
+            for event in events:
+                if event.incident_id in failed:
+                    continue  # keep each incident's events in order: retry the failed one first
+                log = logger.bind(incident_id=event.incident_id, kind=event.kind, event_id=event.id)
+                try:
+                    await self._responder.handle(event)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    failed.add(event.incident_id)
+                    attempts = event.attempts + 1
+                    give_up = attempts >= MAX_EVENT_ATTEMPTS
+                    self._metrics.incident_events.labels(
+                        event.kind, "failed" if give_up else "retry"
+                    ).inc()
+                    log.exception("responder failed", attempts=attempts, giving_up=give_up)
+                    marks.append(
+                        asyncio.ensure_future(
+                            self._store.write(
+                                functools.partial(
+                                    retry_event,
+                                    event_id=event.id,
+                                    error=str(e)[:500],
+                                    give_up=give_up,
+                                    backoff=min(300.0, 2.0**attempts),
+                                )
+                            )
+                        )
+                    )
+                    continue
+                marks.append(
+                    asyncio.ensure_future(
+                        self._store.write(
+                            functools.partial(
+                                mark_event, event_id=event.id, state="done", error=None
+                            )
+                        )
                     )
                 )
-                continue
-            await self._store.write(
-                functools.partial(mark_event, event_id=event.id, state="done", error=None)
-            )
-            self._metrics.incident_events.labels(event.kind, "done").inc()
+                self._metrics.incident_events.labels(event.kind, "done").inc()
+        finally:
+            if marks:
+                await asyncio.gather(*marks)
         return bool(events)
 
     async def _maybe_prune(self) -> None:

@@ -295,6 +295,7 @@ async def test_readiness_includes_the_notification_outbox(
         "worker": True,
         "outbox": True,
         "status": "ready",
+        "paused": False,
     }
 
 

@@ -1,0 +1,56 @@
+"""The ingest benchmark script stays runnable (its figures are recorded in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parent.parent / "bench" / "ingest.py"
+
+
+def test_bench_help() -> None:
+    """``bench/ingest.py --help`` exits 0 and documents its options."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--help"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0
+    assert "--connections" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk (Debian package) is not installed")
+def test_bench_one_second_smoke_run(tmp_path: Path) -> None:
+    """A one-second run against the bare handler and the receiver answers every request 2xx."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--duration",
+            "1",
+            "--connections",
+            "4",
+            "--threads",
+            "1",
+            "--modes",
+            "bare,normal",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())["results"]
+    for mode in ("bare", "normal"):
+        assert results[mode]["requests"] > 0
+        assert results[mode]["non_2xx"] == 0
+    assert results["normal"]["stored"] > 0
+    assert results["normal"]["duplicate"] == 0

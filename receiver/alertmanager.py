@@ -10,16 +10,38 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
-__all__ = ["Alert", "AlertStatus", "WebhookPayload"]
+__all__ = ["Alert", "AlertStatus", "JsonInteger", "Rfc3339Time", "WebhookPayload"]
 
 AlertStatus = Literal["firing", "resolved"]
 
 # Alertmanager sends "0001-01-01T00:00:00Z" for an alert that has not ended.
 ZERO_TIME_YEAR = 1
+
+
+def _not_a_number(value: object) -> object:
+    if isinstance(value, int | float):  # bool included
+        raise ValueError("expected an RFC 3339 time, not a number")
+    return value
+
+
+def _json_integer(value: object) -> object:
+    # JSON's integers include 5.0 and 1e20; a string or a boolean is not one.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected an integer")
+    return value
+
+
+JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
+
+# A time as Alertmanager sends it (RFC 3339): with an offset, so that times compare (a naive one
+# could not be compared with the others), and never a number taken for a Unix timestamp.
+Rfc3339Time = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
 
 
 class _Model(BaseModel):
@@ -33,8 +55,8 @@ class Alert(_Model):
     status: AlertStatus
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
-    starts_at: datetime = Field(alias="startsAt")
-    ends_at: datetime | None = Field(default=None, alias="endsAt")
+    starts_at: Rfc3339Time = Field(alias="startsAt")
+    ends_at: Rfc3339Time | None = Field(default=None, alias="endsAt")
     generator_url: str = Field(default="", alias="generatorURL")
     fingerprint: str = Field(min_length=1, max_length=128)
 
@@ -61,7 +83,7 @@ class WebhookPayload(_Model):
 
     version: Literal["4"]
     group_key: str = Field(alias="groupKey", min_length=1)
-    truncated_alerts: int = Field(default=0, alias="truncatedAlerts", ge=0)
+    truncated_alerts: JsonInteger = Field(default=0, alias="truncatedAlerts", ge=0)
     status: AlertStatus
     receiver: str
     group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")

@@ -27,6 +27,7 @@ from receiver.kube.errors import KubeError
 from receiver.kube.workload import IntegrationWorkload
 from receiver.logs import register_secrets
 from receiver.metrics import Metrics
+from receiver.openapi import add_routes as add_openapi_routes
 from receiver.remediation import open_remediator
 from receiver.responder import IncidentResponder, RevertChecks
 from receiver.store import Store
@@ -218,4 +219,5 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
     app.router.add_get("/api/incidents", api.incidents)
     app.router.add_get("/api/incidents/{id}", api.incident)
     evidence_api.add_routes(app, collector=collector)
+    add_openapi_routes(app)
     return app

@@ -1,0 +1,173 @@
+"""Alertmanager notifications as Alertmanager sends them, test settings, and store checks.
+
+Shared by the OpenAPI contract tests and the webhook fuzz suite: both drive the real
+application and then ask the real store whether what it holds still makes sense.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from receiver import evidence_api
+from receiver.app import create_app
+from receiver.config import Settings
+from receiver.keys import STORE
+
+__all__ = [
+    "BASIC_PASSWORD",
+    "BASIC_USER",
+    "BEARER",
+    "TOKEN",
+    "ZERO_TIME",
+    "alert",
+    "basic_header",
+    "notification",
+    "receiver_settings",
+    "served_app",
+    "store_problems",
+    "wait_processed",
+]
+
+TOKEN = "test-webhook-token-5f2c9a"
+BASIC_USER = "alertmanager"
+BASIC_PASSWORD = "test-basic-password-81d4"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def basic_header(user: str, password: str) -> dict[str, str]:
+    """An ``Authorization`` header for basic auth, as Alertmanager's ``basic_auth`` sends it."""
+    raw = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {raw}"}
+
+
+def receiver_settings(tmp_path: Path, *, max_body_bytes: int = 1_048_576) -> Settings:
+    """Settings with both bearer and basic auth; state and evidence in ``tmp_path``."""
+    return Settings(
+        server={"max_body_bytes": max_body_bytes},
+        webhook={
+            "bearer_token": {"value": TOKEN},
+            "basic_auth": {"username": BASIC_USER, "password": {"value": BASIC_PASSWORD}},
+        },
+        store={"path": tmp_path / "receiver.sqlite3"},
+        evidence={"directory": tmp_path / "evidence"},
+    )
+
+
+def _serves(app: web.Application, method: str, path: str) -> bool:
+    return any(
+        r.method == method and r.resource is not None and r.resource.canonical == path
+        for r in app.router.routes()
+    )
+
+
+def served_app(tmp_path: Path, *, max_body_bytes: int = 1_048_576) -> web.Application:
+    """The application as served, evidence endpoints included (registered here if
+    ``create_app`` does not register them itself)."""
+    app = create_app(receiver_settings(tmp_path, max_body_bytes=max_body_bytes))
+    if not _serves(app, "GET", "/api/incidents/{id}/evidence"):
+        evidence_api.add_routes(app)
+    return app
+
+
+def alert(
+    fingerprint: str,
+    status: str = "firing",
+    *,
+    labels: dict[str, str] | None = None,
+    starts_at: str = "2026-01-05T10:00:00.123Z",
+    ends_at: str = ZERO_TIME,
+) -> dict[str, Any]:
+    """One alert of a notification."""
+    return {
+        "status": status,
+        "labels": labels or {"alertname": "PostHogErrors", "status_code": "429"},
+        "annotations": {"summary": "PostHog API answers 429"},
+        "startsAt": starts_at,
+        "endsAt": ends_at,
+        "generatorURL": "http://prometheus.example:9090/graph?g0.expr=x",
+        "fingerprint": fingerprint,
+    }
+
+
+def notification(
+    group_key: str, alerts: list[dict[str, Any]], *, status: str | None = None
+) -> dict[str, Any]:
+    """A version 4 notification of ``alerts`` (the whole group)."""
+    firing = any(a["status"] == "firing" for a in alerts)
+    return {
+        "version": "4",
+        "groupKey": group_key,
+        "truncatedAlerts": 0,
+        "status": status or ("firing" if firing else "resolved"),
+        "receiver": "posthog-receiver",
+        "groupLabels": {"alertname": "PostHogErrors"},
+        "commonLabels": {"alertname": "PostHogErrors"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example:9093",
+        "alerts": alerts,
+    }
+
+
+def _inbox_states(conn: sqlite3.Connection) -> dict[str, int]:
+    rows = conn.execute("SELECT state, count(*) AS n FROM inbox GROUP BY state").fetchall()
+    return {r["state"]: r["n"] for r in rows}
+
+
+async def wait_processed(app: web.Application, *, timeout: float = 20.0) -> dict[str, int]:
+    """Wait until the worker has taken every stored webhook out of the inbox; its row counts."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        states = await app[STORE].read(_inbox_states)
+        if not states.get("pending"):
+            return states
+        if loop.time() > deadline:
+            raise AssertionError(f"inbox not drained after {timeout}s: {states}")
+        await asyncio.sleep(0.02)
+
+
+def _problems(conn: sqlite3.Connection) -> list[str]:
+    problems: list[str] = []
+    if (check := conn.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
+        problems.append(f"integrity_check: {check}")
+    if fk := conn.execute("PRAGMA foreign_key_check").fetchall():
+        problems.append(f"foreign keys violated: {[tuple(r) for r in fk]}")
+    for row in conn.execute(
+        "SELECT group_key, count(*) AS n FROM incidents WHERE status = 'open'"
+        " GROUP BY group_key HAVING n > 1"
+    ):
+        problems.append(f"{row['n']} open incidents for one group")
+    for row in conn.execute(
+        "SELECT i.id, i.status, i.resolved_at,"
+        " (SELECT count(*) FROM alerts a WHERE a.incident_id = i.id) AS alerts,"
+        " (SELECT count(*) FROM alerts a WHERE a.incident_id = i.id"
+        "  AND a.status = 'firing') AS firing"
+        " FROM incidents i"
+    ):
+        if row["alerts"] == 0:
+            problems.append(f"incident {row['id']} has no alerts")
+        if row["status"] == "open" and row["firing"] == 0:
+            problems.append(f"incident {row['id']} is open with no firing alert")
+        if row["status"] == "resolved" and (row["firing"] or row["resolved_at"] is None):
+            problems.append(f"incident {row['id']} is resolved but an alert still fires")
+        opened = conn.execute(
+            "SELECT count(*) FROM incident_events WHERE incident_id = ? AND kind = 'opened'",
+            (row["id"],),
+        ).fetchone()[0]
+        if opened != 1:
+            problems.append(f"incident {row['id']} has {opened} 'opened' events")
+    if failed := conn.execute("SELECT id, error FROM inbox WHERE state = 'failed'").fetchall():
+        problems.append(f"stored webhooks the worker could not apply: {[tuple(r) for r in failed]}")
+    return problems
+
+
+async def store_problems(app: web.Application) -> list[str]:
+    """Everything in the store that contradicts the incident rules (empty when consistent)."""
+    return await app[STORE].read(_problems)

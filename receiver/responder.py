@@ -56,6 +56,7 @@ __all__ = [
     "EvidenceSink",
     "IncidentResponder",
     "Remediation",
+    "RemediationPending",
     "ResponsePreview",
     "RevertChecks",
     "action_notice",
@@ -77,6 +78,10 @@ REPEAT_SKIP_PREFIX = "already handled"
 NOTIFIED_OUTCOMES = frozenset({"applied", "dry_run", "skipped", "failed", "escalated", "reverted"})
 # A severity for an incident that has not been triaged (its triage failed every attempt).
 UNTRIAGED_SEVERITY = Severity.P3
+
+
+class RemediationPending(Exception):
+    """An action was stopped by an unavailable Kubernetes API: handle the event again later."""
 
 
 class Remediation(Protocol):
@@ -311,8 +316,9 @@ class IncidentResponder:
             else:
                 await self._notifier.incident_changed(snapshot)
 
+        outcomes: Sequence[object] = ()
         if self._remediation is not None and triaged.get("status") == "open":
-            await self._remediation.remediate(
+            outcomes = await self._remediation.remediate(
                 incident_id=incident_id,
                 error_class=assessment.error_class,
                 verdict=decision.verdict,
@@ -322,6 +328,10 @@ class IncidentResponder:
 
         if kind == "opened":
             await self._collect(incident_id, "opened", self._upstream_of(decision), log)
+        if any(getattr(o, "transient", False) for o in outcomes):
+            # People have been told. The worker hands this event over again after a backoff,
+            # and the remediation journal applies what is still missing, once.
+            raise RemediationPending("the Kubernetes API was unavailable; trying again later")
 
     # -- resolved ---------------------------------------------------------------------------
 

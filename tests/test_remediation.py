@@ -513,6 +513,23 @@ async def test_server_errors_and_timeouts_retry_then_escalate(
     assert len([r for r in cluster if r.method.value == "GET" and r.resource is not None]) == 3
 
 
+@pytest.mark.asyncio
+async def test_api_outage_is_transient_other_refusals_are_not(
+    cluster: ClusterEmulator, store: Store, make: Make
+) -> None:
+    """An action the unavailable API stopped is marked transient (the responder tries the
+    incident again later); one the API refused (403) is final."""
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
+    cluster.fail("get", "deployments", 503, times=3)
+    remediator = await make()
+    down = await rate_limited(remediator, await open_incident(store, "outage"))
+    assert [(o.status, o.transient) for o in down] == [("escalated", True)]
+
+    cluster.fail("patch", "deployments", 403, times=2)
+    refused = await rate_limited(remediator, await open_incident(store, "forbidden"))
+    assert [(o.status, o.transient) for o in refused] == [("escalated", False)]
+
+
 # -- crash safety ------------------------------------------------------------------------------
 
 

@@ -526,6 +526,39 @@ async def test_an_event_handled_again_neither_acts_nor_pages_twice(
 
 
 @pytest.mark.asyncio
+async def test_action_stopped_by_an_api_outage_is_applied_once_the_api_is_back(
+    tmp_path: Path,
+    status_page: FakeStatusPage,
+    pagerduty: FakePagerDuty,
+    cluster: ClusterEmulator,
+    kube_settings: KubernetesSettings,
+    aiohttp_client: AppClient,
+) -> None:
+    """While the Kubernetes API answers 503 the action is escalated, not dropped: the event
+    is handled again and, once the API answers, queue mode is set exactly once."""
+    healthy_workload(cluster)
+    outage = cluster.fail("get", "deployments", 503, times=10**6)
+    settings = cluster_settings(tmp_path, status_page, kube_settings, pagerduty)
+    client = await aiohttp_client(create_app(settings))
+    await post(client, payload(alert(status_code="429")))
+    incident = await triaged_incident(client)
+
+    async def escalated() -> bool:
+        entries = await remediation_entries(client, incident["id"])
+        return any(e["data"]["status"] == "escalated" for e in entries)
+
+    await eventually(escalated)
+    assert "RATE_LIMIT_MODE" not in integration_env(cluster)
+    outage.times = outage.served  # the API server is back
+
+    await eventually(lambda: _true(integration_env(cluster).get("RATE_LIMIT_MODE") == "queue"))
+    await eventually(lambda: events_done(client))
+    entries = await remediation_entries(client, incident["id"])
+    assert [e["data"]["status"] for e in entries].count("applied") == 1
+    assert len(cluster.writes("deployments")) == 1
+
+
+@pytest.mark.asyncio
 async def test_labels_cannot_aim_remediation_elsewhere(
     acting: TestClient[Any, Any], pagerduty: FakePagerDuty, cluster: ClusterEmulator
 ) -> None:

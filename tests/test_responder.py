@@ -527,19 +527,12 @@ async def test_an_event_handled_again_neither_acts_nor_pages_twice(
 
 @pytest.mark.asyncio
 async def test_action_stopped_by_an_api_outage_is_applied_once_the_api_is_back(
-    tmp_path: Path,
-    status_page: FakeStatusPage,
-    pagerduty: FakePagerDuty,
-    cluster: ClusterEmulator,
-    kube_settings: KubernetesSettings,
-    aiohttp_client: AppClient,
+    acting: TestClient[Any, Any], cluster: ClusterEmulator
 ) -> None:
     """While the Kubernetes API answers 503 the action is escalated, not dropped: the event
     is handled again and, once the API answers, queue mode is set exactly once."""
-    healthy_workload(cluster)
     outage = cluster.fail("get", "deployments", 503, times=10**6)
-    settings = cluster_settings(tmp_path, status_page, kube_settings, pagerduty)
-    client = await aiohttp_client(create_app(settings))
+    client = acting
     await post(client, payload(alert(status_code="429")))
     incident = await triaged_incident(client)
 

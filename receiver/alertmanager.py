@@ -28,9 +28,14 @@ def _not_a_number(value: object) -> object:
     return value
 
 
+# From 2**52 on, a double has no room for a fraction: 4503599627370496.5 parses as an integer.
+# A count written as a float is taken only below that, where a fraction would still show.
+FLOAT_EXACT_LIMIT = 2.0**52
+
+
 def _json_integer(value: object) -> object:
-    # JSON's integers include 5.0 and 1e20; a string or a boolean is not one.
-    if isinstance(value, float) and value.is_integer():
+    # JSON's integers include 5.0 and 5.0E3; a string or a boolean is not one.
+    if isinstance(value, float) and value.is_integer() and abs(value) < FLOAT_EXACT_LIMIT:
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("expected an integer")

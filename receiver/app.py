@@ -1,10 +1,10 @@
 """The aiohttp application: routes, middlewares, and the lifecycle of what it holds.
 
 Nothing happens at import time. ``create_app(settings)`` wires the parts; the store, the
-worker and the responder's clients (status page and health readers, the notification outbox,
-the revert checks) are opened and closed in ``cleanup_ctx`` so a SIGTERM (aiohttp's graceful
-shutdown) stops accepting requests, lets in-flight ones finish, stops the worker, closes the
-clients and then the store.
+process's one Kubernetes connection, the worker and the responder's clients (status page and
+health readers, the notification outbox, the revert checks, the evidence collector) are opened
+and closed in ``cleanup_ctx`` so a SIGTERM (aiohttp's graceful shutdown) stops accepting
+requests, lets in-flight ones finish, stops the worker, closes the clients and then the store.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from aiohttp import web
 from receiver import api, evidence_api, notify
 from receiver.config import Settings
 from receiver.evidence import EvidenceCollector
+from receiver.evidence_api import EVIDENCE
 from receiver.health import HealthReader
 from receiver.incidents import IncidentEvent
 from receiver.keys import METRICS, OUTBOX, SETTINGS, STORE, WORKER
-from receiver.kube.errors import KubeError
+from receiver.kube.client import ClusterAccess, open_cluster
 from receiver.kube.workload import IntegrationWorkload
 from receiver.logs import register_secrets
 from receiver.metrics import Metrics
@@ -69,32 +70,17 @@ def _new_request_id() -> str:
     return f"{random.getrandbits(64):016x}"
 
 
-async def _cluster_view(
-    settings: Settings, stack: contextlib.AsyncExitStack
-) -> IntegrationWorkload | None:
-    """The configured workload, for triage's read-only questions (pods, API key); ``None``
-    without a cluster, or when it cannot be reached (triage then says so in its steps)."""
-    try:
-        workload = await IntegrationWorkload.connect(
-            settings.kubernetes, settings.remediation.target
-        )
-    except KubeError as e:
-        logger.error("triage has no cluster view", error=str(e))
-        return None
-    if workload is not None:
-        stack.push_async_callback(workload.close)
-    return workload
-
-
 async def open_responder(
     app: web.Application,
     settings: Settings,
     store: Store,
     stack: contextlib.AsyncExitStack,
     *,
+    cluster: ClusterAccess,
     evidence: EvidenceCollector,
 ) -> IncidentResponder:
-    """The responder built from ``settings``, its clients registered on ``stack`` to close."""
+    """The responder built from ``settings``, its clients registered on ``stack`` to close;
+    triage and remediation share ``cluster``, the process's connection."""
     triage = settings.triage
     upstream = UpstreamReader(triage.upstream)
     stack.push_async_callback(upstream.close)
@@ -109,14 +95,16 @@ async def open_responder(
     stack.push_async_callback(outbox.stop)
     app[OUTBOX] = outbox
     remediator = await stack.enter_async_context(
-        open_remediator(settings, store=store, metrics=app[METRICS])
+        open_remediator(settings, store=store, cluster=cluster, metrics=app[METRICS])
     )
+    target = settings.remediation.target
+    view = IntegrationWorkload(cluster.connection, target=target) if cluster.connection else None
     responder = IncidentResponder(
         store=store,
         triage=triage,
         upstream=upstream,
         health=health,
-        cluster=await _cluster_view(settings, stack),
+        cluster=view,
         remediation=remediator,
         notifier=notifier,
         evidence=evidence if settings.responder.collect_evidence else None,
@@ -194,22 +182,29 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
     app[METRICS] = Metrics()
     register_secrets(secret_values(settings))
 
-    # Built here, opened below: neither touches anything before the application starts. The
-    # evidence collector is shared by the responder and the evidence endpoints.
+    # Built here, opened below: nothing is touched before the application starts.
     store = Store(settings.store)
-    collector = EvidenceCollector.from_settings(settings, store=store, metrics=app[METRICS])
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         app[STORE] = store
         try:
             async with contextlib.AsyncExitStack() as clients:
+                # One cluster connection for the process: triage, remediation and evidence.
+                cluster = await clients.enter_async_context(open_cluster(settings.kubernetes))
+                # The evidence collector is shared by the responder and the evidence endpoints.
+                collector = EvidenceCollector.from_settings(
+                    settings, store=store, cluster=cluster.connection, metrics=app[METRICS]
+                )
                 clients.push_async_callback(collector.close)
+                app[EVIDENCE] = collector
                 worker = Worker(
                     store=store,
                     metrics=app[METRICS],
                     responder=responder
-                    or await open_responder(app, settings, store, clients, evidence=collector),
+                    or await open_responder(
+                        app, settings, store, clients, cluster=cluster, evidence=collector
+                    ),
                     inbox_retention_seconds=settings.store.inbox_retention_hours * 3600,
                     settings=settings.worker,
                 )
@@ -239,6 +234,6 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/api/incidents", api.incidents)
     app.router.add_get("/api/incidents/{id}", api.incident)
-    evidence_api.add_routes(app, collector=collector)
+    evidence_api.add_routes(app)
     add_openapi_routes(app)
     return app

@@ -244,6 +244,7 @@ def _with_collector(
 ) -> int:
     """Run ``use(collector)`` against the local store named by ``--config``."""
     from receiver.evidence import EvidenceCollector, IncidentNotFound
+    from receiver.kube.client import open_cluster
     from receiver.logs import configure_logging
     from receiver.store import Store, StoreUnavailable
 
@@ -253,11 +254,16 @@ def _with_collector(
     async def run() -> int:
         store = Store(settings.store)
         await store.open()
-        collector = EvidenceCollector.from_settings(settings, store=store)
         try:
-            return await use(collector)
+            async with open_cluster(settings.kubernetes) as cluster:
+                collector = EvidenceCollector.from_settings(
+                    settings, store=store, cluster=cluster.connection
+                )
+                try:
+                    return await use(collector)
+                finally:
+                    await collector.close()
         finally:
-            await collector.close()
             await store.close()
 
     try:

@@ -228,7 +228,19 @@ class WorkerSettings(_Group):
     stall_after_seconds: float = Field(
         default=120.0,
         gt=0,
-        description="/readyz fails when the worker has not completed a pass for this long.",
+        description=(
+            "/readyz fails when the worker has not completed a pass, or one incident's event "
+            "has not been handled, for this long."
+        ),
+    )
+    max_concurrent_incidents: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description=(
+            "Incidents whose events are handled at the same time; each incident's own events "
+            "are always handled one at a time, in order."
+        ),
     )
 
     @model_validator(mode="after")

@@ -1,80 +1,62 @@
 """HTTP endpoints for an incident's evidence: the postmortem draft, its chart, the bundle.
 
-``add_routes(app)`` is called by ``create_app``. The collector is either given (when the
-responder shares it) or built from the settings once the store is open. Evidence is collected
+``add_routes(app)`` is called by ``create_app``, whose lifecycle builds the collector (shared
+with the responder) once the store and the cluster connection are open. Evidence is collected
 on demand when an incident has no bundle yet, so these endpoints may take as long as one
 collection; they sit under ``/api/`` and so behind the API's credentials.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
 
 from receiver.evidence import EvidenceCollector, IncidentNotFound
-from receiver.keys import METRICS, SETTINGS, STORE
 from receiver.store import StoreUnavailable
 
 __all__ = ["EVIDENCE", "add_routes"]
 
 EVIDENCE = web.AppKey("evidence", EvidenceCollector)
+T = TypeVar("T")
 
 
-def add_routes(app: web.Application, *, collector: EvidenceCollector | None = None) -> None:
-    """Register the evidence endpoints; build the collector at start-up unless given one
-    (whose owner then closes it)."""
-    if collector is not None:
-        app[EVIDENCE] = collector
-    else:
-
-        async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-            built = EvidenceCollector.from_settings(
-                app[SETTINGS], store=app[STORE], metrics=app[METRICS]
-            )
-            app[EVIDENCE] = built
-            yield
-            await built.close()
-
-        app.cleanup_ctx.append(lifecycle)
+def add_routes(app: web.Application) -> None:
+    """Register the evidence endpoints; the application's lifecycle sets ``app[EVIDENCE]``."""
     app.router.add_get("/api/incidents/{id}/postmortem", postmortem)
     app.router.add_get("/api/incidents/{id}/chart.svg", chart)
     app.router.add_get("/api/incidents/{id}/evidence", evidence)
 
 
-async def postmortem(request: web.Request) -> web.Response:
-    """The postmortem draft in Markdown (its chart is ``chart.svg`` beside it)."""
+async def _answer(
+    request: web.Request, produce: Callable[[EvidenceCollector, str], Awaitable[T]]
+) -> T:
+    """``produce(collector, incident_id)``, its domain errors mapped to 404 and 503."""
     incident_id = request.match_info["id"]
     try:
-        text = await request.app[EVIDENCE].postmortem(incident_id)
+        return await produce(request.app[EVIDENCE], incident_id)
     except IncidentNotFound:
         raise web.HTTPNotFound(text=f"no incident {incident_id}") from None
     except StoreUnavailable:
         raise web.HTTPServiceUnavailable(text="store unavailable") from None
+
+
+async def postmortem(request: web.Request) -> web.Response:
+    """The postmortem draft in Markdown (its chart is ``chart.svg`` beside it)."""
+    text = await _answer(request, EvidenceCollector.postmortem)
     return web.Response(text=text, content_type="text/markdown", charset="utf-8")
 
 
 async def chart(request: web.Request) -> web.Response:
     """The error-rate chart over the incident, actions marked (SVG)."""
-    incident_id = request.match_info["id"]
-    try:
-        svg = await request.app[EVIDENCE].chart(incident_id)
-    except IncidentNotFound:
-        raise web.HTTPNotFound(text=f"no incident {incident_id}") from None
-    except StoreUnavailable:
-        raise web.HTTPServiceUnavailable(text="store unavailable") from None
+    svg = await _answer(request, EvidenceCollector.chart)
     return web.Response(text=svg, content_type="image/svg+xml", charset="utf-8")
 
 
 async def evidence(request: web.Request) -> web.FileResponse:
     """The incident's latest evidence bundle (.tar.gz)."""
-    incident_id = request.match_info["id"]
-    try:
-        path = await request.app[EVIDENCE].bundle(incident_id)
-    except IncidentNotFound:
-        raise web.HTTPNotFound(text=f"no incident {incident_id}") from None
-    except StoreUnavailable:
-        raise web.HTTPServiceUnavailable(text="store unavailable") from None
+    path = await _answer(request, EvidenceCollector.bundle)
     return web.FileResponse(
         path,
         headers={

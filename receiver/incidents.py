@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -203,13 +203,19 @@ def _queue_event(
     )
 
 
-def due_events(conn: sqlite3.Connection, limit: int = 50) -> list[IncidentEvent]:
+def due_events(
+    conn: sqlite3.Connection, limit: int = 50, *, busy: Collection[str] = ()
+) -> list[IncidentEvent]:
     """Pending events whose retry time has come, in order; an incident whose earliest pending
-    event is still backing off contributes nothing, so each incident's events stay in order."""
+    event is still backing off contributes nothing, so each incident's events stay in order.
+    Incidents in ``busy`` (being handled right now) are left out."""
+    skip = list(busy)
     rows = conn.execute(
         "SELECT id, incident_id, kind, data, attempts, next_attempt_at FROM incident_events"
-        " WHERE state = 'pending' ORDER BY id LIMIT ?",
-        (limit * 4,),
+        " WHERE state = 'pending'"
+        f" AND incident_id NOT IN ({', '.join('?' * len(skip))})"
+        " ORDER BY id LIMIT ?",
+        (*skip, limit * 4),
     ).fetchall()
     blocked: set[str] = set()
     due: list[IncidentEvent] = []

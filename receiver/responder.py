@@ -25,7 +25,6 @@ configured (or available) the responder still triages, records and notifies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -40,6 +39,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from receiver.alertmanager import WebhookPayload
+from receiver.background import BackgroundTask
 from receiver.cluster import ClusterView
 from receiver.config import Settings, StoreSettings, TriageSettings
 from receiver.decision import Q_UPSTREAM, Decision, HealthSource, StatusSource, decide
@@ -56,6 +56,7 @@ __all__ = [
     "EvidenceSink",
     "IncidentResponder",
     "Remediation",
+    "RemediationPending",
     "ResponsePreview",
     "RevertChecks",
     "action_notice",
@@ -77,6 +78,10 @@ REPEAT_SKIP_PREFIX = "already handled"
 NOTIFIED_OUTCOMES = frozenset({"applied", "dry_run", "skipped", "failed", "escalated", "reverted"})
 # A severity for an incident that has not been triaged (its triage failed every attempt).
 UNTRIAGED_SEVERITY = Severity.P3
+
+
+class RemediationPending(Exception):
+    """An action was stopped by an unavailable Kubernetes API: handle the event again later."""
 
 
 class Remediation(Protocol):
@@ -311,8 +316,9 @@ class IncidentResponder:
             else:
                 await self._notifier.incident_changed(snapshot)
 
+        outcomes: Sequence[object] = ()
         if self._remediation is not None and triaged.get("status") == "open":
-            await self._remediation.remediate(
+            outcomes = await self._remediation.remediate(
                 incident_id=incident_id,
                 error_class=assessment.error_class,
                 verdict=decision.verdict,
@@ -322,6 +328,10 @@ class IncidentResponder:
 
         if kind == "opened":
             await self._collect(incident_id, "opened", self._upstream_of(decision), log)
+        if any(getattr(o, "transient", False) for o in outcomes):
+            # People have been told. The worker hands this event over again after a backoff,
+            # and the remediation journal applies what is still missing, once.
+            raise RemediationPending("the Kubernetes API was unavailable; trying again later")
 
     # -- resolved ---------------------------------------------------------------------------
 
@@ -413,21 +423,17 @@ class RevertChecks:
     def __init__(self, responder: IncidentResponder, *, interval_seconds: float) -> None:
         self._responder = responder
         self._interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundTask("revert-checks", self._run)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="revert-checks")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     @property
     def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.alive
 
     async def _run(self) -> None:
         while True:

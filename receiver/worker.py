@@ -5,21 +5,27 @@ Two durable queues, both in the store: the inbox (received webhooks) and inciden
 work left behind by a crash or a shutdown is done after the next start. The responder must
 therefore be idempotent for an event it may see twice; the remediation journal and the
 notification outbox make it so.
+
+Incidents are independent, so their events are handled concurrently (at most
+``worker.max_concurrent_incidents`` at once): remediation waits inline for a rollout, and that
+wait must delay only the incident concerned. Within one incident events are handled strictly
+in order, one at a time, and a failed event holds back only that incident's later events.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import sqlite3
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 from pydantic import ValidationError
 
 from receiver.alertmanager import WebhookPayload
+from receiver.background import BackgroundTask, wait_to_be_woken
 from receiver.config import WorkerSettings
 from receiver.incidents import (
     InboxRow,
@@ -70,23 +76,26 @@ class Worker:
         self._retention = inbox_retention_seconds
         self._settings = settings or WorkerSettings()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundTask("incident-worker", self._run)
         self._last_prune = 0.0
+        self._incidents: dict[str, _Handling] = {}
         self.heartbeat = time.monotonic()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="incident-worker")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop the passes, then the incidents being handled (their events stay pending and
+        are handled again after the next start)."""
+        await self._loop.stop()
+        handling = [h.task for h in self._incidents.values()]
+        for task in handling:
+            task.cancel()
+        await asyncio.gather(*handling, return_exceptions=True)
 
     @property
     def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.alive
 
     @property
     def paused(self) -> bool:
@@ -95,8 +104,10 @@ class Worker:
 
     @property
     def stalled(self) -> bool:
-        """No pass completed for ``worker.stall_after_seconds`` (e.g. a responder hangs)."""
-        return time.monotonic() - self.heartbeat > self._settings.stall_after_seconds
+        """No pass completed, or one incident's handling has not finished, for
+        ``worker.stall_after_seconds`` (e.g. a responder hangs)."""
+        limit = time.monotonic() - self._settings.stall_after_seconds
+        return self.heartbeat < limit or any(h.since < limit for h in self._incidents.values())
 
     def wake(self) -> None:
         """Tell the worker there is new work (called after a webhook is stored)."""
@@ -120,12 +131,7 @@ class Worker:
                 logger.exception("worker iteration failed")
                 busy = False
             if not busy:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                # cancellation that arrives as the event is set, and stop() then waits forever.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._settings.poll_interval_seconds):
-                        await self._wake.wait()
-                self._wake.clear()
+                await wait_to_be_woken(self._wake, seconds=self._settings.poll_interval_seconds)
 
     async def _count_backlog(self) -> bool:
         self._metrics.inbox_depth.set(await self._store.read(inbox_depth))
@@ -174,23 +180,39 @@ class Worker:
         return True
 
     async def _drain_events(self) -> bool:
-        events = await self._store.read(due_events)
-        # Marking an event done is not awaited one by one: the marks commit in the writer's
-        # next group commit while the responder works on the next event. A crash in between
-        # hands an event to the responder again, which it must (and does) tolerate.
+        """Hand each incident with due events to a task of its own, up to the configured
+        number at once; ``True`` if any was started. An incident already being handled is
+        left to its task: its later events are read again when that task ends."""
+        free = self._settings.max_concurrent_incidents - len(self._incidents)
+        if free <= 0:
+            return False
+        events = await self._store.read(functools.partial(due_events, busy=set(self._incidents)))
+        queues: dict[str, list[IncidentEvent]] = {}
+        for event in events:
+            if event.incident_id in queues or len(queues) < free:
+                queues.setdefault(event.incident_id, []).append(event)
+        for incident_id, queue in queues.items():
+            task = asyncio.create_task(self._handle_incident(queue), name=f"incident-{incident_id}")
+            self._incidents[incident_id] = _Handling(task, time.monotonic())
+            task.add_done_callback(functools.partial(self._incident_done, incident_id))
+        return bool(queues)
+
+    async def _handle_incident(self, events: list[IncidentEvent]) -> None:
+        """One incident's events, strictly in order; a failure leaves the rest for later.
+
+        Marking an event done is not awaited one by one: the marks commit in the writer's
+        next group commit while the responder works on the next event. A crash in between
+        hands an event to the responder again, which it must (and does) tolerate.
+        """
         marks: list[asyncio.Future[None]] = []
-        failed: set[str] = set()
         try:
             for event in events:
-                if event.incident_id in failed:
-                    continue  # keep each incident's events in order: retry the failed one first
                 log = logger.bind(incident_id=event.incident_id, kind=event.kind, event_id=event.id)
                 try:
                     await self._responder.handle(event)
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
-                    failed.add(event.incident_id)
                     attempts = event.attempts + 1
                     give_up = attempts >= MAX_EVENT_ATTEMPTS
                     self._metrics.incident_events.labels(
@@ -210,7 +232,7 @@ class Worker:
                             )
                         )
                     )
-                    continue
+                    return  # keep the incident's events in order: retry the failed one first
                 marks.append(
                     asyncio.ensure_future(
                         self._store.write(
@@ -222,9 +244,19 @@ class Worker:
                 )
                 self._metrics.incident_events.labels(event.kind, "done").inc()
         finally:
+            # Before the incident counts as idle again: its next read must see these marks.
             if marks:
                 await asyncio.gather(*marks)
-        return bool(events)
+
+    def _incident_done(self, incident_id: str, task: asyncio.Task[None]) -> None:
+        self._incidents.pop(incident_id, None)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            if isinstance(error, StoreUnavailable):
+                self._metrics.worker_errors.labels("store").inc()
+            else:
+                self._metrics.worker_errors.labels("unexpected").inc()
+            logger.error("handling an incident failed", incident_id=incident_id, error=repr(error))
+        self._wake.set()  # its later events, or another incident waiting for a slot
 
     async def _maybe_prune(self) -> None:
         if time.monotonic() - self._last_prune < PRUNE_EVERY_SECONDS:
@@ -234,6 +266,14 @@ class Worker:
         pruned = await self._store.write(lambda c: prune_inbox(c, older_than=cutoff))
         if pruned:
             logger.info("pruned processed webhooks", count=pruned)
+
+
+@dataclass(frozen=True)
+class _Handling:
+    """An incident being handled: its task, and since when (for :attr:`Worker.stalled`)."""
+
+    task: asyncio.Task[None]
+    since: float
 
 
 class _Apply:

@@ -20,6 +20,7 @@ from receiver.config import (
     StoreSettings,
 )
 from receiver.incidents import IncidentEvent, apply_notification
+from receiver.kube.client import KubeConnection
 from receiver.kube.workload import IntegrationWorkload
 from receiver.store import Store
 from tests.helpers import make_settings
@@ -79,14 +80,18 @@ async def kube_settings(cluster: ClusterEmulator, tmp_path: Path) -> KubernetesS
 
 
 @pytest_asyncio.fixture()
-async def workload(kube_settings: KubernetesSettings) -> AsyncIterator[IntegrationWorkload]:
-    """The integration workload in namespace ``prod``, connected through the kubeconfig."""
-    connected = await IntegrationWorkload.connect(
-        kube_settings, RemediationTarget(namespace="prod")
-    )
-    assert connected is not None
-    yield connected
-    await connected.close()
+async def kube(kube_settings: KubernetesSettings) -> AsyncIterator[KubeConnection]:
+    """One connection to the emulated API server, as the application opens it."""
+    connection = await KubeConnection.open(kube_settings)
+    assert connection is not None
+    yield connection
+    await connection.close()
+
+
+@pytest_asyncio.fixture()
+async def workload(kube: KubeConnection) -> IntegrationWorkload:
+    """The integration workload in namespace ``prod``, through that connection."""
+    return IntegrationWorkload(kube, target=RemediationTarget(namespace="prod"))
 
 
 @pytest_asyncio.fixture()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import tarfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from receiver.config import (
 )
 from receiver.evidence import EvidenceCollector, IncidentNotFound, bundles_for
 from receiver.incidents import get_incident
+from receiver.kube.client import open_cluster
 from receiver.logs import register_secrets
 from receiver.metrics import Metrics
 from receiver.runbook import ErrorClass, Severity
@@ -117,6 +119,21 @@ def _settings(
     )
 
 
+@asynccontextmanager
+async def collecting(
+    settings: Settings, *, store: Store, metrics: Metrics | None = None
+) -> AsyncIterator[EvidenceCollector]:
+    """A collector as the application builds it: through one cluster connection."""
+    async with open_cluster(settings.kubernetes) as cluster:
+        collector = EvidenceCollector.from_settings(
+            settings, store=store, cluster=cluster.connection, metrics=metrics
+        )
+        try:
+            yield collector
+        finally:
+            await collector.close()
+
+
 def _read(path: Path) -> dict[str, bytes]:
     stem = path.name.removesuffix(".tar.gz")
     with tarfile.open(path, "r:gz") as tar:
@@ -163,14 +180,11 @@ async def test_a_resolved_incident_bundle_holds_every_source(
     await record(store, incident_id, "action", "set POSTHOG_FALLBACK=true")
     await resolve_incident(store, status_code="503")
 
-    collector = EvidenceCollector.from_settings(
+    async with collecting(
         _settings(tmp_path, prometheus_url=prom_url, kubeconfig=cluster), store=store
-    )
-    try:
+    ) as collector:
         path = await collector.collect(incident_id=incident_id, phase="resolved", upstream=UPSTREAM)
         again = await collector.collect(incident_id=incident_id, phase="resolved", upstream=None)
-    finally:
-        await collector.close()
 
     assert again == path
     files = _read(path)
@@ -242,17 +256,14 @@ async def test_prometheus_down_and_logs_forbidden_leave_notes(
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url))
     incident_id = await open_incident(store)
     metrics = Metrics()
-    collector = EvidenceCollector.from_settings(
+    async with collecting(
         _settings(
             tmp_path, prometheus_url=f"http://127.0.0.1:{free_port()}", kubeconfig=kubeconfig
         ),
         store=store,
         metrics=metrics,
-    )
-    try:
+    ) as collector:
         path = await collector.collect(incident_id=incident_id, phase="opened", upstream=None)
-    finally:
-        await collector.close()
     files = _read(path)
     manifest = json.loads(files["manifest.json"])
     failed = {f["source"]: f["reason"] for f in manifest["failed_sources"]}
@@ -282,13 +293,10 @@ async def test_without_prometheus_or_cluster_the_bundle_says_not_configured(
 ) -> None:
     """The laptop default (no Prometheus URL, no cluster) still bundles timeline and draft."""
     incident_id = await open_incident(store)
-    collector = EvidenceCollector.from_settings(
+    async with collecting(
         _settings(tmp_path, prometheus_url=None, kubeconfig=None), store=store
-    )
-    try:
+    ) as collector:
         path = await collector.collect(incident_id=incident_id, phase="opened", upstream=None)
-    finally:
-        await collector.close()
     files = _read(path)
     manifest = json.loads(files["manifest.json"])
     statuses = {s["source"]: s["status"] for s in manifest["sources"]}
@@ -332,11 +340,8 @@ async def test_a_noisy_pod_cannot_exceed_the_size_limits(
         max_file_bytes=64 * 1024,
         max_bundle_bytes=200 * 1024,
     )
-    collector = EvidenceCollector.from_settings(settings, store=store)
-    try:
+    async with collecting(settings, store=store) as collector:
         path = await collector.collect(incident_id=incident_id, phase="opened", upstream=None)
-    finally:
-        await collector.close()
     files = _read(path)
     manifest = json.loads(files["manifest.json"])
     assert manifest["content_bytes"] <= 200 * 1024
@@ -359,10 +364,9 @@ async def test_postmortem_on_demand_collects_and_follows_resolution(
 ) -> None:
     """Asking for a draft collects a bundle when none exists, and a resolved one after resolve."""
     incident_id = await open_incident(store)
-    collector = EvidenceCollector.from_settings(
+    async with collecting(
         _settings(tmp_path, prometheus_url=None, kubeconfig=None), store=store
-    )
-    try:
+    ) as collector:
         draft = await collector.postmortem(incident_id)
         assert "so far (still open)" in draft
         assert [r.phase for r in await collector.records(incident_id)] == ["opened"]
@@ -375,8 +379,6 @@ async def test_postmortem_on_demand_collects_and_follows_resolution(
         assert svg.startswith("<svg")
         with pytest.raises(IncidentNotFound):
             await collector.postmortem("inc-nope")
-    finally:
-        await collector.close()
 
 
 @pytest.mark.asyncio
@@ -391,13 +393,10 @@ async def test_registered_secrets_are_scrubbed_from_collected_logs(
     add_event(kmock, NS, "ev-1", kind="Pod", object_name=POD, reason="BackOff", message=secret)
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url))
     incident_id = await open_incident(store)
-    collector = EvidenceCollector.from_settings(
+    async with collecting(
         _settings(tmp_path, prometheus_url=None, kubeconfig=kubeconfig), store=store
-    )
-    try:
+    ) as collector:
         path = await collector.collect(incident_id=incident_id, phase="opened", upstream=None)
-    finally:
-        await collector.close()
     files = _read(path)
     assert b"ERROR 401 with key [redacted]" in files[f"logs/{POD}/app.errors.log"]
     assert all(secret.encode() not in content for content in files.values())

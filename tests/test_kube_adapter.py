@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from receiver.config import KubernetesSettings, RemediationTarget
+from receiver.kube.client import KubeConnection, open_cluster
 from receiver.kube.deployments import EnvValue
 from receiver.kube.errors import KubeForbidden, KubeInvalid, KubeUnavailable
 from receiver.kube.secrets import UPDATED_AT
@@ -31,10 +33,37 @@ def containers(cluster: ClusterEmulator, namespace: str = "prod") -> list[dict[s
     return list(spec["containers"])
 
 
+@pytest.fixture
+def rotating(cluster: ClusterEmulator, kube: KubeConnection) -> IntegrationWorkload:
+    """The workload with a source Secret configured: the live key 'old', the next key 'new'."""
+    cluster.put_object(
+        SECRETS, "prod", "posthog-secrets", secret("posthog-secrets", {"api-key": "b2xk"})
+    )
+    cluster.put_object(
+        SECRETS,
+        "prod",
+        "posthog-secrets-next",
+        secret("posthog-secrets-next", {"api-key": "bmV3"}),
+    )
+    target = RemediationTarget(namespace="prod", source_secret="posthog-secrets-next")
+    return IntegrationWorkload(kube, target=target)
+
+
 @pytest.mark.asyncio
-async def test_no_cluster_configured_gives_no_workload() -> None:
-    """With mode 'none' there is no workload to act on, and nothing tries to connect."""
-    assert await IntegrationWorkload.connect(KubernetesSettings(), RemediationTarget()) is None
+async def test_no_cluster_configured_gives_no_connection() -> None:
+    """With mode 'none' there is no connection to act through, and nothing tries to connect."""
+    assert await KubeConnection.open(KubernetesSettings()) is None
+
+
+@pytest.mark.asyncio
+async def test_a_cluster_that_cannot_be_configured_is_reported_not_raised(
+    tmp_path: Path,
+) -> None:
+    """open_cluster yields no connection and says why when the kubeconfig cannot be loaded."""
+    settings = KubernetesSettings(mode="kubeconfig", kubeconfig=tmp_path / "missing")
+    async with open_cluster(settings) as access:
+        assert access.connection is None
+        assert access.missing.startswith("cluster not reachable (connect: cannot load the")
 
 
 @pytest.mark.asyncio
@@ -284,32 +313,17 @@ async def test_api_key_missing_or_empty(
 
 @pytest.mark.asyncio
 async def test_copy_api_key_moves_the_value_and_stamps_it(
-    cluster: ClusterEmulator, kube_settings: KubernetesSettings
+    cluster: ClusterEmulator, rotating: IntegrationWorkload
 ) -> None:
     """The source key is copied into the live Secret, annotated with the change time."""
-    target = RemediationTarget(namespace="prod", source_secret="posthog-secrets-next")
-    workload = await IntegrationWorkload.connect(kube_settings, target)
-    assert workload is not None
-    try:
-        cluster.put_object(
-            SECRETS, "prod", "posthog-secrets", secret("posthog-secrets", {"api-key": "b2xk"})
-        )
-        cluster.put_object(
-            SECRETS,
-            "prod",
-            "posthog-secrets-next",
-            secret("posthog-secrets-next", {"api-key": "bmV3"}),
-        )
-        at = datetime(2026, 3, 1, tzinfo=UTC)
-        assert await workload.copy_api_key(dry_run=False, now=at, conflict_attempts=3) == "copied"
-        live = cluster.current(SECRETS, "prod", "posthog-secrets")
-        assert live["data"] == {"api-key": "bmV3"}
-        assert live["metadata"]["annotations"] == {UPDATED_AT: "2026-03-01T00:00:00Z"}
-        assert await workload.api_key_matches_source()
-        again = await workload.copy_api_key(dry_run=False, now=at, conflict_attempts=3)
-        assert again == "already_equal"
-    finally:
-        await workload.close()
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    assert await rotating.copy_api_key(dry_run=False, now=at, conflict_attempts=3) == "copied"
+    live = cluster.current(SECRETS, "prod", "posthog-secrets")
+    assert live["data"] == {"api-key": "bmV3"}
+    assert live["metadata"]["annotations"] == {UPDATED_AT: "2026-03-01T00:00:00Z"}
+    assert await rotating.api_key_matches_source()
+    again = await rotating.copy_api_key(dry_run=False, now=at, conflict_attempts=3)
+    assert again == "already_equal"
 
 
 @pytest.mark.asyncio
@@ -338,33 +352,16 @@ async def test_in_cluster_mode_outside_a_pod_is_refused(monkeypatch: pytest.Monk
     """Mode in_cluster outside a pod fails clearly instead of using some local kubeconfig."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(KubeInvalid, match="not running in a pod"):
-        await IntegrationWorkload.connect(
-            KubernetesSettings(mode="in_cluster"), RemediationTarget()
-        )
+        await KubeConnection.open(KubernetesSettings(mode="in_cluster"))
 
 
 @pytest.mark.asyncio
 async def test_refused_key_copy_does_not_echo_the_key(
-    cluster: ClusterEmulator, kube_settings: KubernetesSettings
+    cluster: ClusterEmulator, rotating: IntegrationWorkload
 ) -> None:
     """An error answer to the Secret patch is reported without its body."""
-    target = RemediationTarget(namespace="prod", source_secret="posthog-secrets-next")
-    workload = await IntegrationWorkload.connect(kube_settings, target)
-    assert workload is not None
-    try:
-        cluster.put_object(
-            SECRETS, "prod", "posthog-secrets", secret("posthog-secrets", {"api-key": "b2xk"})
-        )
-        cluster.put_object(
-            SECRETS,
-            "prod",
-            "posthog-secrets-next",
-            secret("posthog-secrets-next", {"api-key": "bmV3"}),
-        )
-        cluster.fail("patch", "secrets", 422)
-        with pytest.raises(KubeInvalid) as caught:
-            await workload.copy_api_key(dry_run=False, now=datetime.now(UTC), conflict_attempts=3)
-        assert str(caught.value) == "patch secrets/posthog-secrets in namespace prod: answered 422"
-        assert caught.value.__cause__ is None
-    finally:
-        await workload.close()
+    cluster.fail("patch", "secrets", 422)
+    with pytest.raises(KubeInvalid) as caught:
+        await rotating.copy_api_key(dry_run=False, now=datetime.now(UTC), conflict_attempts=3)
+    assert str(caught.value) == "patch secrets/posthog-secrets in namespace prod: answered 422"
+    assert caught.value.__cause__ is None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kmock import KubernetesEmulator, KubernetesError
 
+from receiver.config import KubernetesSettings
+from receiver.kube.client import KubeConnection
 from receiver.kube.errors import KubeForbidden, KubeUnavailable
 from receiver.kube.logs import PodLogReader
 from tests.fakes.kube import EVENTS, PODS, add_event, add_pod, serve_logs, write_kubeconfig
@@ -16,18 +20,24 @@ NS = "posthog"
 APP = {"app": "posthog-integration"}
 
 
-def _reader(kubeconfig: Path, **overrides: Any) -> PodLogReader:
+@asynccontextmanager
+async def reading(kubeconfig: Path, **overrides: Any) -> AsyncIterator[PodLogReader]:
+    """A reader of the integration's pods through a connection opened from ``kubeconfig``."""
+    connection = await KubeConnection.open(
+        KubernetesSettings(mode="kubeconfig", kubeconfig=kubeconfig, request_timeout_seconds=5)
+    )
+    assert connection is not None
     options: dict[str, Any] = {
-        "kubeconfig": kubeconfig,
-        "context": None,
         "namespace": NS,
         "deployment": "posthog-integration",
         "label_selector": "app=posthog-integration",
         "container": None,
-        "request_timeout": 5.0,
     }
     options.update(overrides)
-    return PodLogReader(**options)
+    try:
+        yield PodLogReader(connection, **options)
+    finally:
+        await connection.close()
 
 
 @pytest.fixture
@@ -52,11 +62,8 @@ async def test_reads_each_container_with_the_requested_window(
         },
         seen=seen,
     )
-    reader = _reader(kubeconfig)
-    try:
+    async with reading(kubeconfig) as reader:
         logs = await reader.pod_logs(since_seconds=3600, limit_bytes=4096, tail_lines=2)
-    finally:
-        await reader.close()
     got = {(p.pod, p.container): p.lines for p in logs}
     assert got == {
         ("posthog-integration-7d9-a", "app"): ["a2 ERROR 503", "a3"],
@@ -78,11 +85,8 @@ async def test_a_read_cut_at_limit_bytes_is_marked_truncated(
     """A log read that reaches limitBytes is reported as truncated."""
     add_pod(kmock, NS, "posthog-integration-x", labels=APP)
     serve_logs(kmock, {("posthog-integration-x", "app"): "x" * 5000 + "\n"})
-    reader = _reader(kubeconfig)
-    try:
+    async with reading(kubeconfig) as reader:
         (logs,) = await reader.pod_logs(since_seconds=60, limit_bytes=1024, tail_lines=None)
-    finally:
-        await reader.close()
     assert logs.truncated
     assert sum(len(line) for line in logs.lines) == 1024
 
@@ -97,11 +101,8 @@ async def test_only_the_configured_container_is_read(
         kmock,
         {("posthog-integration-x", "app"): "a\n", ("posthog-integration-x", "sidecar"): "s\n"},
     )
-    reader = _reader(kubeconfig, container="app")
-    try:
+    async with reading(kubeconfig, container="app") as reader:
         logs = await reader.pod_logs(since_seconds=60, limit_bytes=1024, tail_lines=None)
-    finally:
-        await reader.close()
     assert [(p.container, p.lines) for p in logs] == [("app", ["a"])]
 
 
@@ -117,11 +118,8 @@ async def test_a_forbidden_log_becomes_a_note_and_other_pods_are_read(
         {("posthog-integration-a", "app"): "x\n", ("posthog-integration-b", "app"): "y\n"},
         forbidden={"posthog-integration-a"},
     )
-    reader = _reader(kubeconfig)
-    try:
+    async with reading(kubeconfig) as reader:
         logs = await reader.pod_logs(since_seconds=60, limit_bytes=1024, tail_lines=None)
-    finally:
-        await reader.close()
     by_pod = {p.pod: p for p in logs}
     assert by_pod["posthog-integration-a"].error is not None
     assert "403" in by_pod["posthog-integration-a"].error
@@ -135,12 +133,9 @@ async def test_listing_pods_forbidden_raises_our_error(
 ) -> None:
     """A 403 on listing the pods is raised as KubeForbidden, naming the operation."""
     kmock["list", PODS] << KubernetesError(status=403, reason="Forbidden", message="no")
-    reader = _reader(kubeconfig)
-    try:
+    async with reading(kubeconfig) as reader:
         with pytest.raises(KubeForbidden, match="list integration pods"):
             await reader.pod_logs(since_seconds=60, limit_bytes=1024, tail_lines=None)
-    finally:
-        await reader.close()
 
 
 @pytest.mark.asyncio
@@ -224,12 +219,9 @@ async def test_events_of_the_deployment_and_its_pods_only(
         add_event(
             kmock, NS, f"n{n}", kind=kind, object_name=name, reason="Other", message="not ours"
         )
-    reader = _reader(kubeconfig)
-    try:
+    async with reading(kubeconfig) as reader:
         await reader.pod_logs(since_seconds=60, limit_bytes=1024, tail_lines=1)
         events = await reader.events(limit=100)
-    finally:
-        await reader.close()
     assert [(e.object, e.reason) for e in events] == [
         ("Deployment/posthog-integration", "ScalingReplicaSet"),
         ("ReplicaSet/posthog-integration-7d9", "SuccessfulCreate"),
@@ -249,18 +241,6 @@ async def test_an_unreachable_cluster_is_unavailable(tmp_path: Path) -> None:
     from tests.fakes.prometheus_server import free_port
 
     kubeconfig = write_kubeconfig(tmp_path / "kc", f"http://127.0.0.1:{free_port()}")
-    reader = _reader(kubeconfig)
-    try:
+    async with reading(kubeconfig) as reader:
         with pytest.raises(KubeUnavailable):
             await reader.events(limit=10)
-    finally:
-        await reader.close()
-
-
-@pytest.mark.asyncio
-async def test_a_missing_kubeconfig_is_unavailable(tmp_path: Path) -> None:
-    """A kubeconfig that cannot be loaded is reported as KubeUnavailable."""
-    reader = _reader(tmp_path / "does-not-exist")
-    with pytest.raises(KubeUnavailable, match="cannot load Kubernetes configuration"):
-        await reader.events(limit=10)
-    await reader.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,23 @@ async def started(tmp_path: Path, fakes: Fakes, clock: Clock, **options: Any) ->
     return harness
 
 
+@asynccontextmanager
+async def running(
+    tmp_path: Path, fakes: Fakes, clock: Clock, **options: Any
+) -> AsyncIterator[Harness]:
+    """A started harness, closed (its worker stopped, its store closed) on leaving."""
+    harness = await started(tmp_path, fakes, clock, **options)
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+def components(fakes: Fakes) -> list[dict[str, str]]:
+    """The component statuses of each status-page request, in order."""
+    return [r.body["incident"]["components"] for r in fakes.statuspage.received]
+
+
 def sequence(fakes: Fakes, incident_id: str) -> list[str]:
     """What PagerDuty received for one incident, in order: alert actions and changes."""
     found = []
@@ -59,10 +78,9 @@ async def test_pagerduty_trigger_change_acknowledge_resolve(
     tmp_path: Path, fakes: Fakes, clock: Clock
 ) -> None:
     """An incident pages with every field, records its remediation, is acknowledged, resolves."""
-    h = await started(
+    async with running(
         tmp_path, fakes, clock, only=("pagerduty",), pagerduty={"acknowledge_on_action": True}
-    )
-    try:
+    ) as h:
         opened = snapshot(clock)
         await h.notifier.incident_opened(opened)
         acted = dataclasses.replace(opened, verdict=Verdict.VENDOR_INCIDENT, actions=(FALLBACK,))
@@ -71,8 +89,6 @@ async def test_pagerduty_trigger_change_acknowledge_resolve(
             dataclasses.replace(acted, status="resolved", resolved_at=clock.t)
         )
         await h.drain()
-    finally:
-        await h.close()
 
     assert sequence(fakes, "inc-1") == ["trigger", "change", "acknowledge", "resolve"]
     trigger = fakes.pagerduty.alerts[0]
@@ -111,12 +127,9 @@ async def test_pagerduty_severity_follows_the_runbook(
     tmp_path: Path, fakes: Fakes, clock: Clock, severity: Severity, expected: str
 ) -> None:
     """P1 pages as critical, P2 as error, P3 as warning, P4 as info."""
-    h = await started(tmp_path, fakes, clock, only=("pagerduty",))
-    try:
+    async with running(tmp_path, fakes, clock, only=("pagerduty",)) as h:
         await h.notifier.incident_opened(snapshot(clock, severity=severity))
         await h.drain()
-    finally:
-        await h.close()
     assert [a["payload"]["severity"] for a in fakes.pagerduty.alerts] == [expected]
 
 
@@ -125,8 +138,7 @@ async def test_change_retriggers_same_alert_and_repeats_store_nothing(
     tmp_path: Path, fakes: Fakes, clock: Clock
 ) -> None:
     """A change re-triggers under the same dedup_key; the same event called twice adds nothing."""
-    h = await started(tmp_path, fakes, clock, only=("pagerduty",))
-    try:
+    async with running(tmp_path, fakes, clock, only=("pagerduty",)) as h:
         opened = snapshot(clock, severity=Severity.P2, title="x" * 2000)
         assert await h.notifier.incident_opened(opened) > 0
         assert await h.notifier.incident_opened(opened) == 0
@@ -134,8 +146,6 @@ async def test_change_retriggers_same_alert_and_repeats_store_nothing(
         assert await h.notifier.incident_changed(worse) > 0
         assert await h.notifier.incident_changed(worse) == 0
         await h.drain()
-    finally:
-        await h.close()
     alerts = fakes.pagerduty.alerts
     assert [a["payload"]["severity"] for a in alerts] == ["error", "critical"]
     assert {a["dedup_key"] for a in alerts} == {"posthog-receiver/inc-1"}
@@ -191,18 +201,13 @@ async def test_statuspage_component_status_by_severity(
     tmp_path: Path, fakes: Fakes, clock: Clock
 ) -> None:
     """P2 marks the component partial_outage; P3 stays off the page unless configured."""
-    h = await started(
+    async with running(
         tmp_path, fakes, clock, only=("statuspage",), statuspage={"hold_off_seconds": 0}
-    )
-    try:
+    ) as h:
         await h.notifier.incident_opened(snapshot(clock, "inc-p2", severity=Severity.P2))
         await h.notifier.incident_opened(snapshot(clock, "inc-p3", severity=Severity.P3))
         await h.drain()
-    finally:
-        await h.close()
-    assert [r.body["incident"]["components"] for r in fakes.statuspage.received] == [
-        {COMPONENT_ID: "partial_outage"}
-    ]
+    assert components(fakes) == [{COMPONENT_ID: "partial_outage"}]
 
 
 @pytest.mark.asyncio
@@ -210,8 +215,7 @@ async def test_flapping_incident_never_reaches_the_status_page(
     tmp_path: Path, fakes: Fakes, clock: Clock
 ) -> None:
     """An incident resolved within the hold-off is dropped, even across passes and time."""
-    h = await started(tmp_path, fakes, clock, statuspage={"hold_off_seconds": 300})
-    try:
+    async with running(tmp_path, fakes, clock, statuspage={"hold_off_seconds": 300}) as h:
         opened = snapshot(clock)
         await h.notifier.incident_opened(opened)
         clock.advance(30)
@@ -223,8 +227,6 @@ async def test_flapping_incident_never_reaches_the_status_page(
         await h.drain()
         states = {m["state"] for m in await h.messages() if m["kind"] == "statuspage.update"}
         skipped = h.metric("posthog_receiver_notifications_skipped_total", "statuspage")
-    finally:
-        await h.close()
     assert fakes.statuspage.attempts == 0
     assert states == {"skipped"}
     assert skipped == 2
@@ -237,8 +239,9 @@ async def test_slack_runbook_message_on_open_action_and_resolve(
     tmp_path: Path, fakes: Fakes, clock: Clock
 ) -> None:
     """Slack gets the runbook's internal message when an incident opens, acts and resolves."""
-    h = await started(tmp_path, fakes, clock, only=("slack",), slack={"next_update_minutes": 15})
-    try:
+    async with running(
+        tmp_path, fakes, clock, only=("slack",), slack={"next_update_minutes": 15}
+    ) as h:
         opened = snapshot(clock)
         await h.notifier.incident_opened(opened)
         acted = dataclasses.replace(opened, actions=(FALLBACK,))
@@ -248,8 +251,6 @@ async def test_slack_runbook_message_on_open_action_and_resolve(
             dataclasses.replace(acted, status="resolved", resolved_at=clock.t)
         )
         await h.drain()
-    finally:
-        await h.close()
     first, action, resolved = fakes.slack.texts
     assert first.splitlines()[:6] == [
         "🔴 P1 INCIDENT: PostHog Integration",
@@ -350,21 +351,18 @@ async def test_statuspage_bad_key_is_a_permanent_failure(
     tmp_path: Path, fakes: Fakes, clock: Clock
 ) -> None:
     """Statuspage answers 401 to a wrong OAuth key; that is recorded failed, not retried."""
-    h = await started(
+    async with running(
         tmp_path,
         fakes,
         clock,
         only=("statuspage",),
         statuspage={"hold_off_seconds": 0, "api_key": {"value": "not-the-right-key"}},
-    )
-    try:
+    ) as h:
         await h.notifier.incident_opened(snapshot(clock))
         await h.drain()
         clock.advance(3600)
         await h.drain()
         (message,) = await h.messages("statuspage")
-    finally:
-        await h.close()
     assert message["state"] == "failed"
     assert "Statuspage answered 401" in message["last_error"]
     assert fakes.statuspage.rejected == [(401, "bad credentials")]
@@ -461,8 +459,7 @@ async def test_pagerduty_rate_limit_per_routing_key(
     tmp_path: Path, fakes: Fakes, clock: Clock
 ) -> None:
     """However many events are waiting, no 60-second window carries more than 120."""
-    h = await started(tmp_path, fakes, clock, only=("pagerduty",))
-    try:
+    async with running(tmp_path, fakes, clock, only=("pagerduty",)) as h:
         for n in range(150):
             await h.notifier.incident_opened(snapshot(clock, f"inc-{n}", severity=Severity.P4))
         for _ in range(300):
@@ -471,8 +468,6 @@ async def test_pagerduty_rate_limit_per_routing_key(
                 break
             clock.advance(3)
         throttled = await h.messages()
-    finally:
-        await h.close()
     times = sorted(r.at for r in fakes.pagerduty.received)
     assert len(times) == 150
     assert all(m["attempts"] == 1 for m in throttled)  # waiting for a token is no attempt
@@ -560,21 +555,16 @@ async def test_escalation_to_p1_reaches_the_status_page(
     tmp_path: Path, fakes: Fakes, clock: Clock
 ) -> None:
     """A P3 incident stays internal until it escalates to P1, then customers are told."""
-    h = await started(
+    async with running(
         tmp_path, fakes, clock, only=("statuspage",), statuspage={"hold_off_seconds": 0}
-    )
-    try:
+    ) as h:
         minor = snapshot(clock, severity=Severity.P3)
         await h.notifier.incident_opened(minor)
         await h.drain()
         assert fakes.statuspage.attempts == 0
         await h.notifier.incident_changed(dataclasses.replace(minor, severity=Severity.P1))
         await h.drain()
-    finally:
-        await h.close()
-    assert [r.body["incident"]["components"] for r in fakes.statuspage.received] == [
-        {COMPONENT_ID: "major_outage"}
-    ]
+    assert components(fakes) == [{COMPONENT_ID: "major_outage"}]
 
 
 @pytest.mark.asyncio
@@ -582,8 +572,7 @@ async def test_finished_notifications_are_pruned_after_retention(
     tmp_path: Path, fakes: Fakes, clock: Clock
 ) -> None:
     """Delivered messages are forgotten after the retention; undelivered ones never are."""
-    h = await started(tmp_path, fakes, clock, only=("slack",), outbox={"retention_hours": 1})
-    try:
+    async with running(tmp_path, fakes, clock, only=("slack",), outbox={"retention_hours": 1}) as h:
         await h.notifier.incident_opened(snapshot(clock, "inc-old"))
         await h.drain()
         fakes.slack.down = True
@@ -591,8 +580,6 @@ async def test_finished_notifications_are_pruned_after_retention(
         await h.notifier.incident_opened(snapshot(clock, "inc-new"))
         await h.drain()
         left = {(m["incident_id"], m["destination"], m["state"]) for m in await h.messages()}
-    finally:
-        await h.close()
     assert ("inc-old", "slack", "sent") not in left
     assert ("inc-new", "slack", "pending") in left
 
@@ -614,3 +601,25 @@ async def test_network_error_is_retried_without_naming_the_url(
     assert message["state"] == "pending"
     assert message["last_error"] == "Slack: network error (ClientConnectorError)"
     assert retried == 1
+
+
+@pytest.mark.asyncio
+async def test_stopping_the_worker_while_it_waits_returns(
+    tmp_path: Path, fakes: Fakes, clock: Clock
+) -> None:
+    """A stop that arrives as the idle worker is woken still ends it (shutdown never hangs)."""
+    h = await started(
+        tmp_path, fakes, clock, only=("slack",), outbox={"poll_interval_seconds": 3600}
+    )
+    h.worker.start()
+    try:
+        await asyncio.sleep(0.2)  # an idle pass, then waiting for a wake-up
+        assert h.worker.alive
+        h.worker.wake()  # the wake-up and the cancellation land in the same loop turn
+        stopping = asyncio.create_task(h.worker.stop())
+        # Not a timeout around stop(): stop() suppresses the cancellation a timeout sends.
+        done, _ = await asyncio.wait({stopping}, timeout=5)
+        assert stopping in done, "stop() hangs"
+    finally:
+        await h.close()
+    assert not h.worker.alive

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from receiver.config import KubernetesSettings, load_settings
 from receiver.incidents import get_incident
+from receiver.kube.client import ClusterAccess, KubeConnection, open_cluster
 from receiver.kube.workload import IntegrationWorkload
 from receiver.prometheus import PrometheusClient
 from receiver.remediation import ActionOutcome, Remediator, open_remediator
@@ -47,9 +48,8 @@ class Clock:
 
 
 @pytest_asyncio.fixture()
-async def make(store: Store, kube_settings: KubernetesSettings) -> AsyncIterator[Make]:
+async def make(store: Store, kube: KubeConnection) -> Make:
     """Build remediators on the shared store; with ``cluster=False`` no cluster is configured."""
-    opened: list[IntegrationWorkload] = []
 
     async def build(
         *,
@@ -59,19 +59,13 @@ async def make(store: Store, kube_settings: KubernetesSettings) -> AsyncIterator
         **overrides: Any,
     ) -> Remediator:
         settings = remediation_settings(**overrides)
-        workload = (
-            await IntegrationWorkload.connect(kube_settings, settings.target) if cluster else None
-        )
-        if workload is not None:
-            opened.append(workload)
+        workload = IntegrationWorkload(kube, target=settings.target) if cluster else None
         kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
         return Remediator(
             settings=settings, store=store, workload=workload, prometheus=prometheus, **kwargs
         )
 
-    yield build
-    for workload in opened:
-        await workload.close()
+    return build
 
 
 def env_of(cluster: ClusterEmulator, namespace: str = "prod", name: str = NAME) -> dict[str, str]:
@@ -98,6 +92,32 @@ async def rate_limited(
         error_class=ErrorClass.RATE_LIMITED,
         verdict=Verdict.OUR_INTEGRATION,
         labels=labels,
+    )
+
+
+async def auth_failing(
+    remediator: Remediator, incident_id: str, verdict: Verdict = Verdict.OUR_INTEGRATION
+) -> list[ActionOutcome]:
+    return await remediator.remediate(
+        incident_id=incident_id, error_class=ErrorClass.AUTH, verdict=verdict, labels={}
+    )
+
+
+async def revert_now(remediator: Remediator, incident_id: str) -> list[ActionOutcome]:
+    """Schedule the incident's revert (no hold-down in these tests) and run it."""
+    await remediator.schedule_revert(incident_id=incident_id)
+    return await remediator.revert(incident_id=incident_id)
+
+
+def pods_started_before_the_key(cluster: ClusterEmulator, *, key: str, changed_at: str) -> None:
+    """The Deployment, one pod started at 10:00, the key Secret last changed at ``changed_at``."""
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
+    cluster.put_object(PODS, "prod", "p1", pod("p1", started="2026-01-01T10:00:00Z"))
+    cluster.put_object(
+        SECRETS,
+        "prod",
+        "posthog-secrets",
+        secret("posthog-secrets", {"api-key": key}, managed_at=changed_at),
     )
 
 
@@ -147,8 +167,7 @@ async def test_upstream_errors_enable_fallback_and_revert_restores_the_old_value
     assert statuses(outcomes) == [("enable_fallback", "applied")]
     assert env_of(cluster) == {"POSTHOG_FALLBACK": "true"}
 
-    await remediator.schedule_revert(incident_id=incident)
-    reverted = await remediator.revert(incident_id=incident)
+    reverted = await revert_now(remediator, incident)
     assert statuses(reverted) == [("enable_fallback", "reverted")]
     assert env_of(cluster) == {"POSTHOG_FALLBACK": "false"}
 
@@ -158,22 +177,10 @@ async def test_rotated_key_restarts_the_deployment(
     cluster: ClusterEmulator, store: Store, make: Make
 ) -> None:
     """401s with a key changed after the pods started lead to a rollout restart."""
-    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
-    cluster.put_object(PODS, "prod", "p1", pod("p1", started="2026-01-01T10:00:00Z"))
-    cluster.put_object(
-        SECRETS,
-        "prod",
-        "posthog-secrets",
-        secret("posthog-secrets", {"api-key": "bmV3LWtleQ=="}, managed_at="2026-01-01T12:00:00Z"),
-    )
+    pods_started_before_the_key(cluster, key="bmV3LWtleQ==", changed_at="2026-01-01T12:00:00Z")
     remediator = await make()
     incident = await open_incident(store)
-    outcomes = await remediator.remediate(
-        incident_id=incident,
-        error_class=ErrorClass.AUTH,
-        verdict=Verdict.OUR_INTEGRATION,
-        labels={},
-    )
+    outcomes = await auth_failing(remediator, incident)
     assert statuses(outcomes) == [("restart_for_rotated_key", "applied")]
     template = cluster.current(DEPLOYMENTS, "prod", NAME)["spec"]["template"]
     assert "kubectl.kubernetes.io/restartedAt" in template["metadata"]["annotations"]
@@ -187,22 +194,10 @@ async def test_key_not_rotated_escalates_instead_of_restarting(
     cluster: ClusterEmulator, store: Store, make: Make
 ) -> None:
     """A key older than the pods is not fixed by a restart: escalate, saying to rotate it."""
-    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
-    cluster.put_object(PODS, "prod", "p1", pod("p1", started="2026-01-01T10:00:00Z"))
-    cluster.put_object(
-        SECRETS,
-        "prod",
-        "posthog-secrets",
-        secret("posthog-secrets", {"api-key": "b2xk"}, managed_at="2026-01-01T09:00:00Z"),
-    )
+    pods_started_before_the_key(cluster, key="b2xk", changed_at="2026-01-01T09:00:00Z")
     remediator = await make()
     incident = await open_incident(store)
-    outcomes = await remediator.remediate(
-        incident_id=incident,
-        error_class=ErrorClass.AUTH,
-        verdict=Verdict.OUR_INTEGRATION,
-        labels={},
-    )
+    outcomes = await auth_failing(remediator, incident)
     assert statuses(outcomes) == [("restart_for_rotated_key", "escalated")]
     assert "rotate the key" in outcomes[0].reason
     assert cluster.writes("deployments") == []
@@ -226,12 +221,7 @@ async def test_opt_in_copy_of_a_new_key_then_restart(
     )
     incident = await open_incident(store)
     with capture_logs() as logs:
-        outcomes = await remediator.remediate(
-            incident_id=incident,
-            error_class=ErrorClass.AUTH,
-            verdict=Verdict.OUR_INTEGRATION,
-            labels={},
-        )
+        outcomes = await auth_failing(remediator, incident)
     assert statuses(outcomes) == [("copy_api_key", "applied")]
     assert cluster.current(SECRETS, "prod", "posthog-secrets")["data"] == {
         "api-key": "bmV3LWtleQ=="
@@ -252,12 +242,7 @@ async def test_unhealthy_infrastructure_is_escalated_with_what_is_wrong(
     cluster.put_object(PODS, "prod", "p1", pod("p1", started="2026-01-01T10:00:00Z", ready=False))
     remediator = await make()
     incident = await open_incident(store)
-    outcomes = await remediator.remediate(
-        incident_id=incident,
-        error_class=ErrorClass.AUTH,
-        verdict=Verdict.OUR_INFRASTRUCTURE,
-        labels={},
-    )
+    outcomes = await auth_failing(remediator, incident, Verdict.OUR_INFRASTRUCTURE)
     assert statuses(outcomes) == [
         ("restart_for_rotated_key", "skipped"),
         ("escalate_infrastructure", "escalated"),
@@ -330,8 +315,7 @@ async def test_kill_switch_postpones_reverts(
     incident = await open_incident(store)
     await rate_limited(await make(), incident)
     stopped = await make(kill_switch=True)
-    await stopped.schedule_revert(incident_id=incident)
-    outcomes = await stopped.revert(incident_id=incident)
+    outcomes = await revert_now(stopped, incident)
     assert [o.status for o in outcomes] == ["skipped"]
     assert env_of(cluster)["RATE_LIMIT_MODE"] == "queue"
     assert await stopped.due_reverts() == []
@@ -360,8 +344,7 @@ async def test_cooldown_per_action_and_target(
     first = await open_incident(store, "first")
     await rate_limited(remediator, first)
     await resolve_incident(store, first)
-    await remediator.schedule_revert(incident_id=first)
-    await remediator.revert(incident_id=first)
+    await revert_now(remediator, first)
 
     clock.now += 60
     second = await open_incident(store, "second")
@@ -399,12 +382,7 @@ async def test_vendor_incident_never_restarts_our_pods(
     """Auth errors during a PostHog incident enable the fallback but do not restart our pods."""
     cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
     remediator = await make()
-    outcomes = await remediator.remediate(
-        incident_id=await open_incident(store),
-        error_class=ErrorClass.AUTH,
-        verdict=Verdict.VENDOR_INCIDENT,
-        labels={},
-    )
+    outcomes = await auth_failing(remediator, await open_incident(store), Verdict.VENDOR_INCIDENT)
     assert statuses(outcomes) == [
         ("enable_fallback", "applied"),
         ("restart_for_rotated_key", "skipped"),
@@ -535,6 +513,23 @@ async def test_server_errors_and_timeouts_retry_then_escalate(
     assert len([r for r in cluster if r.method.value == "GET" and r.resource is not None]) == 3
 
 
+@pytest.mark.asyncio
+async def test_api_outage_is_transient_other_refusals_are_not(
+    cluster: ClusterEmulator, store: Store, make: Make
+) -> None:
+    """An action the unavailable API stopped is marked transient (the responder tries the
+    incident again later); one the API refused (403) is final."""
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
+    cluster.fail("get", "deployments", 503, times=3)
+    remediator = await make()
+    down = await rate_limited(remediator, await open_incident(store, "outage"))
+    assert [(o.status, o.transient) for o in down] == [("escalated", True)]
+
+    cluster.fail("patch", "deployments", 403, times=2)
+    refused = await rate_limited(remediator, await open_incident(store, "forbidden"))
+    assert [(o.status, o.transient) for o in refused] == [("escalated", False)]
+
+
 # -- crash safety ------------------------------------------------------------------------------
 
 
@@ -572,8 +567,7 @@ async def test_intent_applied_before_a_crash_is_not_applied_again(
     assert "not applied again" in outcomes[0].reason
     assert cluster.writes("deployments") == []
 
-    await remediator.schedule_revert(incident_id=incident)
-    assert statuses(await remediator.revert(incident_id=incident)) == [
+    assert statuses(await revert_now(remediator, incident)) == [
         ("enable_request_queuing", "reverted")
     ]
     assert "RATE_LIMIT_MODE" not in env_of(cluster)
@@ -620,8 +614,7 @@ async def test_timed_out_patch_that_went_through_is_still_reverted(
     outcomes = await rate_limited(remediator, incident)
     assert statuses(outcomes) == [("enable_request_queuing", "applied")]
     assert len(cluster.writes("deployments")) == 2  # the slow one (stored) and the retry (409)
-    await remediator.schedule_revert(incident_id=incident)
-    assert statuses(await remediator.revert(incident_id=incident)) == [
+    assert statuses(await revert_now(remediator, incident)) == [
         ("enable_request_queuing", "reverted")
     ]
     assert "RATE_LIMIT_MODE" not in env_of(cluster)
@@ -643,8 +636,7 @@ async def test_revert_leaves_a_value_someone_changed_since(
     changed["spec"]["template"]["spec"]["containers"][1]["env"][-1]["value"] = "drop"
     cluster.put_object(DEPLOYMENTS, "prod", NAME, changed)
 
-    await remediator.schedule_revert(incident_id=incident)
-    outcomes = await remediator.revert(incident_id=incident)
+    outcomes = await revert_now(remediator, incident)
     assert [(o.status, o.reason) for o in outcomes] == [
         ("skipped", "RATE_LIMIT_MODE was changed since to 'drop'; left as is")
     ]
@@ -695,15 +687,13 @@ async def test_value_needed_by_another_open_incident_is_handed_over(
     ]
 
     await resolve_incident(store, first)
-    await remediator.schedule_revert(incident_id=first)
-    outcomes = await remediator.revert(incident_id=first)
+    outcomes = await revert_now(remediator, first)
     assert [o.status for o in outcomes] == ["skipped"]
     assert f"still needed by open incident {second}" in outcomes[0].reason
     assert env_of(cluster)["RATE_LIMIT_MODE"] == "queue"
 
     await resolve_incident(store, second)
-    await remediator.schedule_revert(incident_id=second)
-    assert statuses(await remediator.revert(incident_id=second)) == [
+    assert statuses(await revert_now(remediator, second)) == [
         ("enable_request_queuing", "reverted")
     ]
     assert "RATE_LIMIT_MODE" not in env_of(cluster)
@@ -827,7 +817,10 @@ async def test_unloadable_cluster_config_degrades_to_reports(
         }
     )
     incident = await open_incident(store)
-    async with open_remediator(settings, store=store) as remediator:
+    async with (
+        open_cluster(settings.kubernetes) as cluster,
+        open_remediator(settings, store=store, cluster=cluster) as remediator,
+    ):
         outcomes = await rate_limited(remediator, incident)
     assert [o.status for o in outcomes] == ["skipped"]
     assert outcomes[0].reason.startswith("cluster not reachable (connect: cannot load the cluster")
@@ -840,7 +833,9 @@ async def test_embedded_default_reports_dry_run_without_a_cluster(
     """On the embedded default, remediation answers with dry-run outcomes and no cluster."""
     monkeypatch.setenv("POSTHOG_RECEIVER_WEBHOOK_TOKEN", "t0ken-for-tests")
     incident = await open_incident(store)
-    async with open_remediator(load_settings(None), store=store) as remediator:
+    async with open_remediator(
+        load_settings(None), store=store, cluster=ClusterAccess(None)
+    ) as remediator:
         outcomes = await remediator.remediate(
             incident_id=incident,
             error_class=ErrorClass.UPSTREAM_ERROR,
@@ -889,12 +884,7 @@ async def test_restart_interrupted_after_the_patch_is_not_repeated(
         )
     )
     remediator = await make()
-    outcomes = await remediator.remediate(
-        incident_id=incident,
-        error_class=ErrorClass.AUTH,
-        verdict=Verdict.OUR_INTEGRATION,
-        labels={},
-    )
+    outcomes = await auth_failing(remediator, incident)
     assert statuses(outcomes) == [("restart_for_rotated_key", "applied")]
     assert cluster.writes("deployments") == []
 

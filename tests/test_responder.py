@@ -224,23 +224,34 @@ async def test_vendor_incident_is_the_verdict_when_posthog_reports_one(
     assert incident["decision"]["verdict"] == "vendor_incident"
 
 
-@pytest.mark.asyncio
-async def test_pagerduty_is_triggered_then_resolved(
+@pytest_asyncio.fixture
+async def paging(
     tmp_path: Path,
     status_page: FakeStatusPage,
     pagerduty: FakePagerDuty,
     slack: FakeSlack,
     aiohttp_client: AppClient,
+) -> TestClient[Any, Any]:
+    """The app notifying the fake PagerDuty and Slack (no cluster: remediation dry-runs)."""
+    settings = make_settings(tmp_path, status_page, pagerduty=pagerduty, slack=slack)
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+    return client
+
+
+@pytest.mark.asyncio
+async def test_pagerduty_is_triggered_then_resolved(
+    paging: TestClient[Any, Any], pagerduty: FakePagerDuty, slack: FakeSlack
 ) -> None:
     """Opening pages PagerDuty and tells Slack; resolving resolves the same PagerDuty alert."""
-    settings = make_settings(tmp_path, status_page, pagerduty=pagerduty, slack=slack)
-    client = await aiohttp_client(create_app(settings))
+    client = paging
     await post(client, payload(alert(status_code="401", severity="critical")))
     await eventually(lambda: _true(len(pagerduty.alerts) >= 1))
     await eventually(lambda: events_done(client))
 
     await post(client, payload(alert(status="resolved", status_code="401", severity="critical")))
     await eventually(lambda: _true(any(a["event_action"] == "resolve" for a in pagerduty.alerts)))
+    # Each destination has its own queue: Slack's resolve may come after PagerDuty's.
+    await eventually(lambda: _true(len(slack.texts) >= 3))
 
     actions = [a["event_action"] for a in pagerduty.alerts]
     assert actions == ["trigger", "resolve"]
@@ -301,15 +312,10 @@ async def test_readiness_includes_the_notification_outbox(
 
 @pytest.mark.asyncio
 async def test_handling_events_again_pages_nobody_twice(
-    tmp_path: Path,
-    status_page: FakeStatusPage,
-    pagerduty: FakePagerDuty,
-    slack: FakeSlack,
-    aiohttp_client: AppClient,
+    paging: TestClient[Any, Any], pagerduty: FakePagerDuty, slack: FakeSlack
 ) -> None:
     """Events handled again (a crash before they were marked done) store no new message."""
-    settings = make_settings(tmp_path, status_page, pagerduty=pagerduty, slack=slack)
-    client = await aiohttp_client(create_app(settings))
+    client = paging
     await post(client, payload(alert(status_code="401", severity="critical")))
     incident = await triaged_incident(client)
     await eventually(lambda: events_done(client))  # acted while open
@@ -427,26 +433,28 @@ def integration_env(cluster: ClusterEmulator) -> dict[str, str]:
     return {e["name"]: e["value"] for e in container.get("env", [])}
 
 
-def healthy_workload(cluster: ClusterEmulator) -> None:
-    """The integration Deployment in ``prod`` with two ready pods."""
+@pytest_asyncio.fixture
+async def acting(
+    tmp_path: Path,
+    status_page: FakeStatusPage,
+    pagerduty: FakePagerDuty,
+    cluster: ClusterEmulator,
+    kube_settings: KubernetesSettings,
+    aiohttp_client: AppClient,
+) -> TestClient[Any, Any]:
+    """The app acting on the integration Deployment in ``prod``, which has two ready pods."""
     cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
     for name in ("posthog-integration-7d9f-a", "posthog-integration-7d9f-b"):
         cluster.put_object(PODS, "prod", name, pod(name, started="2026-11-23T04:00:00Z"))
-
-
-def cluster_settings(
-    tmp_path: Path,
-    status_page: FakeStatusPage,
-    kube_settings: KubernetesSettings,
-    pagerduty: FakePagerDuty,
-) -> Settings:
-    return make_settings(
+    settings = make_settings(
         tmp_path,
         status_page,
         pagerduty=pagerduty,
         kubernetes=kube_settings.model_dump(),
         remediation=remediation_settings(revert_hold_down_seconds=HOLD_DOWN).model_dump(),
     )
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+    return client
 
 
 async def remediation_entries(client: TestClient[Any, Any], incident_id: str) -> list[Any]:
@@ -457,17 +465,10 @@ async def remediation_entries(client: TestClient[Any, Any], incident_id: str) ->
 
 @pytest.mark.asyncio
 async def test_rate_limited_sets_queue_mode_and_resolve_reverts_after_the_hold_down(
-    tmp_path: Path,
-    status_page: FakeStatusPage,
-    pagerduty: FakePagerDuty,
-    cluster: ClusterEmulator,
-    kube_settings: KubernetesSettings,
-    aiohttp_client: AppClient,
+    acting: TestClient[Any, Any], pagerduty: FakePagerDuty, cluster: ClusterEmulator
 ) -> None:
     """429s set RATE_LIMIT_MODE=queue; once resolved and the hold-down passed, it is removed."""
-    healthy_workload(cluster)
-    settings = cluster_settings(tmp_path, status_page, kube_settings, pagerduty)
-    client = await aiohttp_client(create_app(settings))
+    client = acting
     await post(client, payload(alert(status_code="429")))
     incident = await triaged_incident(client)
     await eventually(lambda: events_done(client))
@@ -500,17 +501,10 @@ async def test_rate_limited_sets_queue_mode_and_resolve_reverts_after_the_hold_d
 
 @pytest.mark.asyncio
 async def test_an_event_handled_again_neither_acts_nor_pages_twice(
-    tmp_path: Path,
-    status_page: FakeStatusPage,
-    pagerduty: FakePagerDuty,
-    cluster: ClusterEmulator,
-    kube_settings: KubernetesSettings,
-    aiohttp_client: AppClient,
+    acting: TestClient[Any, Any], pagerduty: FakePagerDuty, cluster: ClusterEmulator
 ) -> None:
     """After a crash between acting and marking the event done, the replay changes nothing."""
-    healthy_workload(cluster)
-    settings = cluster_settings(tmp_path, status_page, kube_settings, pagerduty)
-    client = await aiohttp_client(create_app(settings))
+    client = acting
     await post(client, payload(alert(status_code="429")))
     incident = await triaged_incident(client)
     await eventually(lambda: events_done(client))
@@ -532,19 +526,38 @@ async def test_an_event_handled_again_neither_acts_nor_pages_twice(
 
 
 @pytest.mark.asyncio
+async def test_action_stopped_by_an_api_outage_is_applied_once_the_api_is_back(
+    acting: TestClient[Any, Any], cluster: ClusterEmulator
+) -> None:
+    """While the Kubernetes API answers 503 the action is escalated, not dropped: the event
+    is handled again and, once the API answers, queue mode is set exactly once."""
+    outage = cluster.fail("get", "deployments", 503, times=10**6)
+    client = acting
+    await post(client, payload(alert(status_code="429")))
+    incident = await triaged_incident(client)
+
+    async def escalated() -> bool:
+        entries = await remediation_entries(client, incident["id"])
+        return any(e["data"]["status"] == "escalated" for e in entries)
+
+    await eventually(escalated)
+    assert "RATE_LIMIT_MODE" not in integration_env(cluster)
+    outage.times = outage.served  # the API server is back
+
+    await eventually(lambda: _true(integration_env(cluster).get("RATE_LIMIT_MODE") == "queue"))
+    await eventually(lambda: events_done(client))
+    entries = await remediation_entries(client, incident["id"])
+    assert [e["data"]["status"] for e in entries].count("applied") == 1
+    assert len(cluster.writes("deployments")) == 1
+
+
+@pytest.mark.asyncio
 async def test_labels_cannot_aim_remediation_elsewhere(
-    tmp_path: Path,
-    status_page: FakeStatusPage,
-    pagerduty: FakePagerDuty,
-    cluster: ClusterEmulator,
-    kube_settings: KubernetesSettings,
-    aiohttp_client: AppClient,
+    acting: TestClient[Any, Any], pagerduty: FakePagerDuty, cluster: ClusterEmulator
 ) -> None:
     """An alert naming another namespace, deployment and variable changes only the target."""
-    healthy_workload(cluster)
     cluster.put_object(DEPLOYMENTS, "kube-system", NAME, deployment())
-    settings = cluster_settings(tmp_path, status_page, kube_settings, pagerduty)
-    client = await aiohttp_client(create_app(settings))
+    client = acting
     hostile = alert(
         status_code="429",
         namespace="kube-system",

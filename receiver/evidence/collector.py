@@ -41,6 +41,7 @@ from receiver.evidence.postmortem import (
     render_postmortem,
 )
 from receiver.incidents import add_timeline, get_incident
+from receiver.kube.client import KubeConnection
 from receiver.kube.errors import KubeError
 from receiver.kube.logs import PodLogReader
 from receiver.logs import redact_secrets
@@ -78,8 +79,6 @@ class LogSource(Protocol):
     ) -> list[PodLogs]: ...
 
     async def events(self, *, limit: int) -> list[ClusterEvent]: ...
-
-    async def close(self) -> None: ...
 
     @property
     def selection(self) -> str:
@@ -214,23 +213,26 @@ class EvidenceCollector:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, store: Store, metrics: Metrics | None = None
+        cls,
+        settings: Settings,
+        *,
+        store: Store,
+        cluster: KubeConnection | None,
+        metrics: Metrics | None = None,
     ) -> EvidenceCollector:
-        """A collector with the configured sources: the cluster's logs and events when a
-        cluster is configured, Prometheus when its URL is set."""
+        """A collector with the configured sources: the remediation target's logs and events
+        through ``cluster`` (the process's connection, closed by its owner) when there is one,
+        Prometheus when its URL is set."""
         evidence = settings.evidence
-        cluster = settings.kubernetes
         target = settings.remediation.target
         source: LogSource | None = None
-        if evidence.logs.enabled and cluster.mode != "none":
+        if evidence.logs.enabled and cluster is not None:
             source = PodLogReader(
-                kubeconfig=cluster.kubeconfig if cluster.mode == "kubeconfig" else None,
-                context=cluster.context,
+                cluster,
                 namespace=target.namespace,
                 deployment=target.deployment,
                 label_selector=target.pod_selector,
                 container=evidence.logs.container,
-                request_timeout=cluster.request_timeout_seconds,
             )
         prom = evidence.prometheus
         client = (
@@ -239,8 +241,6 @@ class EvidenceCollector:
         return cls(settings=evidence, store=store, logs=source, prometheus=client, metrics=metrics)
 
     async def close(self) -> None:
-        if self._logs is not None:
-            await self._logs.close()
         if self._prometheus is not None:
             await self._prometheus.close()
 
@@ -455,7 +455,8 @@ class EvidenceCollector:
             builder.report(
                 "pod_logs",
                 "not_configured",
-                "no cluster configured (kubernetes.mode), or evidence.logs.enabled is false",
+                "no cluster connection (kubernetes.mode, or its configuration could not be"
+                " loaded: see the log), or evidence.logs.enabled is false",
             )
             return [], []
         try:
@@ -525,7 +526,8 @@ class EvidenceCollector:
             builder.report(
                 "events",
                 "not_configured",
-                "no cluster configured (kubernetes.mode), or evidence.logs.enabled is false",
+                "no cluster connection (kubernetes.mode, or its configuration could not be"
+                " loaded: see the log), or evidence.logs.enabled is false",
             )
             return None
         try:

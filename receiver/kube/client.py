@@ -1,13 +1,34 @@
-"""Connecting to the API server: in-cluster service account, or a kubeconfig file."""
+"""The process's one connection to the API server: in-cluster service account, or a kubeconfig.
+
+Why one: triage's cluster view, remediation and the evidence log reader all talk to the same
+API server with the same credentials. One :class:`KubeConnection` is opened in the
+application's lifecycle (or a command's) from the ``kubernetes`` settings and handed to each;
+its owner closes it, the parts using it never do. A cluster that cannot be configured (missing
+kubeconfig, no service account) must not stop the service: :func:`open_cluster` then yields
+no connection and says why, and each part reports what it could not do.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from kubernetes_asyncio import client, config
+from kubernetes_asyncio.config import ConfigException
 
-__all__ = ["connect"]
+from receiver.config import KubernetesSettings
+from receiver.kube.calls import RetryPolicy
+from receiver.kube.errors import KubeError, KubeInvalid
+
+__all__ = ["ClusterAccess", "KubeConnection", "connect", "open_cluster"]
+
+logger = structlog.get_logger(__name__)
+
+NO_CLUSTER = "no cluster configured"
 
 
 async def connect(*, kubeconfig: Path | None, context: str | None = None) -> client.ApiClient:
@@ -23,3 +44,68 @@ async def connect(*, kubeconfig: Path | None, context: str | None = None) -> cli
     else:
         await config.load_kube_config(context=context, client_configuration=configuration)
     return client.ApiClient(configuration=configuration)
+
+
+@dataclass(frozen=True)
+class KubeConnection:
+    """One API client, and how calls through it are retried and timed out."""
+
+    api: client.ApiClient
+    policy: RetryPolicy
+
+    @classmethod
+    async def open(cls, settings: KubernetesSettings) -> KubeConnection | None:
+        """Connect as configured; ``None`` when no cluster is configured (mode ``none``).
+        Raises :class:`~receiver.kube.errors.KubeInvalid` when the configuration cannot be
+        loaded."""
+        if settings.mode == "none":
+            return None
+        if settings.mode == "in_cluster" and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            # connect() would fall back to a kubeconfig: not what "in_cluster" promises.
+            raise KubeInvalid(
+                "mode in_cluster, but not running in a pod (KUBERNETES_SERVICE_HOST is not set)",
+                operation="connect",
+            )
+        try:
+            api = await connect(
+                kubeconfig=settings.kubeconfig if settings.mode == "kubeconfig" else None,
+                context=settings.context,
+            )
+        except (ConfigException, OSError, ValueError) as e:
+            raise KubeInvalid(
+                f"cannot load the cluster configuration: {str(e)[:200]}", operation="connect"
+            ) from e
+        policy = RetryPolicy(
+            attempts=settings.retry_attempts,
+            backoff_seconds=settings.retry_backoff_seconds,
+            request_timeout_seconds=settings.request_timeout_seconds,
+        )
+        return cls(api, policy)
+
+    async def close(self) -> None:
+        await self.api.close()
+
+
+@dataclass(frozen=True)
+class ClusterAccess:
+    """The connection, or why there is none (for outcomes and notes that say so)."""
+
+    connection: KubeConnection | None
+    missing: str = NO_CLUSTER
+
+
+@asynccontextmanager
+async def open_cluster(settings: KubernetesSettings) -> AsyncIterator[ClusterAccess]:
+    """The configured cluster's connection, closed on exit; never raises for a cluster that
+    cannot be configured (it is logged, and ``missing`` says why)."""
+    try:
+        connection = await KubeConnection.open(settings)
+    except KubeError as e:
+        logger.error("no cluster connection", error=str(e))
+        yield ClusterAccess(None, f"cluster not reachable ({e})")
+        return
+    try:
+        yield ClusterAccess(connection)
+    finally:
+        if connection is not None:
+            await connection.close()

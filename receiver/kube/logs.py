@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client
 
 from receiver.cluster import ClusterEvent, PodLogs
-from receiver.kube.client import connect
-from receiver.kube.errors import KubeError, KubeUnavailable, translated
+from receiver.kube.client import KubeConnection
+from receiver.kube.errors import KubeError, translated
 
 __all__ = ["PodLogReader", "list_integration_events", "read_integration_logs"]
 
@@ -178,55 +177,39 @@ async def list_integration_events(
 
 
 class PodLogReader:
-    """The integration's logs and events from one cluster; connects on first use.
+    """The integration's logs and events, through the process's connection (which its owner
+    closes).
 
     Targets (namespace, deployment, label selector, container) come from configuration only.
     """
 
     def __init__(
         self,
+        connection: KubeConnection,
         *,
-        kubeconfig: Path | None,
-        context: str | None,
         namespace: str,
         deployment: str,
         label_selector: str,
         container: str | None,
-        request_timeout: float = 30.0,
     ) -> None:
-        self._kubeconfig = kubeconfig
-        self._context = context
+        self._api = connection.api
+        self._timeout = connection.policy.request_timeout_seconds
         self._namespace = namespace
         self._deployment = deployment
         self._selector = label_selector
         self._container = container
-        self._timeout = request_timeout
-        self._api: client.ApiClient | None = None
         self._pods_seen: set[str] = set()
 
     @property
     def selection(self) -> str:
         return f"{self._selector} in namespace {self._namespace}"
 
-    async def _client(self) -> client.ApiClient:
-        if self._api is None:
-            try:
-                self._api = await connect(kubeconfig=self._kubeconfig, context=self._context)
-            except KubeError:
-                raise
-            except Exception as e:  # bad or missing kubeconfig: the library raises many kinds
-                raise KubeUnavailable(
-                    f"cannot load Kubernetes configuration: {type(e).__name__}: {str(e)[:200]}",
-                    operation="connect",
-                ) from e
-        return self._api
-
     async def pod_logs(
         self, *, since_seconds: int, limit_bytes: int, tail_lines: int | None
     ) -> list[PodLogs]:
         """Logs of the integration's containers; see :func:`read_integration_logs`."""
         found = await read_integration_logs(
-            await self._client(),
+            self._api,
             namespace=self._namespace,
             label_selector=self._selector,
             container=self._container,
@@ -241,15 +224,10 @@ class PodLogReader:
     async def events(self, *, limit: int) -> list[ClusterEvent]:
         """Events of the deployment and of the pods seen so far (and any named after it)."""
         return await list_integration_events(
-            await self._client(),
+            self._api,
             namespace=self._namespace,
             deployment=self._deployment,
             pod_names=set(self._pods_seen),
             limit=limit,
             request_timeout=self._timeout,
         )
-
-    async def close(self) -> None:
-        if self._api is not None:
-            await self._api.close()
-            self._api = None

@@ -8,66 +8,27 @@ operations remediation needs.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.config import ConfigException
-
 from receiver.cluster import ApiKeyReport, ClusterView, PodsReport
-from receiver.config import KubernetesSettings, RemediationTarget
+from receiver.config import RemediationTarget
 from receiver.kube import deployments, events, pods, secrets
-from receiver.kube.calls import RetryPolicy
-from receiver.kube.client import connect
+from receiver.kube.client import KubeConnection
 from receiver.kube.deployments import DeploymentState, EnvChange, EnvValue
-from receiver.kube.errors import KubeInvalid
 from receiver.kube.secrets import CopyResult
 
 __all__ = ["IntegrationWorkload"]
 
 
 class IntegrationWorkload:
-    """The configured Deployment, pods and Secrets, through one API client."""
+    """The configured Deployment, pods and Secrets, through the process's connection (which
+    its owner closes)."""
 
-    def __init__(
-        self, api: client.ApiClient, *, target: RemediationTarget, policy: RetryPolicy
-    ) -> None:
-        self._api = api
+    def __init__(self, connection: KubeConnection, *, target: RemediationTarget) -> None:
+        self._api = connection.api
+        self._policy = connection.policy
         self.target = target
-        self._policy = policy
-
-    @classmethod
-    async def connect(
-        cls, settings: KubernetesSettings, target: RemediationTarget
-    ) -> IntegrationWorkload | None:
-        """Connect as configured; ``None`` when no cluster is configured (mode ``none``)."""
-        if settings.mode == "none":
-            return None
-        if settings.mode == "in_cluster" and not os.environ.get("KUBERNETES_SERVICE_HOST"):
-            # connect() would fall back to a kubeconfig: not what "in_cluster" promises.
-            raise KubeInvalid(
-                "mode in_cluster, but not running in a pod (KUBERNETES_SERVICE_HOST is not set)",
-                operation="connect",
-            )
-        try:
-            api = await connect(
-                kubeconfig=settings.kubeconfig if settings.mode == "kubeconfig" else None,
-                context=settings.context,
-            )
-        except (ConfigException, OSError, ValueError) as e:
-            raise KubeInvalid(
-                f"cannot load the cluster configuration: {str(e)[:200]}", operation="connect"
-            ) from e
-        policy = RetryPolicy(
-            attempts=settings.retry_attempts,
-            backoff_seconds=settings.retry_backoff_seconds,
-            request_timeout_seconds=settings.request_timeout_seconds,
-        )
-        return cls(api, target=target, policy=policy)
-
-    async def close(self) -> None:
-        await self._api.close()
 
     @property
     def where(self) -> str:

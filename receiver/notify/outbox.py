@@ -27,7 +27,6 @@ it sends that message again after the restart (PagerDuty deduplicates by ``dedup
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import sqlite3
@@ -40,6 +39,7 @@ import aiohttp
 import structlog
 import tenacity
 
+from receiver.background import BackgroundTask, wait_to_be_woken
 from receiver.config import NotifySettings, OutboxSettings
 from receiver.metrics import Metrics
 from receiver.notify.delivery import (
@@ -301,29 +301,25 @@ class OutboxWorker:
         )
         self._clock = clock
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundTask("outbox-worker", self._run)
         self._session: aiohttp.ClientSession | None = None
         self._limit = asyncio.Semaphore(self._settings.concurrency)
         self._last_prune = float("-inf")
         self.heartbeat = time.monotonic()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-worker")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop delivering; a delivery in flight is abandoned and retried after a restart."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     @property
     def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.alive
 
     def wake(self) -> None:
         """Tell the worker there is something new to send."""
@@ -341,11 +337,7 @@ class OutboxWorker:
             except Exception:
                 logger.exception("outbox pass failed")
             if not attempted:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), timeout=self._settings.poll_interval_seconds
-                    )
-                self._wake.clear()
+                await wait_to_be_woken(self._wake, seconds=self._settings.poll_interval_seconds)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

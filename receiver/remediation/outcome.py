@@ -26,6 +26,8 @@ class ActionOutcome:
     """One decision: ``action`` (the runbook entry) on ``target``, and why it ended so.
 
     ``before``/``after`` describe the value (never a secret) before and after the action.
+    ``transient``: the action could not run because the Kubernetes API was unavailable; it
+    has not been given up, and remediating the incident again later may still apply it.
     """
 
     action: str
@@ -35,6 +37,7 @@ class ActionOutcome:
     before: str | None = None
     after: str | None = None
     at: float = 0.0
+    transient: bool = False
 
     @property
     def needs_a_person(self) -> bool:

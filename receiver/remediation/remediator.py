@@ -20,6 +20,7 @@ would have been done (dry-run) or that there is no cluster to act on.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -233,7 +234,8 @@ class Remediator:
                 f"missing RBAC permission: {e.operation} (answered {e.status})",
             )
         if isinstance(e, KubeUnavailable):
-            return self._outcome(action, target, "escalated", f"Kubernetes API unavailable: {e}")
+            outcome = self._outcome(action, target, "escalated", f"Kubernetes API unavailable: {e}")
+            return dataclasses.replace(outcome, transient=True)
         if isinstance(e, KubeConflict):
             return self._outcome(action, target, "failed", f"kept conflicting: {e}")
         return self._outcome(action, target, "failed", str(e))

@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import shutil
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -65,14 +66,28 @@ async def running_prometheus(
     scrape_interval: str = "1s",
     job: str = "posthog-integration",
     wait_for_targets: bool = True,
+    more_jobs: Mapping[str, list[str]] | None = None,
+    rule_files: Sequence[Path] = (),
+    alertmanagers: Sequence[str] = (),
 ) -> AsyncIterator[str]:
-    """Run Prometheus scraping ``targets`` (``host:port``); yields its base URL."""
+    """Run Prometheus scraping ``targets`` (``host:port``); yields its base URL.
+
+    ``more_jobs`` adds scrape jobs (name to targets); ``rule_files`` are evaluated every
+    ``scrape_interval`` and their alerts sent to ``alertmanagers`` (``host:port``).
+    """
     binary = prometheus_binary()
     workdir.mkdir(parents=True, exist_ok=True)
-    config = {
+    config: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
+        "scrape_configs": [
+            {"job_name": name, "static_configs": [{"targets": hosts}]}
+            for name, hosts in {job: targets, **(more_jobs or {})}.items()
+        ],
     }
+    if rule_files:
+        config["rule_files"] = [str(f) for f in rule_files]
+    if alertmanagers:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": alertmanagers}]}]}
     config_file = workdir / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
     port = free_port()

@@ -46,6 +46,20 @@ logger = structlog.get_logger(__name__)
 
 MAX_BATCH = 512
 
+# The inbox's integer key of a dedup digest in SQL, for rows stored before migration 5: the
+# first 16 hex digits with the top bit cleared (63 bits, a positive SQLite integer). Must agree
+# with ``receiver.incidents.dedup_hash``; a key that is not a digest gets NULL (never a repeat).
+_SQL_HEX_DIGITS = " | ".join(
+    # Each term in parentheses: SQLite's <<, & and | share one precedence, left to right.
+    f"(((instr('0123456789abcdef', substr(dedup_key, {i + 1}, 1)) - 1)"
+    f"{' & 7' if i == 0 else ''}) << {60 - 4 * i})"
+    for i in range(16)
+)
+_SQL_DEDUP_HASH = (
+    "CASE WHEN length(dedup_key) = 64 AND dedup_key NOT GLOB '*[^0-9a-f]*'"
+    f" THEN ({_SQL_HEX_DIGITS}) END"
+)
+
 # Append-only: each entry is applied once, in order, and recorded in PRAGMA user_version.
 MIGRATIONS: list[str] = [
     # 1: received webhooks, kept until processed (and a while after, for inspection).
@@ -191,6 +205,35 @@ MIGRATIONS: list[str] = [
         state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done'))
     );
     CREATE INDEX remediation_reverts_due ON remediation_reverts (state, due_at);
+    """,
+    # 5: repeats are recognised by a 63-bit integer taken from the dedup digest (its first 16
+    # hex digits), not by a UNIQUE index over the 64-character text: the random-order text
+    # index was half of SQLite's cost per stored webhook (docs/benchmarks.md). The index is not
+    # UNIQUE: the full digest stays in the row and is compared on a hit, so two different
+    # notifications whose integers collide are both stored. The table is rebuilt because a
+    # column's UNIQUE constraint cannot be dropped in place; existing rows keep their ids.
+    f"""
+    CREATE TABLE inbox_v5 (
+        id INTEGER PRIMARY KEY,
+        dedup_hash INTEGER,
+        dedup_key TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        payload BLOB NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        processed_at REAL,
+        error TEXT
+    );
+    INSERT INTO inbox_v5 (id, dedup_hash, dedup_key, group_key, received_at, payload, state,
+                          attempts, processed_at, error)
+        SELECT id, {_SQL_DEDUP_HASH}, dedup_key, group_key, received_at, payload, state,
+               attempts, processed_at, error
+        FROM inbox;
+    DROP TABLE inbox;
+    ALTER TABLE inbox_v5 RENAME TO inbox;
+    CREATE INDEX inbox_pending ON inbox (state, id);
+    CREATE INDEX inbox_dedup ON inbox (dedup_hash);
     """,
 ]
 

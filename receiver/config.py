@@ -242,6 +242,16 @@ class WorkerSettings(_Group):
             "are always handled one at a time, in order."
         ),
     )
+    defer_to_webhooks_seconds: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description=(
+            "While webhooks are waiting for their commit, the worker waits up to this long "
+            "before applying its next few stored notifications (acknowledgements first; 0: "
+            "never waits). Bounded, so processing still advances during a long storm."
+        ),
+    )
 
     @model_validator(mode="after")
     def _stall_after_poll(self) -> WorkerSettings:

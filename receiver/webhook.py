@@ -187,6 +187,12 @@ class InboxWriter:
                     w.future.set_exception(StoreUnavailable("inbox write interrupted"))
             self._waiting.clear()
 
+    @property
+    def busy(self) -> bool:
+        """Whether webhooks are waiting for a commit (being written, or gathering for the next
+        write)."""
+        return self._flusher is not None or bool(self._waiting)
+
     async def close(self) -> None:
         """Wait for the write in flight (none is left once the server stopped taking requests)."""
         if self._flusher is not None:
@@ -214,6 +220,8 @@ class Intake:
     def __post_init__(self) -> None:
         self.credentials = Credentials(self.settings.webhook)
         self.max_body_bytes = self.settings.server.max_body_bytes
+        inbox = self.inbox
+        self.worker.defer_to(lambda: inbox.busy)  # acknowledgements first (docs/benchmarks.md)
         # Pre-bound metric children: ``labels()`` is a locked dict lookup on every call.
         self.counted = {
             outcome: self.metrics.webhooks.labels(outcome)

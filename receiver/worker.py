@@ -18,6 +18,7 @@ import asyncio
 import functools
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,6 +51,7 @@ logger = structlog.get_logger(__name__)
 MAX_EVENT_ATTEMPTS = 10
 PRUNE_EVERY_SECONDS = 300.0
 INBOX_CHUNK = 16  # notifications applied per store write while draining the inbox
+DEFER_STEP_SECONDS = 0.002  # how often a deferring worker looks whether webhooks still wait
 
 
 class Responder(Protocol):
@@ -79,6 +81,7 @@ class Worker:
         self._loop = BackgroundTask("incident-worker", self._run)
         self._last_prune = 0.0
         self._incidents: dict[str, _Handling] = {}
+        self._webhooks_waiting: Callable[[], bool] | None = None
         self.heartbeat = time.monotonic()
 
     def start(self) -> None:
@@ -108,6 +111,16 @@ class Worker:
         ``worker.stall_after_seconds`` (e.g. a responder hangs)."""
         limit = time.monotonic() - self._settings.stall_after_seconds
         return self.heartbeat < limit or any(h.since < limit for h in self._incidents.values())
+
+    def defer_to(self, webhooks_waiting: Callable[[], bool]) -> None:
+        """Give webhooks waiting for their commit priority over applying the inbox.
+
+        ``webhooks_waiting()`` tells whether the intake has requests waiting for a commit;
+        while it does, the worker waits (up to ``worker.defer_to_webhooks_seconds``) before
+        each chunk of stored notifications. They share one core: an acknowledgement is what
+        Alertmanager waits for, the incident can follow a few milliseconds later.
+        """
+        self._webhooks_waiting = webhooks_waiting
 
     def wake(self) -> None:
         """Tell the worker there is new work (called after a webhook is stored)."""
@@ -155,9 +168,9 @@ class Worker:
         # worth of incident bookkeeping. Between chunks the event loop answers requests.
         outcomes: list[NotificationOutcome | None] = []
         for start in range(0, len(rows), INBOX_CHUNK):
+            await self._defer_to_webhooks()
             chunk = rows[start : start + INBOX_CHUNK]
             outcomes.extend(await asyncio.gather(*(self._store.write(_Apply(r)) for r in chunk)))
-            await asyncio.sleep(0)
         for row, outcome in zip(rows, outcomes, strict=True):
             self._metrics.processing_seconds.observe(max(0.0, now() - row.received_at))
             if outcome is None:
@@ -178,6 +191,20 @@ class Worker:
             )
         self._metrics.inbox_depth.set(await self._store.read(inbox_depth))
         return True
+
+    async def _defer_to_webhooks(self) -> None:
+        """Wait while webhooks wait for their commit, for at most the configured bound: one
+        chunk is applied per bound however long a storm lasts, so nothing starves."""
+        waiting = self._webhooks_waiting
+        if waiting is None or not waiting():
+            await asyncio.sleep(0)
+            return
+        # Polled, not an event: the intake is busy for as long as requests keep coming, and a
+        # look every few milliseconds costs nothing measurable.
+        for _ in range(round(self._settings.defer_to_webhooks_seconds / DEFER_STEP_SECONDS)):
+            await asyncio.sleep(DEFER_STEP_SECONDS)
+            if not waiting():
+                return
 
     async def _drain_events(self) -> bool:
         """Hand each incident with due events to a task of its own, up to the configured

@@ -275,7 +275,42 @@ class Alertmanager(_Process):
         token_file = workdir / "webhook-token"
         token_file.write_text(token, encoding="utf-8")
         token_file.chmod(0o600)
-        config = {
+        config = self.build_config(
+            webhook_url=webhook_url,
+            token_file=token_file,
+            group_wait=group_wait,
+            group_interval=group_interval,
+            group_by=group_by,
+        )
+        self.config = config
+        config_path = workdir / "alertmanager.yml"
+        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        storage = workdir / "data"
+        storage.mkdir()
+        argv = [
+            ALERTMANAGER,
+            f"--config.file={config_path}",
+            f"--storage.path={storage}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--web.external-url={self.url}",
+            "--cluster.listen-address=",
+            "--log.level=debug",
+        ]
+        super().__init__(
+            argv, log_path=workdir / "alertmanager.log", env=dict(os.environ), cwd=workdir
+        )
+
+    def build_config(
+        self,
+        *,
+        webhook_url: str,
+        token_file: Path,
+        group_wait: str,
+        group_interval: str,
+        group_by: tuple[str, ...],
+    ) -> dict[str, Any]:
+        """The configuration written for Alertmanager: one route to one bearer-auth webhook."""
+        return {
             "global": {"resolve_timeout": "5m"},
             "route": {
                 "receiver": "posthog-receiver",
@@ -302,26 +337,14 @@ class Alertmanager(_Process):
                 }
             ],
         }
-        config_path = workdir / "alertmanager.yml"
-        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        storage = workdir / "data"
-        storage.mkdir()
-        argv = [
-            ALERTMANAGER,
-            f"--config.file={config_path}",
-            f"--storage.path={storage}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            f"--web.external-url={self.url}",
-            "--cluster.listen-address=",
-            "--log.level=debug",
-        ]
-        super().__init__(
-            argv, log_path=workdir / "alertmanager.log", env=dict(os.environ), cwd=workdir
-        )
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     def start(self) -> Alertmanager:
         """Start and wait until ``/-/ready`` answers."""

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -63,7 +62,11 @@ from tests.kube_emulator import (
     secret,
     write_kubeconfig,
 )
-from tests.procs import ReceiverProcess, _Process, free_port, http, receiver_config, wait_for
+from tests.procs import (
+    Alertmanager,
+    ReceiverProcess,
+    receiver_config,
+)
 
 __all__ = [
     "ALERTMANAGER_EXAMPLE",
@@ -151,63 +154,30 @@ def _shorten(route: dict[str, Any], timings: dict[str, str]) -> None:
         _shorten(child, timings)
 
 
-class ChartAlertmanager(_Process):
+class ChartAlertmanager(Alertmanager):
     """Debian's Alertmanager running the chart's example configuration.
 
     The only changes: the webhook URL and the token file point at the test's receiver, and
     the group timings are shrunk (``group_wait``, ``group_interval``; see the module doc).
     """
 
-    def __init__(
+    def build_config(
         self,
-        workdir: Path,
         *,
         webhook_url: str,
-        token: str,
-        group_wait: str = "200ms",
-        group_interval: str = "1s",
-    ) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        token_file = workdir / "webhook-token"
-        token_file.write_text(token, encoding="utf-8")
-        token_file.chmod(0o600)
-        config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text(encoding="utf-8"))
+        token_file: Path,
+        group_wait: str,
+        group_interval: str,
+        group_by: tuple[str, ...],
+    ) -> dict[str, Any]:
+        # The example's own grouping (group_by) is what is under test, so it is kept.
+        config: dict[str, Any] = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text(encoding="utf-8"))
         _shorten(config["route"], {"group_wait": group_wait, "group_interval": group_interval})
         hooks = [h for r in config["receivers"] for h in r.get("webhook_configs", [])]
         assert len(hooks) == 1, "the example has exactly one webhook: the receiver"
         hooks[0]["url"] = webhook_url
         hooks[0]["http_config"]["authorization"]["credentials_file"] = str(token_file)
-        self.config = config
-        config_path = workdir / "alertmanager.yml"
-        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        (workdir / "data").mkdir()
-        argv = [
-            "prometheus-alertmanager",
-            f"--config.file={config_path}",
-            f"--storage.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            f"--web.external-url=http://127.0.0.1:{self.port}",
-            "--cluster.listen-address=",
-            "--log.level=debug",
-        ]
-        super().__init__(
-            argv, log_path=workdir / "alertmanager.log", env=dict(os.environ), cwd=workdir
-        )
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> ChartAlertmanager:
-        self._spawn()
-
-        def ready() -> bool:
-            self._check_alive()
-            return http("GET", f"http://{self.address}/-/ready", timeout=1).status == 200
-
-        wait_for(ready, what="alertmanager /-/ready")
-        return self
+        return config
 
 
 # -- the PostHog integration, as Prometheus and the receiver see it -----------------------------

@@ -23,6 +23,8 @@ from receiver.incidents import IncidentEvent, apply_notification
 from receiver.kube.client import KubeConnection
 from receiver.kube.workload import IntegrationWorkload
 from receiver.store import Store
+from tests.fakes.health import FakeHealth
+from tests.fakes.status_page import FakeStatusPage
 from tests.helpers import make_settings
 from tests.kube_emulator import ClusterEmulator, write_kubeconfig
 from tests.procs import alertmanager, receiver_proc
@@ -58,6 +60,24 @@ async def make_client(aiohttp_client: Any, tmp_path: Path) -> ClientFactory:
 async def client(make_client: ClientFactory) -> TestClient[Any, Any]:
     """The app with the test settings (bearer and basic auth, small intervals)."""
     return await make_client()
+
+
+@pytest_asyncio.fixture
+async def status_page() -> AsyncIterator[FakeStatusPage]:
+    """PostHog's status page (Statuspage JSON), green until a test says otherwise."""
+    fake = FakeStatusPage()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest_asyncio.fixture
+async def health() -> AsyncIterator[FakeHealth]:
+    """Our integration's health endpoint, healthy until a test says otherwise."""
+    fake = FakeHealth()
+    await fake.start()
+    yield fake
+    await fake.stop()
 
 
 @pytest_asyncio.fixture()

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from receiver.alertmanager import WebhookPayload
 from receiver.cli import main
@@ -50,14 +48,6 @@ def payload(*alerts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@pytest_asyncio.fixture
-async def page() -> AsyncIterator[FakeStatusPage]:
-    fake = FakeStatusPage()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 def write_config(tmp_path: Path, status_url: str, health_url: str | None = None) -> Path:
     cfg = tmp_path / "receiver.yaml"
     health = f"\n    url: {health_url}" if health_url else ""
@@ -87,16 +77,16 @@ async def cli(*args: str | Path) -> tuple[int, str, str]:
 
 
 @pytest.mark.asyncio
-async def test_json_output(tmp_path: Path, page: FakeStatusPage) -> None:
+async def test_json_output(tmp_path: Path, status_page: FakeStatusPage) -> None:
     """--json prints one object with class, severity, decision, steps, actions, notifications."""
-    page.indicator = "major"
+    status_page.indicator = "major"
     body = payload(
         alert("a1", status_code="503", severity="warning"),
         alert("b2", status_code="502", severity="critical"),
         alert("c3", "resolved", status_code="401", priority="P1"),
     )
     (tmp_path / "payload.json").write_text(json.dumps(body))
-    cfg = write_config(tmp_path, page.url())
+    cfg = write_config(tmp_path, status_page.url())
     code, out, err = await cli("--config", cfg, tmp_path / "payload.json", "--json")
     assert code == 0, err
     report = json.loads(out)
@@ -112,13 +102,13 @@ async def test_json_output(tmp_path: Path, page: FakeStatusPage) -> None:
     ]
     assert report["notifications"]
     assert [a["fingerprint"] for a in report["alerts"]] == ["a1", "b2"]
-    assert page.requests == ["/api/v2/status.json"]
+    assert status_page.requests == ["/api/v2/status.json"]
     # No side effects: the configured store was never created.
     assert not (tmp_path / "state").exists()
 
 
 @pytest.mark.asyncio
-async def test_human_output(tmp_path: Path, page: FakeStatusPage) -> None:
+async def test_human_output(tmp_path: Path, status_page: FakeStatusPage) -> None:
     """The readable form shows class, severity, verdict and the numbered decision path."""
     health = FakeHealth()
     await health.start()
@@ -126,7 +116,7 @@ async def test_human_output(tmp_path: Path, page: FakeStatusPage) -> None:
         (tmp_path / "p.json").write_text(
             json.dumps(payload(alert("a1", error_type="ECONNRESET", severity="error")))
         )
-        cfg = write_config(tmp_path, page.url(), health.url)
+        cfg = write_config(tmp_path, status_page.url(), health.url)
         code, out, err = await cli("--config", cfg, tmp_path / "p.json")
     finally:
         await health.stop()
@@ -196,9 +186,11 @@ def test_invalid_payload_names_the_problem(
 
 
 @pytest.mark.asyncio
-async def test_explain_uses_planners_and_cluster(tmp_path: Path, page: FakeStatusPage) -> None:
+async def test_explain_uses_planners_and_cluster(
+    tmp_path: Path, status_page: FakeStatusPage
+) -> None:
     """Supplied planners (sync or async) fill actions and notifications from the report."""
-    cfg = load_settings(write_config(tmp_path, page.url()))
+    cfg = load_settings(write_config(tmp_path, status_page.url()))
     body = WebhookPayload.model_validate(payload(alert("a1", status_code="401")))
     seen: list[TriageReport] = []
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from receiver.cluster import PodsReport, PodState
 from receiver.config import HealthCheckSettings, UpstreamStatusSettings
@@ -26,22 +24,6 @@ A, R, U, N, X = (
     ErrorClass.NETWORK,
     ErrorClass.UNKNOWN,
 )
-
-
-@pytest_asyncio.fixture
-async def page() -> AsyncIterator[FakeStatusPage]:
-    fake = FakeStatusPage()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest_asyncio.fixture
-async def service() -> AsyncIterator[FakeHealth]:
-    fake = FakeHealth()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 async def run(
@@ -83,25 +65,25 @@ def answers(decision: Decision) -> list[str]:
 @pytest.mark.parametrize("indicator", ["minor", "major", "critical", "maintenance"])
 @pytest.mark.parametrize("error_class", [A, U, N])
 async def test_vendor_incident_stops_the_tree(
-    page: FakeStatusPage, service: FakeHealth, indicator: str, error_class: ErrorClass
+    status_page: FakeStatusPage, health: FakeHealth, indicator: str, error_class: ErrorClass
 ) -> None:
     """PostHog reporting an incident means: wait and fall back, nothing asked of our pods."""
-    page.indicator = indicator
+    status_page.indicator = indicator
     cluster = FakeCluster()
-    got = await run(error_class, page.url(), health_url=service.url, cluster=cluster)
+    got = await run(error_class, status_page.url(), health_url=health.url, cluster=cluster)
     assert got.verdict is Verdict.VENDOR_INCIDENT
     assert answers(got) == ["yes"]
     assert "do not restart" in got.summary
     assert cluster.calls == []
-    assert service.requests == 0
+    assert health.requests == 0
 
 
 @pytest.mark.asyncio
-async def test_vendor_incident_names_the_incident(page: FakeStatusPage) -> None:
+async def test_vendor_incident_names_the_incident(status_page: FakeStatusPage) -> None:
     """With summary.json, the step's finding and evidence name PostHog's active incident."""
-    page.indicator = "major"
-    page.incidents = [incident("Event ingestion delayed")]
-    got = await run(U, page.url("summary"))
+    status_page.indicator = "major"
+    status_page.incidents = [incident("Event ingestion delayed")]
+    got = await run(U, status_page.url("summary"))
     step = got.steps[0]
     assert "Event ingestion delayed" in step.finding
     assert step.evidence["incidents"][0]["name"] == "Event ingestion delayed"
@@ -109,10 +91,10 @@ async def test_vendor_incident_names_the_incident(page: FakeStatusPage) -> None:
 
 @pytest.mark.asyncio
 async def test_green_and_healthy_network_errors_are_intermittent(
-    page: FakeStatusPage, service: FakeHealth
+    status_page: FakeStatusPage, health: FakeHealth
 ) -> None:
     """PostHog green and our service healthy: likely resolved or intermittent."""
-    got = await run(N, page.url(), health_url=service.url, cluster=FakeCluster())
+    got = await run(N, status_page.url(), health_url=health.url, cluster=FakeCluster())
     assert got.verdict is Verdict.INTERMITTENT
     assert [s.question for s in got.steps][1:] == [
         "Is our service healthy (health endpoint)?",
@@ -123,9 +105,9 @@ async def test_green_and_healthy_network_errors_are_intermittent(
 
 
 @pytest.mark.asyncio
-async def test_green_but_nothing_checkable_is_unknown(page: FakeStatusPage) -> None:
+async def test_green_but_nothing_checkable_is_unknown(status_page: FakeStatusPage) -> None:
     """PostHog green but no health URL and no cluster: our side is unknown, not 'intermittent'."""
-    got = await run(N, page.url())
+    got = await run(N, status_page.url())
     assert got.verdict is Verdict.UNKNOWN
     assert answers(got) == ["no", "not_configured", "not_configured"]
 
@@ -133,11 +115,11 @@ async def test_green_but_nothing_checkable_is_unknown(page: FakeStatusPage) -> N
 @pytest.mark.asyncio
 @pytest.mark.parametrize("mode", ["slow", "malformed", "error"])
 async def test_unreadable_status_page_never_concludes_intermittent(
-    page: FakeStatusPage, service: FakeHealth, mode: str
+    status_page: FakeStatusPage, health: FakeHealth, mode: str
 ) -> None:
     """A slow, malformed or failing status page, with our side healthy, ends in unknown."""
-    page.mode = mode  # type: ignore[assignment]
-    got = await run(N, page.url(), health_url=service.url, cluster=FakeCluster())
+    status_page.mode = mode  # type: ignore[assignment]
+    got = await run(N, status_page.url(), health_url=health.url, cluster=FakeCluster())
     assert got.verdict is Verdict.UNKNOWN
     assert answers(got) == ["unknown", "yes", "yes"]
     assert "cannot be ruled out" in got.summary
@@ -146,21 +128,23 @@ async def test_unreadable_status_page_never_concludes_intermittent(
 @pytest.mark.asyncio
 @pytest.mark.parametrize("error_class", [A, R, U, N, X])
 async def test_unreachable_status_page_is_unknown_for_every_class(
-    service: FakeHealth, error_class: ErrorClass
+    health: FakeHealth, error_class: ErrorClass
 ) -> None:
     """Offline (status page unreachable) and nothing wrong found: unknown, whatever the class."""
     url = f"http://127.0.0.1:{unused_port()}/api/v2/status.json"
-    got = await run(error_class, url, health_url=service.url, cluster=FakeCluster())
+    got = await run(error_class, url, health_url=health.url, cluster=FakeCluster())
     assert got.verdict is Verdict.UNKNOWN
     assert got.steps[0].answer is Answer.UNKNOWN
     assert "unreachable" in got.steps[0].finding
 
 
 @pytest.mark.asyncio
-async def test_unknown_indicator_is_not_healthy(page: FakeStatusPage, service: FakeHealth) -> None:
+async def test_unknown_indicator_is_not_healthy(
+    status_page: FakeStatusPage, health: FakeHealth
+) -> None:
     """An indicator the tree does not know is an unknown answer, never 'no incident'."""
-    page.indicator = "degraded"
-    got = await run(N, page.url(), health_url=service.url)
+    status_page.indicator = "degraded"
+    got = await run(N, status_page.url(), health_url=health.url)
     assert got.steps[0].answer is Answer.UNKNOWN
     assert got.verdict is Verdict.UNKNOWN
 
@@ -175,11 +159,11 @@ async def test_unknown_indicator_is_not_healthy(page: FakeStatusPage, service: F
     ],
 )
 async def test_auth_with_key_problem_is_our_integration(
-    page: FakeStatusPage, service: FakeHealth, report: object, finding: str
+    status_page: FakeStatusPage, health: FakeHealth, report: object, finding: str
 ) -> None:
     """For 401/403, a missing, empty or rotated-but-not-loaded key is our integration's issue."""
     cluster = FakeCluster(api_key_report=report)  # type: ignore[arg-type]
-    got = await run(A, page.url(), health_url=service.url, cluster=cluster)
+    got = await run(A, status_page.url(), health_url=health.url, cluster=cluster)
     assert got.verdict is Verdict.OUR_INTEGRATION
     assert got.steps[1].answer is Answer.NO
     assert finding in got.steps[1].finding
@@ -206,10 +190,10 @@ async def test_auth_key_problem_is_ours_even_if_status_page_unreadable() -> None
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("error_class", "hint"), [(A, "dashboard"), (R, "queue"), (U, "5xx")])
 async def test_green_api_errors_with_nothing_wrong_are_our_integration(
-    page: FakeStatusPage, service: FakeHealth, error_class: ErrorClass, hint: str
+    status_page: FakeStatusPage, health: FakeHealth, error_class: ErrorClass, hint: str
 ) -> None:
     """PostHog green yet answering 401/429/5xx, our side healthy: our integration (runbook)."""
-    got = await run(error_class, page.url(), health_url=service.url, cluster=FakeCluster())
+    got = await run(error_class, status_page.url(), health_url=health.url, cluster=FakeCluster())
     assert got.verdict is Verdict.OUR_INTEGRATION
     assert hint in got.summary
     expected = ["no", "yes", "yes", "yes"] if error_class is A else ["no", "yes", "yes"]
@@ -219,27 +203,27 @@ async def test_green_api_errors_with_nothing_wrong_are_our_integration(
 @pytest.mark.asyncio
 @pytest.mark.parametrize("error_class", [A, R, U, N, X])
 async def test_unhealthy_health_endpoint_is_our_infrastructure(
-    page: FakeStatusPage, service: FakeHealth, error_class: ErrorClass
+    status_page: FakeStatusPage, health: FakeHealth, error_class: ErrorClass
 ) -> None:
     """Our health endpoint reporting PostHog down (PostHog green) is our infrastructure."""
-    service.posthog("degraded")
-    got = await run(error_class, page.url(), health_url=service.url)
+    health.posthog("degraded")
+    got = await run(error_class, status_page.url(), health_url=health.url)
     assert got.verdict is Verdict.OUR_INFRASTRUCTURE
     assert "degraded" in got.summary
 
 
 @pytest.mark.asyncio
 async def test_slow_health_endpoint_is_our_infrastructure(
-    page: FakeStatusPage, service: FakeHealth
+    status_page: FakeStatusPage, health: FakeHealth
 ) -> None:
     """A health endpoint that does not answer in time counts as unhealthy."""
-    service.delay = 5
-    got = await run(N, page.url(), health_url=service.url)
+    health.delay = 5
+    got = await run(N, status_page.url(), health_url=health.url)
     assert got.verdict is Verdict.OUR_INFRASTRUCTURE
 
 
 @pytest.mark.asyncio
-async def test_oomkilled_pods_are_our_infrastructure(page: FakeStatusPage) -> None:
+async def test_oomkilled_pods_are_our_infrastructure(status_page: FakeStatusPage) -> None:
     """Pods that were OOMKilled or are not ready make it our infrastructure."""
     pods = PodsReport(
         pods=[
@@ -250,7 +234,7 @@ async def test_oomkilled_pods_are_our_infrastructure(page: FakeStatusPage) -> No
         ],
         desired_replicas=2,
     )  # fmt: skip
-    got = await run(N, page.url(), cluster=FakeCluster(pods=pods))
+    got = await run(N, status_page.url(), cluster=FakeCluster(pods=pods))
     assert got.verdict is Verdict.OUR_INFRASTRUCTURE
     assert "OOMKilled" in got.summary
     assert got.steps[-1].evidence["pods"][1]["waiting_reason"] == "CrashLoopBackOff"
@@ -258,23 +242,23 @@ async def test_oomkilled_pods_are_our_infrastructure(page: FakeStatusPage) -> No
 
 @pytest.mark.asyncio
 async def test_cluster_failure_is_recorded_not_raised(
-    page: FakeStatusPage, service: FakeHealth
+    status_page: FakeStatusPage, health: FakeHealth
 ) -> None:
     """A cluster that errors is an unknown answer with the reason; the tree goes on."""
     cluster = FakeCluster(
         pods=RuntimeError("403 Forbidden: pods is forbidden"),
         api_key_report=RuntimeError("secrets is forbidden"),
     )
-    got = await run(A, page.url(), health_url=service.url, cluster=cluster)
+    got = await run(A, status_page.url(), health_url=health.url, cluster=cluster)
     assert answers(got) == ["no", "unknown", "yes", "unknown"]
     assert "forbidden" in got.steps[1].finding
     assert got.verdict is Verdict.OUR_INTEGRATION
 
 
 @pytest.mark.asyncio
-async def test_hanging_cluster_is_bounded_by_the_timeout(page: FakeStatusPage) -> None:
+async def test_hanging_cluster_is_bounded_by_the_timeout(status_page: FakeStatusPage) -> None:
     """A cluster that never answers is cut off after the configured timeout."""
-    got = await run(N, page.url(), cluster=FakeCluster(hang=True), timeout_seconds=0.05)
+    got = await run(N, status_page.url(), cluster=FakeCluster(hang=True), timeout_seconds=0.05)
     assert got.steps[-1].answer is Answer.UNKNOWN
     assert "no answer within 0.05s" in got.steps[-1].finding
     assert got.verdict is Verdict.UNKNOWN

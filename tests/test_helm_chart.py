@@ -773,7 +773,7 @@ def test_prometheus_rule_carries_the_rules_file(tmp_path: Path) -> None:
     assert rule["spec"]["groups"] == yaml.safe_load(RULES_FILE.read_text())["groups"]
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool is not installed (Debian package prometheus)")
+        pytest.fail("promtool is not installed (Debian package prometheus)")
     rendered_rules = tmp_path / "rules.yaml"
     rendered_rules.write_text(yaml.safe_dump(rule["spec"]))
     result = subprocess.run(

@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from receiver.incidents import get_incident, list_incidents
-from receiver.keys import METRICS, OUTBOX, SETTINGS, STORE, WORKER
+from receiver.keys import METRICS, OUTBOX, SETTINGS, SPOOL, STORE, WORKER
 from receiver.store import StoreUnavailable
 
 __all__ = ["healthz", "incident", "incidents", "metrics", "readyz"]
@@ -26,7 +26,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the store can commit and the workers (incidents, notification outbox) run.
+    """Readiness: the store can commit, the spool takes webhooks (open, not full) and the
+    workers (incidents, notification outbox) run.
 
     A paused worker (maintenance mode) is ready: webhooks are still stored.
     """
@@ -35,7 +36,11 @@ async def readyz(request: web.Request) -> web.Response:
         async with asyncio.timeout(READY_CHECK_SECONDS):
             store_ok = await request.app[STORE].ping()
     worker = request.app[WORKER]
-    checks: dict[str, bool] = {"store": store_ok, "worker": worker.alive and not worker.stalled}
+    checks: dict[str, bool] = {
+        "store": store_ok,
+        "spool": request.app[SPOOL].accepting,
+        "worker": worker.alive and not worker.stalled,
+    }
     outbox = request.app.get(OUTBOX)
     if outbox is not None:
         stall = request.app[SETTINGS].worker.stall_after_seconds

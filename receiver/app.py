@@ -9,8 +9,10 @@ requests, lets in-flight ones finish, stops the worker, closes the clients and t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
+import functools
 import gc
 import random
 import time
@@ -24,8 +26,8 @@ from receiver.config import Settings
 from receiver.evidence import EvidenceCollector
 from receiver.evidence_api import EVIDENCE
 from receiver.health import HealthReader
-from receiver.incidents import IncidentEvent
-from receiver.keys import METRICS, OUTBOX, SETTINGS, STORE, WORKER
+from receiver.incidents import IncidentEvent, recent_dedup_keys
+from receiver.keys import METRICS, OUTBOX, SETTINGS, SPOOL, STORE, WORKER
 from receiver.kube.client import ClusterAccess, open_cluster
 from receiver.kube.workload import IntegrationWorkload
 from receiver.logs import register_secrets
@@ -33,9 +35,10 @@ from receiver.metrics import Metrics
 from receiver.openapi import add_routes as add_openapi_routes
 from receiver.remediation import open_remediator
 from receiver.responder import IncidentResponder, RevertChecks
+from receiver.spool import RecentKeys, Spool
 from receiver.store import Store
 from receiver.upstream import UpstreamReader
-from receiver.webhook import INTAKE, InboxWriter, Intake, is_authorized, receive_alertmanager
+from receiver.webhook import INTAKE, Intake, SpoolWriter, is_authorized, receive_alertmanager
 from receiver.worker import Responder, Worker
 
 __all__ = ["create_app", "secret_values"]
@@ -188,6 +191,16 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         app[STORE] = store
+        # Acknowledged webhooks are spooled, then moved into the store's inbox by the worker.
+        spool = Spool.for_store(settings.store)
+        spooled = await asyncio.to_thread(spool.open)
+        app[SPOOL] = spool
+        app[METRICS].spool_bytes.set_function(lambda: spool.pending_bytes)
+        recent = RecentKeys(settings.store.recent_keys)
+        if settings.store.recent_keys:
+            newest = functools.partial(recent_dedup_keys, limit=settings.store.recent_keys)
+            for key in [*await store.read(newest), *spooled]:
+                recent.add(key)
         try:
             async with contextlib.AsyncExitStack() as clients:
                 # One cluster connection for the process: triage, remediation and evidence.
@@ -207,11 +220,12 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
                     ),
                     inbox_retention_seconds=settings.store.inbox_retention_hours * 3600,
                     settings=settings.worker,
+                    spool=spool,
                 )
                 app[WORKER] = worker
-                inbox = InboxWriter(store)
+                writer = SpoolWriter(spool, recent)
                 app[INTAKE] = Intake(
-                    settings=settings, metrics=app[METRICS], worker=worker, inbox=inbox
+                    settings=settings, metrics=app[METRICS], worker=worker, writer=writer
                 )
                 worker.start()
                 # Everything loaded so far lives as long as the process: keep it out of the
@@ -221,9 +235,10 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
                 gc.freeze()
                 logger.info("receiver started", store=str(store.path))
                 yield
-                await inbox.close()
+                await writer.close()
                 await worker.stop()
         finally:
+            await asyncio.to_thread(spool.close)
             await store.close()
         logger.info("receiver stopped")
 

@@ -187,8 +187,9 @@ class StoreSettings(_Group):
     synchronous: Literal["normal", "full"] = Field(
         default="normal",
         description=(
-            "SQLite 'synchronous' in WAL mode. 'normal': an acknowledged webhook survives a "
-            "crash of this process; 'full': it also survives power loss (an fsync per commit)."
+            "Durability of the spool and of SQLite (WAL mode). 'normal': an acknowledged webhook "
+            "survives a crash of this process; 'full': it also survives power loss (an fsync "
+            "per write)."
         ),
     )
     inbox_retention_hours: float = Field(
@@ -199,8 +200,31 @@ class StoreSettings(_Group):
         gt=0,
         le=60,
         description=(
-            "How long a commit waits for a database locked by another process before the "
-            "webhook is answered 503 (Alertmanager then retries)."
+            "How long a commit waits for a database locked by another process before it is "
+            "given up and tried again later."
+        ),
+    )
+    spool_max_mib: int = Field(
+        default=256,
+        ge=1,
+        description=(
+            "Webhooks acknowledged but not yet moved into the inbox, at most (MiB, in the "
+            "spool directory beside the database). Past it webhooks are answered 503 and "
+            "Alertmanager sends them again later."
+        ),
+    )
+    spool_segment_mib: int = Field(
+        default=16,
+        ge=1,
+        description="Size of one spool file; a file is deleted once all of it is in the inbox.",
+    )
+    recent_keys: int = Field(
+        default=65536,
+        ge=0,
+        description=(
+            "How many of the newest notifications' repeat keys the intake remembers (about 150 "
+            "bytes each), to answer a resend 'duplicate' at once. An older resend is answered "
+            "'stored' and recognised as a repeat when it is moved into the inbox."
         ),
     )
 

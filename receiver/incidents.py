@@ -39,6 +39,7 @@ __all__ = [
     "enqueue_webhooks",
     "get_incident",
     "list_incidents",
+    "recent_dedup_keys",
     "record_triage",
 ]
 
@@ -120,12 +121,16 @@ _ROWS_PER_STATEMENT = 160
 
 
 def enqueue_webhooks(
-    conn: sqlite3.Connection, webhooks: Sequence[tuple[str, str, bytes]]
+    conn: sqlite3.Connection,
+    webhooks: Sequence[tuple[str, str, bytes]],
+    *,
+    received_at: Sequence[float] | None = None,
 ) -> list[bool]:
     """Store many received notifications ``(dedup_key, group_key, body)`` at once.
 
     Returns, in order, whether each was stored (``False``: the same news was stored before,
-    or earlier in this same call). One SELECT and one multi-row INSERT per 160 webhooks,
+    or earlier in this same call). ``received_at`` gives when each was received (default:
+    now). One SELECT and one multi-row INSERT per 160 webhooks,
     instead of a statement each: every sqlite3 call hands the interpreter lock to the event
     loop and waits to get it back, and that wait, not SQLite, is what a commit costs under
     load. Repeats are found by :func:`dedup_hash` and confirmed by the full digest. Run inside
@@ -145,14 +150,18 @@ def enqueue_webhooks(
                 wanted,
             )
         }
-        received = now()
+        received = (
+            received_at[start : start + _ROWS_PER_STATEMENT]
+            if received_at is not None
+            else [now()] * len(chunk)
+        )
         values: list[Any] = []
-        for (key, group_key, body), key_hash in zip(chunk, hashes, strict=True):
+        for (key, group_key, body), key_hash, at in zip(chunk, hashes, received, strict=True):
             if key in seen:
                 results.append(False)
                 continue
             seen.add(key)
-            values.extend((key_hash, key, group_key, received, body))
+            values.extend((key_hash, key, group_key, at, body))
             results.append(True)
         if values:
             rows = ",".join(["(?, ?, ?, ?, ?)"] * (len(values) // 5))
@@ -162,6 +171,12 @@ def enqueue_webhooks(
                 values,
             )
     return results
+
+
+def recent_dedup_keys(conn: sqlite3.Connection, limit: int) -> list[str]:
+    """The dedup keys of the ``limit`` newest inbox rows, oldest first."""
+    rows = conn.execute("SELECT dedup_key FROM inbox ORDER BY id DESC LIMIT ?", (limit,))
+    return [row[0] for row in rows][::-1]
 
 
 def pending_inbox(conn: sqlite3.Connection, limit: int = 100) -> list[InboxRow]:

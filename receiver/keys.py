@@ -7,13 +7,15 @@ from aiohttp import web
 from receiver.config import Settings
 from receiver.metrics import Metrics
 from receiver.notify import OutboxWorker
+from receiver.spool import Spool
 from receiver.store import Store
 from receiver.worker import Worker
 
-__all__ = ["METRICS", "OUTBOX", "SETTINGS", "STORE", "WORKER"]
+__all__ = ["METRICS", "OUTBOX", "SETTINGS", "SPOOL", "STORE", "WORKER"]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
 WORKER = web.AppKey("worker", Worker)
+SPOOL = web.AppKey("spool", Spool)
 OUTBOX = web.AppKey("outbox", OutboxWorker)

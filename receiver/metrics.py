@@ -46,6 +46,17 @@ class Metrics:
             "Stored webhooks waiting to be processed.",
             registry=r,
         )
+        self.spool_bytes = Gauge(
+            "posthog_receiver_spool_bytes",
+            "Acknowledged webhooks in the spool, not yet moved into the inbox (bytes).",
+            registry=r,
+        )
+        self.inbox_repeats = Counter(
+            "posthog_receiver_inbox_repeats_total",
+            "Spooled webhooks found to be repeats when moved into the inbox (not processed "
+            "again): resends older than the intake remembers, or moved again after a crash.",
+            registry=r,
+        )
         self.processing_seconds = Histogram(
             "posthog_receiver_processing_seconds",
             "Time from a webhook being stored to its changes being applied to incidents.",

@@ -1,15 +1,16 @@
 """``POST /webhook/alertmanager``: accept a notification only once it is durably stored.
 
 The checks run cheapest first: size (413), credentials (401), media type (415), payload
-(400). Alertmanager retries only 5xx, so anything transient on our side (the store cannot
-commit) is a 503, and a 200 is sent only after the commit. A resend of the same news is a
-200 too, and is not stored or processed again.
+(400). A valid notification is written to the spool (:mod:`receiver.spool`) and answered 200
+once the write is durable; the worker moves it into the store's inbox later. Alertmanager
+retries only 5xx, so anything transient on our side (the spool is full or cannot be written) is
+a 503. A resend of the same news is a 200 too, and is not stored or processed again.
 
-Why an :class:`Intake` object and an :class:`InboxWriter`: this is the one hot path of the
+Why an :class:`Intake` object and a :class:`SpoolWriter`: this is the one hot path of the
 service (docs/benchmarks.md). What every request would otherwise look up or build again (the
 expected credentials, the metric children, the response bodies) is prepared once at startup,
-and the requests waiting for a commit share one store write: while one batch commits, the next
-gathers, so a commit costs a handful of sqlite3 calls however many webhooks it carries.
+and the requests waiting for their write share one: while one batch is written, the next
+gathers.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import hmac
 import json
-import sqlite3
 from dataclasses import dataclass, field
 
 import structlog
@@ -30,16 +29,16 @@ from pydantic import ValidationError
 
 from receiver.alertmanager import WebhookPayload
 from receiver.config import Settings, WebhookSettings
-from receiver.incidents import enqueue_webhooks
 from receiver.metrics import Metrics
-from receiver.store import Store, StoreUnavailable
+from receiver.spool import RecentKeys, Spool, Spooled
+from receiver.store import StoreUnavailable
 from receiver.worker import Worker
 
 __all__ = [
     "INTAKE",
     "Credentials",
-    "InboxWriter",
     "Intake",
+    "SpoolWriter",
     "is_authorized",
     "payload_error",
     "receive_alertmanager",
@@ -114,39 +113,40 @@ def payload_error(err: ValidationError) -> str:
 
 @dataclass
 class _Waiting:
-    dedup_key: str
-    group_key: str
-    body: bytes
+    record: Spooled
     future: asyncio.Future[bool]
 
 
-class InboxWriter:
-    """Stores received webhooks in the inbox, many per store write (on the event loop).
+class SpoolWriter:
+    """Writes received webhooks to the spool, many per write (on the event loop).
 
-    ``enqueue`` returns once the webhook's transaction has committed: ``True`` if it was stored,
-    ``False`` if the same news was stored before. At most one write is in flight; what arrives
-    meanwhile waits for the next one. A failed write answers every webhook in it with
+    ``enqueue`` returns once the webhook is durably spooled: ``True`` if it was written,
+    ``False`` if it is a resend of news spooled before (remembered in :class:`RecentKeys`, or
+    earlier in the same write). At most one write is in flight; what arrives meanwhile waits
+    for the next one. A failed write answers every webhook in it with
     :class:`StoreUnavailable` (the webhook is then answered 503 and Alertmanager retries).
     """
 
-    def __init__(self, store: Store, *, max_batch: int = 512) -> None:
-        self._store = store
+    def __init__(self, spool: Spool, recent: RecentKeys, *, max_batch: int = 512) -> None:
+        self._spool = spool
+        self._recent = recent
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.writes = 0
 
     async def enqueue(self, *, dedup_key: str, group_key: str, body: bytes) -> bool:
+        if dedup_key in self._recent:
+            return False
         # The loop is looked up once: on Python 3.11 every get_running_loop() is a getpid()
         # system call, a measurable share of a request.
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
-        self._waiting.append(_Waiting(dedup_key, group_key, body, future))
+        self._waiting.append(_Waiting((dedup_key, group_key, body), future))
         if self._flusher is None:
-            self._flusher = loop.create_task(self._flush(), name="inbox-writer")
+            self._flusher = loop.create_task(self._flush(), name="spool-writer")
         return await future
 
     async def _flush(self) -> None:
@@ -154,19 +154,26 @@ class InboxWriter:
             while self._waiting:
                 batch = self._waiting[: self._max_batch]
                 del self._waiting[: self._max_batch]
-                rows = [(w.dedup_key, w.group_key, w.body) for w in batch]
+                # A resend of what an earlier write stored, or of a webhook earlier in this
+                # batch, is not written again.
+                recent = self._recent
+                keys: set[str] = set()
+                records: list[Spooled] = []
+                written: list[bool] = []
+                for w in batch:
+                    key = w.record[0]
+                    new = key not in keys and key not in recent
+                    if new:
+                        keys.add(key)
+                        records.append(w.record)
+                    written.append(new)
                 try:
-                    stored = await self._store.write(
-                        functools.partial(enqueue_webhooks, webhooks=rows)
-                    )
-                except Exception as e:  # whatever stopped the commit: this batch is not stored
-                    if not isinstance(e, StoreUnavailable | sqlite3.Error):
-                        logger.exception("inbox write failed", batch=len(batch))
-                    error = (
-                        e
-                        if isinstance(e, StoreUnavailable)
-                        else StoreUnavailable(f"not stored: {e}")
-                    )
+                    if records:
+                        await self._spool.append(records)
+                except Exception as e:  # whatever stopped the write: this batch is not stored
+                    if not isinstance(e, StoreUnavailable):
+                        logger.exception("spool write failed", batch=len(batch))
+                    error = e if isinstance(e, StoreUnavailable) else StoreUnavailable(str(e))
                     for w in batch:
                         if not w.future.done():
                             w.future.set_exception(error)
@@ -174,23 +181,24 @@ class InboxWriter:
                 except BaseException:
                     for w in batch:
                         if not w.future.done():
-                            w.future.set_exception(StoreUnavailable("inbox write interrupted"))
+                            w.future.set_exception(StoreUnavailable("spool write interrupted"))
                     raise
-                self.writes += 1
-                for w, result in zip(batch, stored, strict=True):
+                for key in keys:
+                    recent.add(key)
+                for w, result in zip(batch, written, strict=True):
                     if not w.future.done():  # the request went away meanwhile
                         w.future.set_result(result)
         finally:
             self._flusher = None
             for w in self._waiting:  # only left behind if this task was cancelled
                 if not w.future.done():
-                    w.future.set_exception(StoreUnavailable("inbox write interrupted"))
+                    w.future.set_exception(StoreUnavailable("spool write interrupted"))
             self._waiting.clear()
 
     @property
     def busy(self) -> bool:
-        """Whether webhooks are waiting for a commit (being written, or gathering for the next
-        write)."""
+        """Whether webhooks are waiting for their write (being written, or gathering for the
+        next write)."""
         return self._flusher is not None or bool(self._waiting)
 
     async def close(self) -> None:
@@ -211,7 +219,7 @@ class Intake:
     settings: Settings
     metrics: Metrics
     worker: Worker
-    inbox: InboxWriter
+    writer: SpoolWriter
     credentials: Credentials = field(init=False)
     max_body_bytes: int = field(init=False)
     counted: dict[str, Counter] = field(init=False)
@@ -220,8 +228,8 @@ class Intake:
     def __post_init__(self) -> None:
         self.credentials = Credentials(self.settings.webhook)
         self.max_body_bytes = self.settings.server.max_body_bytes
-        inbox = self.inbox
-        self.worker.defer_to(lambda: inbox.busy)  # acknowledgements first (docs/benchmarks.md)
+        writer = self.writer
+        self.worker.defer_to(lambda: writer.busy)  # acknowledgements first (docs/benchmarks.md)
         # Pre-bound metric children: ``labels()`` is a locked dict lookup on every call.
         self.counted = {
             outcome: self.metrics.webhooks.labels(outcome)
@@ -280,7 +288,7 @@ async def receive_alertmanager(request: web.Request) -> web.Response:
         return _reject(intake, 400, "bad_request", payload_error(e))
 
     try:
-        stored = await intake.inbox.enqueue(
+        stored = await intake.writer.enqueue(
             dedup_key=payload.dedup_key(), group_key=payload.group_key, body=body
         )
     except StoreUnavailable as e:
@@ -290,8 +298,8 @@ async def receive_alertmanager(request: web.Request) -> web.Response:
 
     outcome = "stored" if stored else "duplicate"
     intake.count(outcome)
-    if stored and not intake.worker.paused:
-        intake.worker.wake()
+    if stored:
+        intake.worker.wake()  # to move it into the inbox
     # Debug, not info: one line per request is the access log, and its cost is a large share
     # of the request's (docs/benchmarks.md). What a stored notification changed is logged at
     # info by the worker ("notification applied"); refusals are warnings.

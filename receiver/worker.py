@@ -1,6 +1,8 @@
 """The background worker: drains the inbox into incidents, then hands incident events on.
 
-Two durable queues, both in the store: the inbox (received webhooks) and incident events
+Received webhooks arrive in the spool (:mod:`receiver.spool`); the worker first moves them into
+the store's inbox, many per commit, recognising repeats there. Then two durable queues, both in
+the store: the inbox (received webhooks) and incident events
 (opened, alerts changed, resolved). Each item is removed only after its work committed, so
 work left behind by a crash or a shutdown is done after the next start. The responder must
 therefore be idempotent for an event it may see twice; the remediation journal and the
@@ -34,6 +36,7 @@ from receiver.incidents import (
     NotificationOutcome,
     apply_notification,
     due_events,
+    enqueue_webhooks,
     inbox_depth,
     mark_event,
     mark_inbox,
@@ -42,6 +45,7 @@ from receiver.incidents import (
     retry_event,
 )
 from receiver.metrics import Metrics
+from receiver.spool import Spool
 from receiver.store import Store, StoreUnavailable, now
 
 __all__ = ["Responder", "Worker"]
@@ -51,6 +55,7 @@ logger = structlog.get_logger(__name__)
 MAX_EVENT_ATTEMPTS = 10
 PRUNE_EVERY_SECONDS = 300.0
 INBOX_CHUNK = 16  # notifications applied per store write while draining the inbox
+SPOOL_CHUNK = 256  # spooled webhooks moved into the inbox per commit
 DEFER_STEP_SECONDS = 0.002  # how often a deferring worker looks whether webhooks still wait
 
 
@@ -71,8 +76,10 @@ class Worker:
         responder: Responder,
         inbox_retention_seconds: float,
         settings: WorkerSettings | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self._store = store
+        self._spool = spool
         self._metrics = metrics
         self._responder = responder
         self._retention = inbox_retention_seconds
@@ -123,7 +130,7 @@ class Worker:
         self._webhooks_waiting = webhooks_waiting
 
     def wake(self) -> None:
-        """Tell the worker there is new work (called after a webhook is stored)."""
+        """Tell the worker there is new work (called after a webhook is spooled)."""
         self._wake.set()
 
     async def _run(self) -> None:
@@ -147,15 +154,45 @@ class Worker:
                 await wait_to_be_woken(self._wake, seconds=self._settings.poll_interval_seconds)
 
     async def _count_backlog(self) -> bool:
-        self._metrics.inbox_depth.set(await self._store.read(inbox_depth))
-        return False
+        """Paused: spooled webhooks are still moved into the inbox, where they wait."""
+        moved = await self._move_spooled()
+        if moved:
+            self._metrics.inbox_depth.set(await self._store.read(inbox_depth))
+        return moved
 
     async def run_once(self) -> bool:
-        """One pass over both queues; ``True`` if anything was done."""
+        """One pass: spool to inbox, then both queues; ``True`` if anything was done."""
+        moved = await self._move_spooled()
         did_inbox = await self._drain_inbox()
         did_events = await self._drain_events()
         await self._maybe_prune()
-        return did_inbox or did_events
+        return moved or did_inbox or did_events
+
+    async def _move_spooled(self) -> bool:
+        """Move the oldest spooled webhooks (one chunk) into the inbox; ``True`` if any.
+
+        Their place in the spool is given up only after the inbox commit: a crash in between
+        moves them again, and the inbox recognises them as repeats.
+        """
+        spool = self._spool
+        if spool is None or not spool.unread():
+            return False
+        await self._defer_to_webhooks()
+        received, cursor = await asyncio.to_thread(spool.read, SPOOL_CHUNK)
+        if received:
+            stored = await self._store.write(
+                functools.partial(
+                    enqueue_webhooks,
+                    webhooks=[r[:3] for r in received],
+                    received_at=[r[3] for r in received],
+                )
+            )
+            repeats = stored.count(False)
+            if repeats:
+                self._metrics.inbox_repeats.inc(repeats)
+        if cursor is not None:
+            spool.consumed(cursor)
+        return True
 
     async def _drain_inbox(self) -> bool:
         rows = await self._store.read(pending_inbox)

@@ -17,7 +17,7 @@ from aiohttp import web
 from receiver import evidence_api
 from receiver.app import create_app
 from receiver.config import Settings
-from receiver.keys import STORE
+from receiver.keys import SPOOL, STORE
 
 __all__ = [
     "BASIC_PASSWORD",
@@ -121,15 +121,17 @@ def _inbox_states(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 async def wait_processed(app: web.Application, *, timeout: float = 20.0) -> dict[str, int]:
-    """Wait until the worker has taken every stored webhook out of the inbox; its row counts."""
+    """Wait until the worker has moved every spooled webhook into the inbox and taken every
+    stored webhook out of it; the inbox's row counts."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
+        spooled = app[SPOOL].unread()
         states = await app[STORE].read(_inbox_states)
-        if not states.get("pending"):
+        if not spooled and not states.get("pending"):
             return states
         if loop.time() > deadline:
-            raise AssertionError(f"inbox not drained after {timeout}s: {states}")
+            raise AssertionError(f"not drained after {timeout}s: {states}, spool: {spooled}")
         await asyncio.sleep(0.02)
 
 

@@ -9,6 +9,7 @@ that does not match fails here.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import tarfile
@@ -25,7 +26,7 @@ from openapi_core.testing import MockRequest, MockResponse
 from openapi_spec_validator import validate
 
 from receiver import __version__
-from receiver.keys import SETTINGS, STORE
+from receiver.keys import SETTINGS, SPOOL, STORE
 from receiver.openapi import SPEC_RESOURCE, load_spec
 from tests.alertmanager_payloads import (
     BASIC_PASSWORD,
@@ -139,6 +140,10 @@ class Contract:
         """Make the store unavailable, as a full disk or a dead writer would."""
         await self.app[STORE].close()
 
+    async def close_spool(self) -> None:
+        """Make the spool unable to take webhooks, as a dead writer would."""
+        await asyncio.to_thread(self.app[SPOOL].close)
+
 
 Driver = Callable[[Contract], Awaitable[None]]
 DRIVERS: dict[tuple[str, str], Driver] = {}
@@ -169,7 +174,7 @@ async def _webhook(c: Contract) -> None:
     assert await c.status("POST", path, headers=BEARER, body=body, content_type="text/plain") == 415
     limit = c.app[SETTINGS].server.max_body_bytes
     assert await c.status("POST", path, headers=BEARER, body=b"{" + b" " * limit + b"}") == 413
-    await c.close_store()
+    await c.close_spool()
     new = notification("g3", [alert("y")])
     assert (await c.webhook(new))[0] == 503
 

@@ -289,12 +289,13 @@ async def test_a_rising_severity_updates_the_page(
 async def test_readiness_includes_the_notification_outbox(
     tmp_path: Path, status_page: FakeStatusPage, aiohttp_client: AppClient
 ) -> None:
-    """/readyz reports the outbox worker beside the store and the incident worker."""
+    """/readyz reports the outbox worker beside the store, the spool and the incident worker."""
     client = await aiohttp_client(create_app(make_settings(tmp_path, status_page)))
     response = await client.get("/readyz")
     assert response.status == 200
     assert await response.json() == {
         "store": True,
+        "spool": True,
         "worker": True,
         "outbox": True,
         "status": "ready",

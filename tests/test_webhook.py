@@ -232,27 +232,76 @@ async def test_a_changed_alert_state_is_not_a_duplicate(client: Client) -> None:
 
 
 @pytest.mark.asyncio
-async def test_store_that_cannot_commit_answers_503_then_recovers(
+async def test_webhooks_are_acknowledged_while_the_store_cannot_commit_and_applied_after(
     client: Client, tmp_path: Path
 ) -> None:
-    """While another process holds the database's write lock, webhooks get 503, then 200."""
+    """While another process holds the database's write lock, webhooks are still spooled and
+    answered 200; the store is reported not ready; once the lock is gone they are applied."""
     db = tmp_path / "receiver.sqlite3"
     other = sqlite3.connect(db, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")  # the write lock, as a second writer would hold it
-        status, body = await post(client, notification([alert("a1")]))
-        assert status == 503
-        assert body == {"error": "temporarily unable to store; retry"}
+        for name in ("a1", "b2"):
+            assert await post(client, notification([alert(name)], group_key=name)) == (
+                200,
+                {"status": "stored", "alerts": 1},
+            )
         ready = await client.get("/readyz")
         assert ready.status == 503
         assert (await ready.json())["store"] is False
+        assert await metric(client, "posthog_receiver_spool_bytes") > 0
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    found = await wait_until(
+        lambda: incidents(client), lambda found: len(found) == 2, what="both incidents"
+    )
+    assert sorted(i["groupKey"] for i in found) == ["a1", "b2"]
+    assert await metric(client, "posthog_receiver_spool_bytes") == 0
+    assert (await client.get("/readyz")).status == 200
+
+
+@pytest.mark.asyncio
+async def test_a_full_spool_answers_503_then_takes_the_retry(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    """Webhooks the store cannot take yet fill the spool up to ``store.spool_max_mib``; past it
+    they get 503 (Alertmanager retries) and the spool is not ready. Once the store commits
+    again the spool drains and the retry is stored: nothing acknowledged is lost."""
+    client = await make_client(store={"spool_max_mib": 1, "spool_segment_mib": 1})
+    filler = "x" * 12_000  # about 12 KB per notification: about 85 fill the spool
+    db = tmp_path / "receiver.sqlite3"
+    other = sqlite3.connect(db, isolation_level=None)
+    accepted: list[str] = []
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        for n in range(200):
+            body = notification([alert(f"f{n}", annotations={"filler": filler})], group_key=f"g{n}")
+            status, answer = await post(client, body)
+            if status == 503:
+                assert answer == {"error": "temporarily unable to store; retry"}
+                refused = body
+                break
+            assert status == 200
+            accepted.append(f"g{n}")
+        else:
+            raise AssertionError("the spool never filled")
+        assert 60 < len(accepted) < 100
+        ready = await client.get("/readyz")
+        assert ready.status == 503
+        assert (await ready.json())["spool"] is False
     finally:
         other.execute("ROLLBACK")
         other.close()
     assert await metric(client, 'posthog_receiver_webhooks_total{outcome="unavailable"}') == 1
-    # Alertmanager retries a 5xx: the retry is stored, not lost and not a duplicate.
-    assert await post(client, notification([alert("a1")])) == (
-        200,
-        {"status": "stored", "alerts": 1},
+    await wait_until(
+        lambda: metric(client, "posthog_receiver_spool_bytes"), lambda v: v == 0, what="drained"
     )
+    assert (await post(client, refused))[1]["status"] == "stored"
+    found = await wait_until(
+        lambda: incidents(client),
+        lambda found: len(found) == len(accepted) + 1,
+        what="every acknowledged notification applied",
+    )
+    assert {i["groupKey"] for i in found} == {*accepted, refused["groupKey"]}
     assert (await client.get("/readyz")).status == 200

@@ -1,0 +1,422 @@
+"""The intake spool: where a webhook is durably written before it is acknowledged.
+
+A webhook is answered 200 only once it is durably stored. Appending it to a file is the
+cheapest durable write there is; committing it to SQLite on the way cost about half of each
+request (docs/benchmarks.md). So the intake appends accepted webhooks to the spool, many per
+write, and the worker moves them into the store's inbox in large batches: after the burst of
+requests that brought them, or a chunk at a time while one lasts.
+
+Durability follows ``store.synchronous``. ``normal``: a spooled webhook is in the operating
+system's page cache when it is acknowledged, so it survives a crash or kill of this process
+(as SQLite's WAL does in ``normal``). ``full``: every write is followed by an ``fdatasync``
+(one per group of webhooks written together) and a new segment by an fsync of the directory,
+so it survives power loss as well.
+
+Layout: a directory beside the database (``<database>.spool``) of segment files
+``00000001.seg``, ``00000002.seg``, ... Each is a run of records, little-endian::
+
+    u32 length | u32 crc32 | f64 received at | u16 key length | dedup key
+    | u32 group key length | group key | body
+
+where length and crc32 cover everything after them. The intake appends to one segment until it
+is ``store.spool_segment_mib`` long, then starts the next. A segment is deleted once every record
+in it is committed to the inbox. After a restart the intake writes a new segment and the worker
+moves the old ones first: a record moved before a crash but not yet deleted is moved again and
+recognised as a repeat by the inbox (not processed twice). A record cut short by a crash during
+its write (never acknowledged) ends the reading of its segment.
+
+What is spooled and not yet moved is bounded by ``store.spool_max_mib``: past it webhooks are
+answered 503 and Alertmanager sends them again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import struct
+import threading
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from receiver.config import StoreSettings
+from receiver.store import StoreUnavailable, now
+
+__all__ = [
+    "Received",
+    "RecentKeys",
+    "Spool",
+    "SpoolCursor",
+    "SpoolUnavailable",
+    "Spooled",
+    "spool_directory",
+]
+
+logger = structlog.get_logger(__name__)
+
+# (dedup key, group key, body): what the inbox stores of a received webhook.
+Spooled = tuple[str, str, bytes]
+# The same, read back, with when it was received (Unix seconds).
+Received = tuple[str, str, bytes, float]
+
+_HEAD = struct.Struct("<II")  # length, crc32 of what follows
+_KEY = struct.Struct("<dH")  # received at, key length
+_GROUP = struct.Struct("<I")
+_SUFFIX = ".seg"
+
+
+class SpoolUnavailable(StoreUnavailable):
+    """The spool cannot take a webhook now (full, or the disk refused the write): answer 503."""
+
+
+def spool_directory(settings: StoreSettings) -> Path:
+    """The spool beside the database, on the same volume."""
+    return settings.path.with_name(settings.path.name + ".spool")
+
+
+def encode(record: Spooled, received_at: float) -> bytes:
+    key, group, body = record
+    key_bytes = key.encode()
+    group_bytes = group.encode()
+    rest = b"".join(
+        (
+            _KEY.pack(received_at, len(key_bytes)),
+            key_bytes,
+            _GROUP.pack(len(group_bytes)),
+            group_bytes,
+            body,
+        )
+    )
+    return _HEAD.pack(len(rest), zlib.crc32(rest)) + rest
+
+
+def _decode(rest: bytes) -> Received:
+    received_at, key_len = _KEY.unpack_from(rest, 0)
+    at = _KEY.size
+    key = rest[at : at + key_len].decode()
+    at += key_len
+    (group_len,) = _GROUP.unpack_from(rest, at)
+    at += _GROUP.size
+    group = rest[at : at + group_len].decode()
+    return key, group, rest[at + group_len :], received_at
+
+
+@dataclass
+class _Segment:
+    seq: int
+    path: Path
+    size: int  # bytes of whole records written
+    read: int = 0  # bytes of records committed to the inbox
+    closed: bool = True  # no longer written to
+
+
+@dataclass(frozen=True)
+class SpoolCursor:
+    """Where a read ended: hand it to :meth:`Spool.consumed` once its records are committed."""
+
+    seq: int
+    offset: int
+
+
+@dataclass
+class _Write:
+    data: bytes
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+
+
+class Spool:
+    """Append-only segments of received webhooks, written by one thread of their own."""
+
+    def __init__(self, directory: Path, *, sync: bool, segment_bytes: int, max_bytes: int) -> None:
+        self.directory = directory
+        self._sync = sync
+        self._segment_bytes = segment_bytes
+        self._max_bytes = max_bytes
+        self._segments: list[_Segment] = []
+        self._active: _Segment | None = None
+        self._fd = -1
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._reserved = 0  # bytes handed to the writer and not yet written
+        self._full = False  # a write was refused for want of room, and nothing moved since
+        self.writes = 0
+
+    @classmethod
+    def for_store(cls, settings: StoreSettings) -> Spool:
+        return cls(
+            spool_directory(settings),
+            sync=settings.synchronous == "full",
+            segment_bytes=settings.spool_segment_mib * 1024 * 1024,
+            max_bytes=settings.spool_max_mib * 1024 * 1024,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def open(self) -> list[str]:
+        """Find the segments left by the last run, start a new one, start the writer thread.
+
+        Returns the dedup keys of the webhooks still in the spool (not yet in the inbox), so
+        that the intake recognises their resends.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        keys: list[str] = []
+        for path in sorted(self.directory.glob("*" + _SUFFIX)):
+            try:
+                seq = int(path.stem)
+            except ValueError:
+                logger.warning("not a spool segment; left alone", path=str(path))
+                continue
+            segment = _Segment(seq, path, path.stat().st_size)
+            records, _ = _read_records(segment, limit=None)
+            keys.extend(r[0] for r in records)
+            self._segments.append(segment)
+        if self._segments:
+            logger.info(
+                "spool found from the last run",
+                segments=len(self._segments),
+                webhooks=len(keys),
+                bytes=self.pending_bytes,
+            )
+        self._start_segment()
+        self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
+        self._writer.start()
+        return keys
+
+    def close(self) -> None:
+        """Finish the writes handed over, stop the writer thread, close the file."""
+        if self._writer is not None:
+            self._jobs.put(None)
+            self._writer.join()
+            self._writer = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        with self._lock:
+            active = self._active
+            if active is not None and active.size == 0:  # nothing was written to it
+                active.path.unlink(missing_ok=True)
+                self._segments.remove(active)
+            self._active = None
+
+    def _start_segment(self) -> None:
+        """Close the segment being written and start the next (called with no write running)."""
+        seq = max((s.seq for s in self._segments), default=0) + 1
+        path = self.directory / f"{seq:08d}{_SUFFIX}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        if self._sync:
+            _fsync_directory(self.directory)
+        old_fd = self._fd
+        with self._lock:
+            if self._active is not None:
+                self._active.closed = True
+                self._drop_if_moved(self._active)
+            self._fd = fd
+            self._active = _Segment(seq, path, 0, closed=False)
+            self._segments.append(self._active)
+        if old_fd >= 0:
+            os.close(old_fd)
+
+    # -- intake side -------------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        """Whether a webhook can be spooled now: open, and not full."""
+        alive = self._writer is not None and self._writer.is_alive()
+        return alive and not self._full
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes spooled and not yet committed to the inbox."""
+        with self._lock:
+            return sum(s.size - s.read for s in self._segments)
+
+    async def append(self, records: Sequence[Spooled]) -> None:
+        """Write ``records`` durably (see the module's note); raise :class:`SpoolUnavailable`
+        if they cannot be (full, disk error, closed). Nothing of a failed write is kept."""
+        if self._writer is None:
+            raise SpoolUnavailable("spool is not open")
+        received_at = now()
+        data = b"".join([encode(r, received_at) for r in records])
+        if self.pending_bytes + self._reserved + len(data) > self._max_bytes:
+            self._full = True
+            raise SpoolUnavailable(
+                f"spool full: {self.pending_bytes} bytes wait to be moved into the inbox"
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._reserved += len(data)
+        try:
+            self._jobs.put(_Write(data, future, loop))
+            await future
+        finally:
+            self._reserved -= len(data)
+        self.writes += 1
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                self._write(job.data)
+            except OSError as e:
+                logger.error("spool write failed", error=str(e), bytes=len(job.data))
+                error: BaseException | None = SpoolUnavailable(f"spool write failed: {e}")
+            else:
+                error = None
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                job.loop.call_soon_threadsafe(_settle, job.future, error)
+
+    def _write(self, data: bytes) -> None:
+        active = self._active
+        assert active is not None
+        if active.size and (
+            active.size + len(data) > self._segment_bytes or active.read >= active.size
+        ):
+            # Full, or every record in it is already in the inbox: start the next segment,
+            # so that this one can be deleted.
+            self._start_segment()
+            active = self._active
+            assert active is not None
+        view = memoryview(data)
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, view[written:])
+            if self._sync:
+                os.fdatasync(self._fd)
+        except OSError:
+            # Leave no part of a failed write behind: the records were not acknowledged.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, active.size)
+            raise
+        with self._lock:
+            active.size += len(data)
+
+    # -- worker side -------------------------------------------------------------------
+
+    def unread(self) -> bool:
+        """Whether any spooled webhook waits to be moved into the inbox."""
+        with self._lock:
+            return any(s.read < s.size for s in self._segments)
+
+    def read(self, limit: int) -> tuple[list[Received], SpoolCursor | None]:
+        """Up to ``limit`` of the oldest spooled webhooks not yet moved, and where they end
+        (blocking: run it off the event loop)."""
+        with self._lock:
+            segment = next((s for s in self._segments if s.read < s.size), None)
+        if segment is None:
+            return [], None
+        records, end = _read_records(segment, limit=limit)
+        return records, SpoolCursor(segment.seq, end)
+
+    def consumed(self, cursor: SpoolCursor) -> None:
+        """The records up to ``cursor`` are committed to the inbox: forget them."""
+        with self._lock:
+            for segment in self._segments:
+                if segment.seq == cursor.seq:
+                    segment.read = max(segment.read, cursor.offset)
+                    self._full = False
+                    self._drop_if_moved(segment)
+                    break
+
+    def _drop_if_moved(self, segment: _Segment) -> None:
+        """Delete a segment no longer written whose records are all in the inbox (under the
+        lock)."""
+        if segment.closed and segment.read >= segment.size:
+            try:
+                segment.path.unlink(missing_ok=True)
+            except OSError as e:  # retried when the next read of it is committed
+                logger.warning("spool segment not deleted", path=str(segment.path), error=str(e))
+                return
+            self._segments.remove(segment)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(None)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_records(segment: _Segment, *, limit: int | None) -> tuple[list[Received], int]:
+    """Whole records of ``segment`` from where its reading stopped, at most ``limit``; and the
+    offset after the last one returned. A damaged or cut-short record ends the segment: the
+    offset is then its size, so that the segment counts as moved."""
+    records: list[Received] = []
+    offset = segment.read
+    end = segment.size  # only what was completely written: the writer may be appending
+    with segment.path.open("rb") as f:
+        f.seek(offset)
+        while offset < end and (limit is None or len(records) < limit):
+            head = f.read(_HEAD.size)
+            damaged = len(head) < _HEAD.size
+            if not damaged:
+                length, crc = _HEAD.unpack(head)
+                rest = f.read(length)
+                damaged = len(rest) < length or zlib.crc32(rest) != crc
+            if damaged:
+                logger.warning(
+                    "spool record cut short or damaged: the rest of its segment is skipped"
+                    " (never acknowledged)",
+                    path=str(segment.path),
+                    offset=offset,
+                    skipped_bytes=end - offset,
+                )
+                return records, end
+            try:
+                records.append(_decode(rest))
+            except (struct.error, UnicodeDecodeError):
+                logger.warning("spool record unreadable; skipped", path=str(segment.path))
+            offset += _HEAD.size + length
+    return records, offset
+
+
+class RecentKeys:
+    """The dedup keys of the newest spooled webhooks, to answer a resend at once.
+
+    Two generations of sets: a key is remembered for at least ``capacity / 2`` and at most
+    ``capacity`` later keys. Exact for what it remembers (the full digest is kept); a resend
+    older than that is answered as new and recognised when it is moved into the inbox.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._half = max(1, capacity // 2) if capacity > 0 else 0
+        self._current: set[str] = set()
+        self._previous: set[str] = set()
+
+    def __contains__(self, key: str) -> bool:
+        if key in self._current:
+            return True
+        if key in self._previous:
+            self.add(key)  # refreshed: still resent
+            return True
+        return False
+
+    def add(self, key: str) -> None:
+        if not self._half:
+            return
+        self._current.add(key)
+        if len(self._current) >= self._half:
+            self._previous = self._current
+            self._current = set()
+
+    def __len__(self) -> int:
+        return len(self._current | self._previous)

@@ -131,7 +131,7 @@ async def test_what_was_not_moved_is_found_after_a_restart(tmp_path: Path) -> No
     directory = tmp_path / "spool"
     spool = _spool(directory)
     await spool.append(_records(5))
-    records, cursor = spool.read(2)
+    _, cursor = spool.read(2)
     assert cursor is not None
     spool.consumed(cursor)
     spool.close()
@@ -168,7 +168,8 @@ async def test_a_record_cut_short_by_a_crash_ends_its_segment(tmp_path: Path) ->
     try:
         assert keys == ["k0", "k1", "k2", "k0", "k1"]
         assert [r[0] for r in _drain(again)] == ["k0", "k1", "k2", "k0", "k1"]
-        assert not segment.exists() and not damaged.exists()
+        assert not segment.exists()
+        assert not damaged.exists()
     finally:
         again.close()
 
@@ -182,7 +183,7 @@ async def test_a_full_spool_refuses_until_something_is_moved(tmp_path: Path) -> 
         with pytest.raises(SpoolUnavailable, match="spool full"):
             await spool.append(_records(1, start=2, size=1500))
         assert not spool.accepting
-        records, cursor = spool.read(1)
+        _, cursor = spool.read(1)
         assert cursor is not None
         spool.consumed(cursor)
         assert spool.accepting
@@ -288,10 +289,7 @@ async def test_a_batch_that_cannot_be_written_is_unavailable_and_the_retry_is_ne
     writer = SpoolWriter(spool, RecentKeys(1000))
     try:
         refused = await asyncio.gather(
-            *(
-                writer.enqueue(dedup_key=f"k{i}", group_key="g", body=b"x" * 100)
-                for i in range(5)
-            ),
+            *(writer.enqueue(dedup_key=f"k{i}", group_key="g", body=b"x" * 100) for i in range(5)),
             return_exceptions=True,
         )
         assert all(isinstance(r, StoreUnavailable) for r in refused)
@@ -331,7 +329,8 @@ def test_recent_keys_remember_at_least_half_their_capacity() -> None:
     assert "k50" in recent  # looked up: refreshed into the newer generation
     for i in range(101, 150):
         recent.add(f"k{i}")
-    assert "k50" in recent and "k51" not in recent
+    assert "k50" in recent
+    assert "k51" not in recent
     off = RecentKeys(0)
     off.add("k")
     assert "k" not in off

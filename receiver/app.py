@@ -32,7 +32,7 @@ from receiver.kube.client import ClusterAccess, open_cluster
 from receiver.kube.workload import IntegrationWorkload
 from receiver.logs import register_secrets
 from receiver.metrics import Metrics
-from receiver.openapi import add_routes as add_openapi_routes
+from receiver.openapi import routes as openapi_routes
 from receiver.remediation import open_remediator
 from receiver.responder import IncidentResponder, RevertChecks
 from receiver.spool import RecentKeys, Spool
@@ -128,46 +128,51 @@ _REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar(
 _UNLOGGED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-@web.middleware
-async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A request id on every log line of the request, and one (debug) access line.
+def in_request_context(handler: Handler, *, api: bool = False, logged: bool = True) -> Handler:
+    """``handler`` with a request id on every log line of the request and one (debug) access
+    line; with ``api``, guarded by the webhook's credentials (incident data carries labels and
+    annotations).
 
-    It also guards the API (one middleware, not two: each layer costs on every request):
-    incident data carries labels and annotations, so ``/api/`` takes the webhook's credentials.
+    A wrapper around each route's handler, not an aiohttp middleware: a middleware adds two
+    layers to every request, which cost as much as the rest of this (docs/benchmarks.md).
     """
-    request_id = (request.headers.get("X-Request-Id") or _new_request_id())[:64]
-    token = _REQUEST_ID.set(request_id)
-    started = time.perf_counter()
-    status = 500
-    try:
-        if request.path.startswith("/api/") and not _api_allowed(request):
-            response: web.StreamResponse = web.json_response(
-                {"error": "missing or wrong credentials"},
-                status=401,
-                headers={"WWW-Authenticate": 'Bearer realm="posthog-receiver"'},
-            )
-        else:
-            response = await handler(request)
-        status = response.status
-    except web.HTTPException as e:
-        status = e.status
-        e.headers["X-Request-Id"] = request_id
-        raise
-    except Exception:
-        logger.exception("unhandled error", path=request.path)
-        response = web.json_response({"error": "internal error"}, status=500)
-    finally:
-        if request.path not in _UNLOGGED:
-            logger.debug(
-                "request",
-                method=request.method,
-                path=request.path,
-                status=status,
-                ms=round((time.perf_counter() - started) * 1000, 2),
-            )
-        _REQUEST_ID.reset(token)
-    response.headers["X-Request-Id"] = request_id
-    return response
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        request_id = (request.headers.get("X-Request-Id") or _new_request_id())[:64]
+        token = _REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        try:
+            if api and not _api_allowed(request):
+                response: web.StreamResponse = web.json_response(
+                    {"error": "missing or wrong credentials"},
+                    status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="posthog-receiver"'},
+                )
+            else:
+                response = await handler(request)
+            status = response.status
+        except web.HTTPException as e:
+            status = e.status
+            e.headers["X-Request-Id"] = request_id
+            raise
+        except Exception:
+            logger.exception("unhandled error", path=request.path)
+            response = web.json_response({"error": "internal error"}, status=500)
+        finally:
+            if logged:
+                logger.debug(
+                    "request",
+                    method=request.method,
+                    path=request.path,
+                    status=status,
+                    ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+            _REQUEST_ID.reset(token)
+        response.headers["X-Request-Id"] = request_id
+        return response
+
+    return functools.update_wrapper(handle, handler)
 
 
 def _api_allowed(request: web.Request) -> bool:
@@ -177,10 +182,7 @@ def _api_allowed(request: web.Request) -> bool:
 
 def create_app(settings: Settings, *, responder: Responder | None = None) -> web.Application:
     """Build the application for ``settings``; nothing is opened until it starts."""
-    app = web.Application(
-        client_max_size=settings.server.max_body_bytes,
-        middlewares=[request_context],
-    )
+    app = web.Application(client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     register_secrets(secret_values(settings))
@@ -243,12 +245,19 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
         logger.info("receiver stopped")
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_post("/webhook/alertmanager", receive_alertmanager)
-    app.router.add_get("/healthz", api.healthz)
-    app.router.add_get("/readyz", api.readyz)
-    app.router.add_get("/metrics", api.metrics)
-    app.router.add_get("/api/incidents", api.incidents)
-    app.router.add_get("/api/incidents/{id}", api.incident)
-    evidence_api.add_routes(app)
-    add_openapi_routes(app)
+    routes: list[tuple[str, str, Handler]] = [
+        ("POST", "/webhook/alertmanager", receive_alertmanager),
+        ("GET", "/healthz", api.healthz),
+        ("GET", "/readyz", api.readyz),
+        ("GET", "/metrics", api.metrics),
+        ("GET", "/api/incidents", api.incidents),
+        ("GET", "/api/incidents/{id}", api.incident),
+        *evidence_api.ROUTES,
+        *openapi_routes(),
+    ]
+    for method, path, handler in routes:
+        wrapped = in_request_context(
+            handler, api=path.startswith("/api/"), logged=path not in _UNLOGGED
+        )
+        app.router.add_route(method, path, wrapped)
     return app

@@ -1,6 +1,6 @@
 """HTTP endpoints for an incident's evidence: the postmortem draft, its chart, the bundle.
 
-``add_routes(app)`` is called by ``create_app``, whose lifecycle builds the collector (shared
+``ROUTES`` are registered by ``create_app``, whose lifecycle builds the collector (shared
 with the responder) once the store and the cluster connection are open. Evidence is collected
 on demand when an incident has no bundle yet, so these endpoints may take as long as one
 collection; they sit under ``/api/`` and so behind the API's credentials.
@@ -16,17 +16,10 @@ from aiohttp import web
 from receiver.evidence import EvidenceCollector, IncidentNotFound
 from receiver.store import StoreUnavailable
 
-__all__ = ["EVIDENCE", "add_routes"]
+__all__ = ["EVIDENCE", "ROUTES"]
 
 EVIDENCE = web.AppKey("evidence", EvidenceCollector)
 T = TypeVar("T")
-
-
-def add_routes(app: web.Application) -> None:
-    """Register the evidence endpoints; the application's lifecycle sets ``app[EVIDENCE]``."""
-    app.router.add_get("/api/incidents/{id}/postmortem", postmortem)
-    app.router.add_get("/api/incidents/{id}/chart.svg", chart)
-    app.router.add_get("/api/incidents/{id}/evidence", evidence)
 
 
 async def _answer(
@@ -64,3 +57,11 @@ async def evidence(request: web.Request) -> web.FileResponse:
             "Content-Disposition": f'attachment; filename="{path.name}"',
         },
     )
+
+
+# The evidence endpoints, registered by ``create_app``; its lifecycle sets ``app[EVIDENCE]``.
+ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]], ...] = (
+    ("GET", "/api/incidents/{id}/postmortem", postmortem),
+    ("GET", "/api/incidents/{id}/chart.svg", chart),
+    ("GET", "/api/incidents/{id}/evidence", evidence),
+)

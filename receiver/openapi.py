@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from receiver import __version__
 
-__all__ = ["SPEC_RESOURCE", "add_routes", "load_spec"]
+__all__ = ["SPEC_RESOURCE", "load_spec", "routes"]
 
 SPEC_RESOURCE = "openapi.yaml"
 JSON_PATH = "/openapi.json"
@@ -57,7 +58,6 @@ async def openapi_yaml(request: web.Request) -> web.Response:
     return web.Response(body=_rendered()[1], content_type="application/yaml", charset="utf-8")
 
 
-def add_routes(app: web.Application) -> None:
-    """Serve the description at ``/openapi.json`` and ``/openapi.yaml`` (no credentials)."""
-    app.router.add_get(JSON_PATH, openapi_json)
-    app.router.add_get(YAML_PATH, openapi_yaml)
+def routes() -> list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]]:
+    """The description, served at ``/openapi.json`` and ``/openapi.yaml`` (no credentials)."""
+    return [("GET", JSON_PATH, openapi_json), ("GET", YAML_PATH, openapi_yaml)]

@@ -46,6 +46,8 @@ __all__ = [
 
 logger = structlog.get_logger(__name__)
 
+BUSY_WINDOW_SECONDS = 0.005
+
 
 def _same(given: str, expected: str) -> bool:
     # Header bytes that are not UTF-8 arrive as surrogate escapes: compare them as sent.
@@ -134,6 +136,7 @@ class SpoolWriter:
         self._waiting: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_write = 0.0
 
     async def enqueue(self, *, dedup_key: str, group_key: str, body: bytes) -> bool:
         if dedup_key in self._recent:
@@ -190,6 +193,8 @@ class SpoolWriter:
                         w.future.set_result(result)
         finally:
             self._flusher = None
+            if self._loop is not None:
+                self._last_write = self._loop.time()
             for w in self._waiting:  # only left behind if this task was cancelled
                 if not w.future.done():
                     w.future.set_exception(StoreUnavailable("spool write interrupted"))
@@ -197,9 +202,13 @@ class SpoolWriter:
 
     @property
     def busy(self) -> bool:
-        """Whether webhooks are waiting for their write (being written, or gathering for the
-        next write)."""
-        return self._flusher is not None or bool(self._waiting)
+        """Whether webhooks are arriving: some wait for their write (being written, or
+        gathering for the next one), or a write ended within the last ``BUSY_WINDOW_SECONDS``.
+        (Spool writes are quick: between two of them a loaded intake is still loaded.)"""
+        if self._flusher is not None or self._waiting:
+            return True
+        loop = self._loop
+        return loop is not None and loop.time() - self._last_write < BUSY_WINDOW_SECONDS
 
     async def close(self) -> None:
         """Wait for the write in flight (none is left once the server stopped taking requests)."""

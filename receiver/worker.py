@@ -56,6 +56,7 @@ MAX_EVENT_ATTEMPTS = 10
 PRUNE_EVERY_SECONDS = 300.0
 INBOX_CHUNK = 16  # notifications applied per store write while draining the inbox
 SPOOL_CHUNK = 256  # spooled webhooks moved into the inbox per commit
+SPOOL_CHUNK_BUSY = 32  # the same while webhooks keep arriving (one per deferral bound)
 DEFER_STEP_SECONDS = 0.002  # how often a deferring worker looks whether webhooks still wait
 
 
@@ -177,8 +178,10 @@ class Worker:
         spool = self._spool
         if spool is None or not spool.unread():
             return False
-        await self._defer_to_webhooks()
-        received, cursor = await asyncio.to_thread(spool.read, SPOOL_CHUNK)
+        busy = await self._defer_to_webhooks()
+        received, cursor = await asyncio.to_thread(
+            spool.read, SPOOL_CHUNK_BUSY if busy else SPOOL_CHUNK
+        )
         if received:
             stored = await self._store.write(
                 functools.partial(
@@ -229,19 +232,21 @@ class Worker:
         self._metrics.inbox_depth.set(await self._store.read(inbox_depth))
         return True
 
-    async def _defer_to_webhooks(self) -> None:
-        """Wait while webhooks wait for their commit, for at most the configured bound: one
-        chunk is applied per bound however long a storm lasts, so nothing starves."""
+    async def _defer_to_webhooks(self) -> bool:
+        """Wait while webhooks wait for their write, for at most the configured bound: one
+        chunk is applied per bound however long a storm lasts, so nothing starves. ``True``
+        if webhooks are still waiting (the bound ran out)."""
         waiting = self._webhooks_waiting
         if waiting is None or not waiting():
             await asyncio.sleep(0)
-            return
+            return False
         # Polled, not an event: the intake is busy for as long as requests keep coming, and a
         # look every few milliseconds costs nothing measurable.
         for _ in range(round(self._settings.defer_to_webhooks_seconds / DEFER_STEP_SECONDS)):
             await asyncio.sleep(DEFER_STEP_SECONDS)
             if not waiting():
-                return
+                return False
+        return True
 
     async def _drain_events(self) -> bool:
         """Hand each incident with due events to a task of its own, up to the configured

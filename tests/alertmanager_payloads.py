@@ -14,7 +14,6 @@ from typing import Any
 
 from aiohttp import web
 
-from receiver import evidence_api
 from receiver.app import create_app
 from receiver.config import Settings
 from receiver.keys import SPOOL, STORE
@@ -60,20 +59,9 @@ def receiver_settings(tmp_path: Path, *, max_body_bytes: int = 1_048_576) -> Set
     )
 
 
-def _serves(app: web.Application, method: str, path: str) -> bool:
-    return any(
-        r.method == method and r.resource is not None and r.resource.canonical == path
-        for r in app.router.routes()
-    )
-
-
 def served_app(tmp_path: Path, *, max_body_bytes: int = 1_048_576) -> web.Application:
-    """The application as served, evidence endpoints included (registered here if
-    ``create_app`` does not register them itself)."""
-    app = create_app(receiver_settings(tmp_path, max_body_bytes=max_body_bytes))
-    if not _serves(app, "GET", "/api/incidents/{id}/evidence"):
-        evidence_api.add_routes(app)
-    return app
+    """The application as served."""
+    return create_app(receiver_settings(tmp_path, max_body_bytes=max_body_bytes))
 
 
 def alert(

@@ -55,6 +55,7 @@ logger = structlog.get_logger(__name__)
 MAX_EVENT_ATTEMPTS = 10
 PRUNE_EVERY_SECONDS = 300.0
 INBOX_CHUNK = 16  # notifications applied per store write while draining the inbox
+INBOX_CHUNK_BUSY = 4  # the same while webhooks keep arriving (one per deferral bound)
 SPOOL_CHUNK = 256  # spooled webhooks moved into the inbox per commit
 SPOOL_CHUNK_BUSY = 32  # the same while webhooks keep arriving (one per deferral bound)
 DEFER_STEP_SECONDS = 0.002  # how often a deferring worker looks whether webhooks still wait
@@ -207,9 +208,11 @@ class Worker:
         # webhooks waiting for their 200 would otherwise wait behind a hundred notifications'
         # worth of incident bookkeeping. Between chunks the event loop answers requests.
         outcomes: list[NotificationOutcome | None] = []
-        for start in range(0, len(rows), INBOX_CHUNK):
-            await self._defer_to_webhooks()
-            chunk = rows[start : start + INBOX_CHUNK]
+        start = 0
+        while start < len(rows):
+            busy = await self._defer_to_webhooks()
+            chunk = rows[start : start + (INBOX_CHUNK_BUSY if busy else INBOX_CHUNK)]
+            start += len(chunk)
             outcomes.extend(await asyncio.gather(*(self._store.write(_Apply(r)) for r in chunk)))
         for row, outcome in zip(rows, outcomes, strict=True):
             self._metrics.processing_seconds.observe(max(0.0, now() - row.received_at))

@@ -14,6 +14,7 @@ from receiver.alertmanager import WebhookPayload
 from receiver.config import StoreSettings, WorkerSettings
 from receiver.incidents import IncidentEvent, enqueue_webhooks, inbox_depth
 from receiver.metrics import Metrics
+from receiver.spool import Spool
 from receiver.store import Store
 from receiver.worker import Worker
 from tests.helpers import alert, notification
@@ -39,17 +40,23 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         await store.close()
 
 
-async def _store_notifications(store: Store, count: int) -> None:
+def _notifications(count: int) -> list[tuple[str, str, bytes]]:
     rows = []
     for i in range(count):
         body = json.dumps(notification([alert(f"fp-{i}")], group_key=f'{{}}:{{g="{i}"}}'))
         payload = WebhookPayload.model_validate_json(body)
         rows.append((payload.dedup_key(), payload.group_key, body.encode()))
+    return rows
+
+
+async def _store_notifications(store: Store, count: int) -> None:
+    rows = _notifications(count)
     await store.write(lambda c: enqueue_webhooks(c, rows))
 
 
-def _worker(store: Store, defer: float) -> Worker:
+def _worker(store: Store, defer: float, spool: Spool | None = None) -> Worker:
     return Worker(
+        spool=spool,
         store=store,
         metrics=Metrics(),
         responder=Recorder(),
@@ -82,3 +89,27 @@ async def test_the_worker_waits_while_webhooks_wait_for_their_commit(store: Stor
     waiting = False
     assert await running
     assert await store.read(inbox_depth) == 0
+
+
+@pytest.mark.asyncio
+async def test_the_spool_is_still_moved_while_webhooks_always_arrive(
+    store: Store, tmp_path: Path
+) -> None:
+    """With the intake never idle, spooled webhooks are still moved into the inbox (a small
+    chunk per deferral bound) and applied, with a repeat recognised by the inbox."""
+    spool = Spool(tmp_path / "spool", sync=False, segment_bytes=1 << 20, max_bytes=1 << 24)
+    spool.open()
+    try:
+        rows = _notifications(70)
+        await spool.append([*rows, rows[0]])
+        worker = _worker(store, defer=0.01, spool=spool)
+        worker.defer_to(lambda: True)
+        while await worker.run_once():
+            pass
+        assert not spool.unread()
+        assert (
+            await store.read(lambda c: c.execute("SELECT count(*) FROM inbox").fetchone()[0]) == 70
+        )
+        assert await store.read(inbox_depth) == 0
+    finally:
+        spool.close()

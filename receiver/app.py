@@ -30,7 +30,7 @@ from receiver.incidents import IncidentEvent, recent_dedup_keys
 from receiver.keys import METRICS, OUTBOX, SETTINGS, SPOOL, STORE, WORKER
 from receiver.kube.client import ClusterAccess, open_cluster
 from receiver.kube.workload import IntegrationWorkload
-from receiver.logs import register_secrets
+from receiver.logs import debug_enabled, register_secrets
 from receiver.metrics import Metrics
 from receiver.openapi import routes as openapi_routes
 from receiver.remediation import open_remediator
@@ -129,9 +129,9 @@ _UNLOGGED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def in_request_context(handler: Handler, *, api: bool = False, logged: bool = True) -> Handler:
-    """``handler`` with a request id on every log line of the request and one (debug) access
-    line; with ``api``, guarded by the webhook's credentials (incident data carries labels and
-    annotations).
+    """``handler`` with a request id on every log line of the request and, if ``logged``, one
+    (debug) access line; with ``api``, guarded by the webhook's credentials (incident data
+    carries labels and annotations).
 
     A wrapper around each route's handler, not an aiohttp middleware: a middleware adds two
     layers to every request, which cost as much as the rest of this (docs/benchmarks.md).
@@ -255,9 +255,10 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
         *evidence_api.ROUTES,
         *openapi_routes(),
     ]
+    access_log = debug_enabled()
     for method, path, handler in routes:
         wrapped = in_request_context(
-            handler, api=path.startswith("/api/"), logged=path not in _UNLOGGED
+            handler, api=path.startswith("/api/"), logged=access_log and path not in _UNLOGGED
         )
         app.router.add_route(method, path, wrapped)
     return app

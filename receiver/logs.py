@@ -16,7 +16,7 @@ import structlog
 
 from receiver.config import LoggingSettings
 
-__all__ = ["configure_logging", "redact_secrets", "register_secrets"]
+__all__ = ["configure_logging", "debug_enabled", "redact_secrets", "register_secrets"]
 
 _secrets: set[str] = set()
 REDACTED = "[redacted]"
@@ -90,3 +90,13 @@ def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
     root.setLevel(max(level, logging.INFO))
     # aiohttp's access log duplicates our own request log line.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def debug_enabled() -> bool:
+    """Whether debug lines are written, as logging is configured now.
+
+    The request path asks once, when the application is built, and skips building debug lines
+    otherwise: a filtered-out call still costs its arguments and the lookups of the logger.
+    """
+    check = getattr(structlog.get_logger().bind(), "is_enabled_for", None)
+    return True if check is None else bool(check(logging.DEBUG))

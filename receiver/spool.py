@@ -15,8 +15,8 @@ so it survives power loss as well.
 Layout: a directory beside the database (``<database>.spool``) of segment files
 ``00000001.seg``, ``00000002.seg``, ... Each is a run of records, little-endian::
 
-    u32 length | u32 crc32 | f64 received at | u16 key length | dedup key
-    | u32 group key length | group key | body
+    u32 length | u32 crc32 | f64 received at | u16 key length | u32 group key length
+    | dedup key | group key | body
 
 where length and crc32 cover everything after them. The intake appends to one segment until it
 is ``store.spool_segment_mib`` long, then starts the next. A segment is deleted once every record
@@ -65,8 +65,7 @@ Spooled = tuple[str, str, bytes]
 Received = tuple[str, str, bytes, float]
 
 _HEAD = struct.Struct("<II")  # length, crc32 of what follows
-_KEY = struct.Struct("<dH")  # received at, key length
-_GROUP = struct.Struct("<I")
+_FIXED = struct.Struct("<dHI")  # received at, key length, group key length
 _SUFFIX = ".seg"
 
 
@@ -83,25 +82,17 @@ def encode(record: Spooled, received_at: float) -> bytes:
     key, group, body = record
     key_bytes = key.encode()
     group_bytes = group.encode()
-    rest = b"".join(
-        (
-            _KEY.pack(received_at, len(key_bytes)),
-            key_bytes,
-            _GROUP.pack(len(group_bytes)),
-            group_bytes,
-            body,
-        )
-    )
-    return _HEAD.pack(len(rest), zlib.crc32(rest)) + rest
+    fixed = _FIXED.pack(received_at, len(key_bytes), len(group_bytes))
+    crc = zlib.crc32(body, zlib.crc32(group_bytes, zlib.crc32(key_bytes, zlib.crc32(fixed))))
+    length = _FIXED.size + len(key_bytes) + len(group_bytes) + len(body)
+    return b"".join((_HEAD.pack(length, crc), fixed, key_bytes, group_bytes, body))
 
 
 def _decode(rest: bytes) -> Received:
-    received_at, key_len = _KEY.unpack_from(rest, 0)
-    at = _KEY.size
+    received_at, key_len, group_len = _FIXED.unpack_from(rest, 0)
+    at = _FIXED.size
     key = rest[at : at + key_len].decode()
     at += key_len
-    (group_len,) = _GROUP.unpack_from(rest, at)
-    at += _GROUP.size
     group = rest[at : at + group_len].decode()
     return key, group, rest[at + group_len :], received_at
 

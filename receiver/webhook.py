@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from receiver.alertmanager import WebhookPayload
 from receiver.config import Settings, WebhookSettings
+from receiver.logs import debug_enabled
 from receiver.metrics import Metrics
 from receiver.spool import RecentKeys, Spool, Spooled
 from receiver.store import StoreUnavailable
@@ -230,12 +231,14 @@ class Intake:
     worker: Worker
     writer: SpoolWriter
     credentials: Credentials = field(init=False)
+    debug: bool = field(init=False)
     max_body_bytes: int = field(init=False)
     counted: dict[str, Counter] = field(init=False)
     _accepted: dict[tuple[str, int], bytes] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.credentials = Credentials(self.settings.webhook)
+        self.debug = debug_enabled()
         self.max_body_bytes = self.settings.server.max_body_bytes
         writer = self.writer
         self.worker.defer_to(lambda: writer.busy)  # acknowledgements first (docs/benchmarks.md)
@@ -285,7 +288,11 @@ async def receive_alertmanager(request: web.Request) -> web.Response:
         return _reject(intake, 413, "too_large", f"body larger than {limit} bytes")
     if not intake.credentials.check(request.headers.get("Authorization")):
         return _reject(intake, 401, "unauthorized", "missing or wrong credentials")
-    if request.content_type != "application/json":
+    # What Alertmanager sends, compared as is; anything else is parsed (parameters, case).
+    if (
+        request.headers.get("Content-Type") != "application/json"
+        and request.content_type != "application/json"
+    ):
         return _reject(intake, 415, "unsupported_media_type", "expected application/json")
     try:
         body = await request.read()
@@ -312,11 +319,12 @@ async def receive_alertmanager(request: web.Request) -> web.Response:
     # Debug, not info: one line per request is the access log, and its cost is a large share
     # of the request's (docs/benchmarks.md). What a stored notification changed is logged at
     # info by the worker ("notification applied"); refusals are warnings.
-    logger.debug(
-        "webhook accepted",
-        outcome=outcome,
-        group_key=payload.group_key,
-        alerts=len(payload.alerts),
-        status=payload.status,
-    )
+    if intake.debug:
+        logger.debug(
+            "webhook accepted",
+            outcome=outcome,
+            group_key=payload.group_key,
+            alerts=len(payload.alerts),
+            status=payload.status,
+        )
     return intake.accepted(outcome, len(payload.alerts))

@@ -38,7 +38,7 @@ import queue
 import struct
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,8 +165,8 @@ class Spool:
                 logger.warning("not a spool segment; left alone", path=str(path))
                 continue
             segment = _Segment(seq, path, path.stat().st_size)
-            records, _ = _read_records(segment, limit=None)
-            keys.extend(r[0] for r in records)
+            # Keys only: the bodies are read again when the worker moves them.
+            keys.extend(record[0] for record, _ in _records(segment) if record is not None)
             self._segments.append(segment)
         if self._segments:
             logger.info(
@@ -347,16 +347,28 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _read_records(segment: _Segment, *, limit: int | None) -> tuple[list[Received], int]:
+def _read_records(segment: _Segment, *, limit: int) -> tuple[list[Received], int]:
     """Whole records of ``segment`` from where its reading stopped, at most ``limit``; and the
-    offset after the last one returned. A damaged or cut-short record ends the segment: the
-    offset is then its size, so that the segment counts as moved."""
+    offset after the last one returned (the segment's size if it ends in damage)."""
     records: list[Received] = []
+    offset = segment.read
+    for record, offset in _records(segment):  # noqa: B007 (the offset after the last is kept)
+        if record is not None:
+            records.append(record)
+        if len(records) >= limit:
+            break
+    return records, offset
+
+
+def _records(segment: _Segment) -> Iterator[tuple[Received | None, int]]:
+    """Each whole record of ``segment`` from where its reading stopped, with the offset after
+    it (``None`` for one that cannot be decoded). A damaged or cut-short record ends the
+    segment: the last offset is then its size, so that the segment counts as moved."""
     offset = segment.read
     end = segment.size  # only what was completely written: the writer may be appending
     with segment.path.open("rb") as f:
         f.seek(offset)
-        while offset < end and (limit is None or len(records) < limit):
+        while offset < end:
             head = f.read(_HEAD.size)
             damaged = len(head) < _HEAD.size
             if not damaged:
@@ -371,13 +383,14 @@ def _read_records(segment: _Segment, *, limit: int | None) -> tuple[list[Receive
                     offset=offset,
                     skipped_bytes=end - offset,
                 )
-                return records, end
+                yield None, end
+                return
+            offset += _HEAD.size + length
             try:
-                records.append(_decode(rest))
+                yield _decode(rest), offset
             except (struct.error, UnicodeDecodeError):
                 logger.warning("spool record unreadable; skipped", path=str(segment.path))
-            offset += _HEAD.size + length
-    return records, offset
+                yield None, offset
 
 
 class RecentKeys:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import textwrap
@@ -11,12 +12,15 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from pydantic import ValidationError
 
+from receiver.alertmanager import WebhookPayload
 from receiver.config import StoreSettings
 from receiver.incidents import enqueue_webhooks
 from receiver.spool import RecentKeys, Spool, SpoolUnavailable, spool_directory
 from receiver.store import Store, StoreUnavailable
 from receiver.webhook import SpoolWriter
+from tests.helpers import alert, notification
 
 MIB = 1024 * 1024
 
@@ -264,19 +268,31 @@ async def test_enqueue_webhooks_tells_new_from_repeated_news(store: Store) -> No
     assert await _keys(store) == ["old", *(f"k{i}" for i in range(300))]
 
 
+def _body(n: int) -> bytes:
+    """A valid notification, distinct news for each ``n``."""
+    return json.dumps(notification([alert(f"fp-{n}")], group_key=f'{{}}:{{n="{n}"}}')).encode()
+
+
 @pytest.mark.asyncio
 async def test_webhooks_arriving_together_share_one_spool_write(spool: Spool) -> None:
-    """Fifty webhooks enqueued at once are all spooled, in far fewer writes than fifty; a
-    resend in the same batch, or of an earlier write, is a duplicate and not written."""
+    """Fifty webhooks received at once are all spooled, in far fewer writes than fifty; a
+    resend in the same batch, or of an earlier write, is a duplicate and not written; a body
+    that is not a notification is refused without holding up the others."""
     writer = SpoolWriter(spool, RecentKeys(1000))
     results = await asyncio.gather(
-        *(writer.enqueue(dedup_key=f"k{i}", group_key="g", body=b"{}") for i in range(50)),
-        writer.enqueue(dedup_key="k7", group_key="g", body=b"{}"),
+        *(writer.receive(_body(i)) for i in range(50)),
+        writer.receive(_body(7)),
+        writer.receive(b'{"version": "3"}'),
+        return_exceptions=True,
     )
-    assert results == [True] * 50 + [False]
+    assert [r[1] for r in results[:51] if isinstance(r, tuple)] == [True] * 50 + [False]
+    assert isinstance(results[51], ValidationError)
     assert 1 <= spool.writes < 10
-    assert await writer.enqueue(dedup_key="k3", group_key="g", body=b"{}") is False
-    assert sorted(r[0] for r in _drain(spool)) == sorted(f"k{i}" for i in range(50))
+    payload, stored = await writer.receive(_body(3))
+    assert (payload.group_key, stored) == ('{}:{n="3"}', False)
+    spooled = _drain(spool)
+    assert sorted(r[1] for r in spooled) == sorted(f'{{}}:{{n="{i}"}}' for i in range(50))
+    assert all(r[0] == WebhookPayload.model_validate_json(r[2]).dedup_key() for r in spooled)
 
 
 @pytest.mark.asyncio
@@ -285,18 +301,15 @@ async def test_a_batch_that_cannot_be_written_is_unavailable_and_the_retry_is_ne
 ) -> None:
     """Every webhook of a refused write gets StoreUnavailable (503) and is not remembered:
     once the spool has room the same webhooks are written, not taken for duplicates."""
-    spool = _spool(tmp_path / "spool", max_bytes=300)
+    spool = _spool(tmp_path / "spool", max_bytes=3000)
     writer = SpoolWriter(spool, RecentKeys(1000))
     try:
         refused = await asyncio.gather(
-            *(writer.enqueue(dedup_key=f"k{i}", group_key="g", body=b"x" * 100) for i in range(5)),
-            return_exceptions=True,
+            *(writer.receive(_body(i)) for i in range(5)), return_exceptions=True
         )
         assert all(isinstance(r, StoreUnavailable) for r in refused)
         assert not spool.unread()
-        retried = [
-            await writer.enqueue(dedup_key=f"k{i}", group_key="g", body=b"{}") for i in range(2)
-        ]
+        retried = [(await writer.receive(_body(i)))[1] for i in range(2)]
         assert retried == [True, True]
     finally:
         spool.close()
@@ -307,15 +320,12 @@ async def test_a_request_that_goes_away_does_not_disturb_the_others(spool: Spool
     """A cancelled wait is skipped when the batch settles; its webhook is still spooled and the
     others get their answers."""
     writer = SpoolWriter(spool, RecentKeys(1000))
-    tasks = [
-        asyncio.create_task(writer.enqueue(dedup_key=f"k{i}", group_key="g", body=b"{}"))
-        for i in range(10)
-    ]
+    tasks = [asyncio.create_task(writer.receive(_body(i))) for i in range(10)]
     await asyncio.sleep(0)  # every task has queued its webhook
     tasks[3].cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert isinstance(results[3], asyncio.CancelledError)
-    assert [r for i, r in enumerate(results) if i != 3] == [True] * 9
+    assert [r[1] for i, r in enumerate(results) if i != 3] == [True] * 9
     assert len(_drain(spool)) == 10
 
 

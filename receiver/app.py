@@ -175,6 +175,18 @@ def in_request_context(handler: Handler, *, api: bool = False, logged: bool = Tr
     return functools.update_wrapper(handle, handler)
 
 
+async def open_spool(spool: Spool, store: Store, recent_keys: int) -> RecentKeys:
+    """Open ``spool``; the repeat keys of the newest notifications, from the inbox and from
+    what the spool still holds from the last run, to recognise their resends at once."""
+    spooled = await asyncio.to_thread(spool.open)
+    recent = RecentKeys(recent_keys)
+    if recent_keys:
+        newest = await store.read(functools.partial(recent_dedup_keys, limit=recent_keys))
+        for key in [*newest, *spooled]:
+            recent.add(key)
+    return recent
+
+
 def _api_allowed(request: web.Request) -> bool:
     settings = request.app[SETTINGS].webhook
     return not settings.protect_api or is_authorized(request.headers.get("Authorization"), settings)
@@ -194,16 +206,10 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
         await store.open()
         app[STORE] = store
         # Acknowledged webhooks are spooled, then moved into the store's inbox by the worker.
-        spool = Spool.for_store(settings.store)
-        spooled = await asyncio.to_thread(spool.open)
-        app[SPOOL] = spool
-        app[METRICS].spool_bytes.set_function(lambda: spool.pending_bytes)
-        recent = RecentKeys(settings.store.recent_keys)
-        if settings.store.recent_keys:
-            newest = functools.partial(recent_dedup_keys, limit=settings.store.recent_keys)
-            for key in [*await store.read(newest), *spooled]:
-                recent.add(key)
+        spool = app[SPOOL] = Spool.for_store(settings.store)
         try:
+            recent = await open_spool(spool, store, settings.store.recent_keys)
+            app[METRICS].spool_bytes.set_function(lambda: spool.pending_bytes)
             async with contextlib.AsyncExitStack() as clients:
                 # One cluster connection for the process: triage, remediation and evidence.
                 cluster = await clients.enter_async_context(open_cluster(settings.kubernetes))

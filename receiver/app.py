@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-import gc
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -236,11 +235,6 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
                     settings=settings, metrics=app[METRICS], worker=worker, writer=writer
                 )
                 worker.start()
-                # Everything loaded so far lives as long as the process: keep it out of the
-                # garbage collector's full passes, which otherwise rescan it (tens of
-                # milliseconds each, a p99 latency spike under load; docs/benchmarks.md).
-                gc.collect()
-                gc.freeze()
                 logger.info("receiver started", store=str(store.path))
                 yield
                 await writer.close()

@@ -127,8 +127,10 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.logging)
     loop = install_fast_loop()
     structlog.get_logger(__name__).info("serving", event_loop=loop, port=settings.server.port)
+    app = create_app(settings)
+    app.on_startup.append(_freeze_heap)  # after the application's own startup
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.server.host,
         port=settings.server.port,
         shutdown_timeout=settings.server.shutdown_timeout_seconds,
@@ -136,6 +138,17 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=None,
     )
     return 0
+
+
+async def _freeze_heap(app: object) -> None:
+    """Everything loaded at startup lives as long as the process: keep it out of the garbage
+    collector's full passes, which otherwise rescan it (tens of milliseconds each, a p99
+    latency spike under load; docs/benchmarks.md). For the served process only: an
+    application built many times in one process (the tests) is not frozen each time."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _check_config(args: argparse.Namespace) -> int:

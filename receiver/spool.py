@@ -165,6 +165,9 @@ class Spool:
                 logger.warning("not a spool segment; left alone", path=str(path))
                 continue
             segment = _Segment(seq, path, path.stat().st_size)
+            if not segment.size:  # started, never written to
+                path.unlink()
+                continue
             # Keys only: the bodies are read again when the worker moves them.
             keys.extend(record[0] for record, _ in _records(segment) if record is not None)
             self._segments.append(segment)
@@ -260,6 +263,9 @@ class Spool:
             except OSError as e:
                 logger.error("spool write failed", error=str(e), bytes=len(job.data))
                 error: BaseException | None = SpoolUnavailable(f"spool write failed: {e}")
+            except Exception as e:  # a bug: answer 503 and keep the writer alive
+                logger.exception("spool write failed unexpectedly", bytes=len(job.data))
+                error = SpoolUnavailable(f"spool write failed: {e!r}")
             else:
                 error = None
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits

@@ -154,6 +154,22 @@ async def test_what_was_not_moved_is_found_after_a_restart(tmp_path: Path) -> No
 
 
 @pytest.mark.asyncio
+async def test_an_empty_segment_left_by_a_crash_is_removed(tmp_path: Path) -> None:
+    """A segment started just before a crash, with nothing in it, is not kept for ever."""
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    (directory / "00000003.seg").touch()
+    spool = _spool(directory)
+    try:
+        assert not (directory / "00000003.seg").exists()
+        assert not spool.unread()
+        await spool.append(_records(1))
+        assert [r[0] for r in _drain(spool)] == ["k0"]
+    finally:
+        spool.close()
+
+
+@pytest.mark.asyncio
 async def test_a_record_cut_short_by_a_crash_ends_its_segment(tmp_path: Path) -> None:
     """A torn tail (never acknowledged) is skipped with a warning; everything before it and
     every later segment is read."""

@@ -182,11 +182,11 @@ class SpoolWriter:
         for w in batch:
             try:
                 payload = WebhookPayload.model_validate_json(w.body)
-            except ValidationError as e:
+                key = payload.dedup_key()
+            except Exception as e:  # ValidationError: a 400; anything else: that request's 500
                 if not w.future.done():
                     w.future.set_exception(e)
                 continue
-            key = payload.dedup_key()
             new = key not in keys and key not in recent
             if new:
                 keys.add(key)

@@ -48,6 +48,7 @@ __all__ = [
 logger = structlog.get_logger(__name__)
 
 BUSY_WINDOW_SECONDS = 0.005
+YIELD_EVERY_BYTES = 1 << 20  # validated in one go before the writer lets other tasks run
 
 
 def _same(given: str, expected: str) -> bool:
@@ -179,7 +180,12 @@ class SpoolWriter:
         keys: set[str] = set()
         records: list[Spooled] = []
         valid: list[tuple[_Waiting, WebhookPayload, bool]] = []
+        unyielded = 0
         for w in batch:
+            unyielded += len(w.body)
+            if unyielded > YIELD_EVERY_BYTES:  # large bodies: let the loop answer the others
+                unyielded = 0
+                await asyncio.sleep(0)
             try:
                 payload = WebhookPayload.model_validate_json(w.body)
                 key = payload.dedup_key()

@@ -312,6 +312,23 @@ async def test_webhooks_arriving_together_share_one_spool_write(spool: Spool) ->
 
 
 @pytest.mark.asyncio
+async def test_large_bodies_waiting_together_are_all_answered(spool: Spool) -> None:
+    """Bodies of several MiB together are validated in parts (the writer lets other tasks run
+    between them) and all spooled."""
+    writer = SpoolWriter(spool, RecentKeys(1000))
+    filler = "x" * 600_000
+    bodies = [
+        json.dumps(
+            notification([alert(f"big-{i}", annotations={"f": filler})], group_key=f"big-{i}")
+        ).encode()
+        for i in range(5)
+    ]
+    results = await asyncio.gather(*(writer.receive(b) for b in bodies))
+    assert [stored for _, stored in results] == [True] * 5
+    assert sorted(r[1] for r in _drain(spool)) == [f"big-{i}" for i in range(5)]
+
+
+@pytest.mark.asyncio
 async def test_a_batch_that_cannot_be_written_is_unavailable_and_the_retry_is_new(
     tmp_path: Path,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 
 from aiohttp import web
@@ -13,11 +14,16 @@ from receiver.incidents import get_incident, list_incidents
 from receiver.keys import METRICS, OUTBOX, SETTINGS, SPOOL, STORE, WORKER
 from receiver.store import StoreUnavailable
 
-__all__ = ["healthz", "incident", "incidents", "metrics", "readyz"]
+__all__ = ["error", "healthz", "incident", "incidents", "metrics", "readyz"]
 
 # Kubernetes' default probe timeout is 1 s; answer before it gives up on us.
 READY_CHECK_SECONDS = 0.9
 INCIDENT_STATUSES = {"open", "resolved"}
+
+
+def error(status: type[web.HTTPException], message: str) -> web.HTTPException:
+    """``status`` (to raise) with ``{"error": message}`` as a JSON body, as the webhook's."""
+    return status(text=json.dumps({"error": message}), content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -60,18 +66,18 @@ async def incidents(request: web.Request) -> web.Response:
     """Incidents, newest first; ``?status=open|resolved`` and ``?limit=N`` (at most 1000)."""
     status = request.query.get("status")
     if status is not None and status not in INCIDENT_STATUSES:
-        raise web.HTTPBadRequest(text="status must be 'open' or 'resolved'")
+        raise error(web.HTTPBadRequest, "status must be 'open' or 'resolved'")
     try:
         limit = int(request.query.get("limit", "100"))
     except ValueError:
-        raise web.HTTPBadRequest(text="limit must be an integer") from None
+        raise error(web.HTTPBadRequest, "limit must be an integer") from None
     limit = max(1, min(limit, 1000))
     try:
         rows = await request.app[STORE].read(
             lambda c: list_incidents(c, status=status, limit=limit)
         )
     except StoreUnavailable:
-        raise web.HTTPServiceUnavailable(text="store unavailable") from None
+        raise error(web.HTTPServiceUnavailable, "store unavailable") from None
     return web.json_response({"incidents": rows})
 
 
@@ -81,7 +87,7 @@ async def incident(request: web.Request) -> web.Response:
     try:
         found = await request.app[STORE].read(lambda c: get_incident(c, incident_id))
     except StoreUnavailable:
-        raise web.HTTPServiceUnavailable(text="store unavailable") from None
+        raise error(web.HTTPServiceUnavailable, "store unavailable") from None
     if found is None:
-        raise web.HTTPNotFound(text=f"no incident {incident_id}")
+        raise error(web.HTTPNotFound, f"no incident {incident_id}")
     return web.json_response(found)

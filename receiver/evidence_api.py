@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from receiver.api import error
 from receiver.evidence import EvidenceCollector, IncidentNotFound
 from receiver.store import StoreUnavailable
 
@@ -30,9 +31,9 @@ async def _answer(
     try:
         return await produce(request.app[EVIDENCE], incident_id)
     except IncidentNotFound:
-        raise web.HTTPNotFound(text=f"no incident {incident_id}") from None
+        raise error(web.HTTPNotFound, f"no incident {incident_id}") from None
     except StoreUnavailable:
-        raise web.HTTPServiceUnavailable(text="store unavailable") from None
+        raise error(web.HTTPServiceUnavailable, "store unavailable") from None
 
 
 async def postmortem(request: web.Request) -> web.Response:

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aiohttp import ClientResponse
+
 from receiver.config import Settings
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "alert",
     "basic",
     "bearer",
+    "json_error",
     "make_settings",
     "notification",
     "wait_until",
@@ -47,6 +50,17 @@ def basic(user: str = BASIC_USER, password: str = BASIC_PASSWORD) -> dict[str, s
     """Headers as Alertmanager's ``http_config.basic_auth`` sends them."""
     raw = base64.b64encode(f"{user}:{password}".encode()).decode()
     return {"Authorization": f"Basic {raw}"}
+
+
+async def json_error(resp: ClientResponse) -> str:
+    """The message of an error answer, after checking it is JSON ``{"error": "..."}``."""
+    assert resp.content_type == "application/json", resp.content_type
+    body = await resp.json()
+    assert isinstance(body, dict), body
+    assert set(body) == {"error"}, body
+    message = body["error"]
+    assert isinstance(message, str)
+    return message
 
 
 def alert(

@@ -21,6 +21,8 @@ from receiver.config import (
     StoreSettings,
     WebhookSettings,
 )
+from receiver.keys import STORE
+from tests.helpers import json_error
 from tests.incident_payloads import notification
 
 TOKEN = "evidence-test-token"
@@ -103,8 +105,22 @@ async def test_evidence_is_the_gzip_bundle(aiohttp_client: Any, tmp_path: Path) 
 async def test_unknown_incident_is_404_and_credentials_are_required(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
-    """An unknown id answers 404; no credentials answer 401 on every evidence endpoint."""
+    """An unknown id answers 404 (JSON error); no credentials answer 401 on every evidence
+    endpoint."""
     client = await aiohttp_client(_app(tmp_path))
     for path in ("postmortem", "evidence", "chart.svg"):
-        assert (await client.get(f"/api/incidents/inc-nope/{path}", headers=AUTH)).status == 404
+        resp = await client.get(f"/api/incidents/inc-nope/{path}", headers=AUTH)
+        assert resp.status == 404
+        assert await json_error(resp) == "no incident inc-nope"
         assert (await client.get(f"/api/incidents/inc-nope/{path}")).status == 401
+
+
+@pytest.mark.asyncio
+async def test_unavailable_store_is_503(aiohttp_client: Any, tmp_path: Path) -> None:
+    """A store that cannot be read answers 503, with a JSON error, on every evidence endpoint."""
+    client = await aiohttp_client(_app(tmp_path))
+    await client.server.app[STORE].close()
+    for path in ("postmortem", "evidence", "chart.svg"):
+        resp = await client.get(f"/api/incidents/inc-nope/{path}", headers=AUTH)
+        assert resp.status == 503
+        assert await json_error(resp) == "store unavailable"

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from receiver.keys import STORE
 from tests.conftest import ClientFactory, RecordingResponder
-from tests.helpers import alert, basic, bearer, notification, wait_until
+from tests.helpers import alert, basic, bearer, json_error, notification, wait_until
 
 Client = TestClient[Any, Any]
 WEBHOOK = "/webhook/alertmanager"
@@ -156,9 +157,10 @@ async def test_incident_detail_lists_alerts_with_their_fields(client: Client) ->
 
 @pytest.mark.asyncio
 async def test_unknown_incident_is_404(client: Client) -> None:
-    """An incident id that does not exist is 404."""
+    """An incident id that does not exist is 404, with a JSON error naming it."""
     resp = await client.get("/api/incidents/inc-000000000000", headers=bearer())
     assert resp.status == 404
+    assert await json_error(resp) == "no incident inc-000000000000"
 
 
 @pytest.mark.asyncio
@@ -178,8 +180,25 @@ async def test_incident_api_can_be_left_open(make_client: ClientFactory) -> None
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("query", ["?status=closed", "?limit=many"])
-async def test_bad_incident_query_is_400(client: Client, query: str) -> None:
-    """An unknown status filter or a non-numeric limit is 400."""
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("?status=closed", "status must be 'open' or 'resolved'"),
+        ("?limit=many", "limit must be an integer"),
+    ],
+)
+async def test_bad_incident_query_is_400(client: Client, query: str, message: str) -> None:
+    """An unknown status filter or a non-numeric limit is 400, with a JSON error."""
     resp = await client.get(f"/api/incidents{query}", headers=bearer())
     assert resp.status == 400
+    assert await json_error(resp) == message
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["/api/incidents", "/api/incidents/inc-000000000000"])
+async def test_unavailable_store_is_503(client: Client, path: str) -> None:
+    """A store that cannot be read answers 503, with a JSON error."""
+    await client.server.app[STORE].close()
+    resp = await client.get(path, headers=bearer())
+    assert resp.status == 503
+    assert await json_error(resp) == "store unavailable"

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from receiver import api, evidence_api, notify
+from receiver import api, evidence_api, notify, openapi
 from receiver.config import Settings
 from receiver.evidence import EvidenceCollector
 from receiver.evidence_api import EVIDENCE
@@ -31,7 +31,6 @@ from receiver.kube.client import ClusterAccess, open_cluster
 from receiver.kube.workload import IntegrationWorkload
 from receiver.logs import debug_enabled, register_secrets
 from receiver.metrics import Metrics
-from receiver.openapi import routes as openapi_routes
 from receiver.remediation import open_remediator
 from receiver.responder import IncidentResponder, RevertChecks
 from receiver.spool import RecentKeys, Spool
@@ -245,20 +244,28 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
         logger.info("receiver stopped")
 
     app.cleanup_ctx.append(lifecycle)
-    routes: list[tuple[str, str, Handler]] = [
-        ("POST", "/webhook/alertmanager", receive_alertmanager),
-        ("GET", "/healthz", api.healthz),
-        ("GET", "/readyz", api.readyz),
-        ("GET", "/metrics", api.metrics),
-        ("GET", "/api/incidents", api.incidents),
-        ("GET", "/api/incidents/{id}", api.incident),
+    routes = [
+        web.post("/webhook/alertmanager", receive_alertmanager),
+        web.get("/healthz", api.healthz),
+        web.get("/readyz", api.readyz),
+        web.get("/metrics", api.metrics),
+        web.get("/api/incidents", api.incidents),
+        web.get("/api/incidents/{id}", api.incident),
         *evidence_api.ROUTES,
-        *openapi_routes(),
+        *openapi.ROUTES,
     ]
     access_log = debug_enabled()
-    for method, path, handler in routes:
-        wrapped = in_request_context(
-            handler, api=path.startswith("/api/"), logged=access_log and path not in _UNLOGGED
+    app.router.add_routes(
+        web.route(
+            route.method,
+            route.path,
+            in_request_context(
+                route.handler,
+                api=route.path.startswith("/api/"),
+                logged=access_log and route.path not in _UNLOGGED,
+            ),
+            **route.kwargs,
         )
-        app.router.add_route(method, path, wrapped)
+        for route in routes
+    )
     return app

@@ -61,8 +61,8 @@ async def evidence(request: web.Request) -> web.FileResponse:
 
 
 # The evidence endpoints, registered by ``create_app``; its lifecycle sets ``app[EVIDENCE]``.
-ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]], ...] = (
-    ("GET", "/api/incidents/{id}/postmortem", postmortem),
-    ("GET", "/api/incidents/{id}/chart.svg", chart),
-    ("GET", "/api/incidents/{id}/evidence", evidence),
+ROUTES = (
+    web.get("/api/incidents/{id}/postmortem", postmortem),
+    web.get("/api/incidents/{id}/chart.svg", chart),
+    web.get("/api/incidents/{id}/evidence", evidence),
 )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -21,7 +20,7 @@ from aiohttp import web
 
 from receiver import __version__
 
-__all__ = ["SPEC_RESOURCE", "load_spec", "routes"]
+__all__ = ["ROUTES", "SPEC_RESOURCE", "load_spec"]
 
 SPEC_RESOURCE = "openapi.yaml"
 JSON_PATH = "/openapi.json"
@@ -58,6 +57,5 @@ async def openapi_yaml(request: web.Request) -> web.Response:
     return web.Response(body=_rendered()[1], content_type="application/yaml", charset="utf-8")
 
 
-def routes() -> list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]]:
-    """The description, served at ``/openapi.json`` and ``/openapi.yaml`` (no credentials)."""
-    return [("GET", JSON_PATH, openapi_json), ("GET", YAML_PATH, openapi_yaml)]
+# The description, served at ``/openapi.json`` and ``/openapi.yaml`` (no credentials).
+ROUTES = (web.get(JSON_PATH, openapi_json), web.get(YAML_PATH, openapi_yaml))

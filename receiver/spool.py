@@ -193,10 +193,9 @@ class Spool:
             os.close(self._fd)
             self._fd = -1
         with self._lock:
-            active = self._active
-            if active is not None and active.size == 0:  # nothing was written to it
-                active.path.unlink(missing_ok=True)
-                self._segments.remove(active)
+            if self._active is not None:  # deleted if empty or all moved into the inbox
+                self._active.closed = True
+                self._drop_if_moved(self._active)
             self._active = None
 
     def _start_segment(self) -> None:

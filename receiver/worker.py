@@ -91,6 +91,7 @@ class Worker:
         self._last_prune = 0.0
         self._incidents: dict[str, _Handling] = {}
         self._webhooks_waiting: Callable[[], bool] | None = None
+        self._backlog_counted = False
         self.heartbeat = time.monotonic()
 
     def start(self) -> None:
@@ -156,10 +157,13 @@ class Worker:
                 await wait_to_be_woken(self._wake, seconds=self._settings.poll_interval_seconds)
 
     async def _count_backlog(self) -> bool:
-        """Paused: spooled webhooks are still moved into the inbox, where they wait."""
+        """Paused: spooled webhooks are still moved into the inbox, where they wait. The
+        backlog is counted at the first pass (what the last run left) and after each move,
+        the only changes while paused: not on every wake-up, which comes with every webhook."""
         moved = await self._move_spooled()
-        if moved:
+        if moved or not self._backlog_counted:
             self._metrics.inbox_depth.set(await self._store.read(inbox_depth))
+            self._backlog_counted = True
         return moved
 
     async def run_once(self) -> bool:

@@ -103,6 +103,33 @@ async def test_paused_worker_stores_but_does_not_process(make_client: ClientFact
 
 
 @pytest.mark.asyncio
+async def test_paused_worker_reports_the_backlog_left_by_the_last_run(
+    make_client: ClientFactory,
+) -> None:
+    """A receiver started paused over an inbox with pending webhooks reports that backlog
+    without any new webhook arriving."""
+    paused = await make_client(worker={"paused": True})
+    for name in ("a1", "b2"):
+        body = notification([alert(name)], group_key=name)
+        resp = await paused.post("/webhook/alertmanager", json=body, headers=bearer())
+        assert resp.status == 200
+
+    async def metrics(client: Client) -> str:
+        return await (await client.get("/metrics")).text()
+
+    await wait_until(
+        lambda: metrics(paused), lambda t: "posthog_receiver_inbox_depth 2.0" in t, what="backlog"
+    )
+    await paused.close()
+    restarted = await make_client(worker={"paused": True})
+    await wait_until(
+        lambda: metrics(restarted),
+        lambda t: "posthog_receiver_inbox_depth 2.0" in t,
+        what="backlog after the restart",
+    )
+
+
+@pytest.mark.asyncio
 async def test_metrics_report_webhooks_alerts_inbox_and_latency(client: Client) -> None:
     """GET /metrics has webhooks by outcome, alert changes by status, inbox depth, latency."""
     await client.post("/webhook/alertmanager", json=notification([alert("a1")]), headers=bearer())

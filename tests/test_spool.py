@@ -154,6 +154,28 @@ async def test_what_was_not_moved_is_found_after_a_restart(tmp_path: Path) -> No
 
 
 @pytest.mark.asyncio
+async def test_closing_deletes_what_is_all_in_the_inbox_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    """At close, the segment being written is deleted if every record in it was moved, so a
+    restart does not read it again; one with records still to move is kept."""
+    moved = _spool(tmp_path / "moved")
+    await moved.append(_records(3))
+    _drain(moved)
+    moved.close()
+    assert list(moved.directory.iterdir()) == []
+
+    waiting = _spool(tmp_path / "waiting")
+    await waiting.append(_records(3))
+    waiting.close()
+    again = Spool(waiting.directory, sync=False, segment_bytes=MIB, max_bytes=8 * MIB)
+    try:
+        assert again.open() == ["k0", "k1", "k2"]
+    finally:
+        again.close()
+
+
+@pytest.mark.asyncio
 async def test_an_empty_segment_left_by_a_crash_is_removed(tmp_path: Path) -> None:
     """A segment started just before a crash, with nothing in it, is not kept for ever."""
     directory = tmp_path / "spool"

@@ -36,7 +36,7 @@ from receiver.responder import IncidentResponder, RevertChecks
 from receiver.spool import RecentKeys, Spool
 from receiver.store import Store
 from receiver.upstream import UpstreamReader
-from receiver.webhook import INTAKE, Intake, SpoolWriter, is_authorized, receive_alertmanager
+from receiver.webhook import INTAKE, Intake, is_authorized, receive_alertmanager
 from receiver.worker import Responder, Worker
 
 __all__ = ["create_app", "secret_values"]
@@ -229,14 +229,17 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
                     spool=spool,
                 )
                 app[WORKER] = worker
-                writer = SpoolWriter(spool, recent)
-                app[INTAKE] = Intake(
-                    settings=settings, metrics=app[METRICS], worker=worker, writer=writer
+                intake = app[INTAKE] = Intake(
+                    settings=settings,
+                    metrics=app[METRICS],
+                    worker=worker,
+                    spool=spool,
+                    recent=recent,
                 )
                 worker.start()
                 logger.info("receiver started", store=str(store.path))
                 yield
-                await writer.close()
+                await intake.writer.close()
                 await worker.stop()
         finally:
             await asyncio.to_thread(spool.close)

@@ -20,6 +20,7 @@ import base64
 import contextlib
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -137,10 +138,18 @@ class SpoolWriter:
     of the others (docs/benchmarks.md).
     """
 
-    def __init__(self, spool: Spool, recent: RecentKeys, *, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        recent: RecentKeys,
+        *,
+        max_batch: int = 512,
+        on_written: Callable[[int, int], None] | None = None,
+    ) -> None:
         self._spool = spool
         self._recent = recent
         self._max_batch = max_batch
+        self._on_written = on_written
         self._waiting: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -216,6 +225,8 @@ class SpoolWriter:
             raise
         for key in keys:
             recent.add(key)
+        if self._on_written is not None:
+            self._on_written(len(records), len(valid) - len(records))
         for w, payload, new in valid:
             if not w.future.done():  # the request went away meanwhile
                 w.future.set_result((payload, new))
@@ -248,7 +259,9 @@ class Intake:
     settings: Settings
     metrics: Metrics
     worker: Worker
-    writer: SpoolWriter
+    spool: Spool
+    recent: RecentKeys
+    writer: SpoolWriter = field(init=False)
     credentials: Credentials = field(init=False)
     debug: bool = field(init=False)
     max_body_bytes: int = field(init=False)
@@ -259,7 +272,7 @@ class Intake:
         self.credentials = Credentials(self.settings.webhook)
         self.debug = debug_enabled()
         self.max_body_bytes = self.settings.server.max_body_bytes
-        writer = self.writer
+        writer = self.writer = SpoolWriter(self.spool, self.recent, on_written=self._written)
         self.worker.defer_to(lambda: writer.busy)  # acknowledgements first (docs/benchmarks.md)
         # Pre-bound metric children: ``labels()`` is a locked dict lookup on every call.
         self.counted = {
@@ -280,6 +293,14 @@ class Intake:
         if child is None:
             child = self.counted[outcome] = self.metrics.webhooks.labels(outcome)
         child.inc()
+
+    def _written(self, stored: int, duplicates: int) -> None:
+        # Once per spool write, not per request: a counter's inc() is a locked update.
+        if stored:
+            self.counted["stored"].inc(stored)
+            self.worker.wake()  # to move them into the inbox
+        if duplicates:
+            self.counted["duplicate"].inc(duplicates)
 
     def accepted(self, outcome: str, alerts: int) -> web.Response:
         body = self._accepted.get((outcome, alerts))
@@ -322,10 +343,7 @@ async def receive_alertmanager(request: web.Request) -> web.Response:
         logger.error("webhook not stored; asking Alertmanager to retry", error=str(e))
         return web.json_response({"error": "temporarily unable to store; retry"}, status=503)
 
-    outcome = "stored" if stored else "duplicate"
-    intake.count(outcome)
-    if stored:
-        intake.worker.wake()  # to move it into the inbox
+    outcome = "stored" if stored else "duplicate"  # counted by the writer (Intake._written)
     # Debug, not info: one line per request is the access log, and its cost is a large share
     # of the request's (docs/benchmarks.md). What a stored notification changed is logged at
     # info by the worker ("notification applied"); refusals are warnings.

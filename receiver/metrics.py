@@ -10,7 +10,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
 )
 
@@ -23,11 +26,17 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 
 class Metrics:
-    """The service's collectors. Names start with ``posthog_receiver_``."""
+    """The service's collectors. Its own names start with ``posthog_receiver_``; the standard
+    ``process_*``, ``python_info`` and ``python_gc_*`` series are there too."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The standard process_* (CPU, memory, file descriptors), python_info and python_gc_*
+        # series, as every Python exporter has them.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.webhooks = Counter(
             "posthog_receiver_webhooks_total",
             "Webhook requests by outcome (stored, duplicate, unauthorized, too_large, "

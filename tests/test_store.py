@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,3 +60,30 @@ async def test_writes_after_close_are_refused(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(StoreUnavailable):
         await store.write(_fail)
+
+
+@pytest.mark.asyncio
+async def test_a_write_asked_for_while_the_store_closes_is_refused_not_left_waiting(
+    tmp_path: Path,
+) -> None:
+    """Closing waits for the writer to finish what is queued; a write asked for meanwhile
+    (the worker still running while the application stops) is refused at once. Queued behind
+    the stop, it would wait for ever, and so would the shutdown."""
+    store = Store(StoreSettings(path=tmp_path / "s.sqlite3"))
+    await store.open()
+    started = threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> str:
+        started.set()
+        time.sleep(0.3)
+        return _insert("slow")(conn)
+
+    queued = asyncio.ensure_future(store.write(slow))
+    await asyncio.to_thread(started.wait, 5)
+    closing = asyncio.ensure_future(store.close())
+    await asyncio.sleep(0.05)  # close() has queued its stop; the writer is still busy
+    assert not closing.done()
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(store.write(_insert("late")), timeout=5)
+    await asyncio.wait_for(closing, timeout=5)
+    assert await queued == "slow"

@@ -547,6 +547,27 @@ def test_config_or_secret_change_rolls_the_pods() -> None:
     assert changed_secret["checksum/secret"] != base["checksum/secret"]
 
 
+def test_maintenance_mode_is_a_config_change_that_keeps_the_pod_taking_webhooks() -> None:
+    """``config.worker.paused`` reaches the receiver's config, rolls the pod, and changes
+    nothing else: the same probes, so the paused pod is still ready and takes webhooks."""
+    paused, default = rendered("maintenance"), rendered("default")
+    assert rendered_config(paused)["worker"]["paused"] is True
+    assert rendered_config(default).get("worker", {}).get("paused", False) is False
+
+    def template(docs: list[dict[str, Any]]) -> dict[str, Any]:
+        found: dict[str, Any] = only(docs, "Deployment")["spec"]["template"]
+        return found
+
+    assert (
+        template(paused)["metadata"]["annotations"]["checksum/config"]
+        != (template(default)["metadata"]["annotations"]["checksum/config"])
+    )
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert receiver_container(paused)[probe] == receiver_container(default)[probe]
+    others = [d for d in paused if d["kind"] not in ("Deployment", "ConfigMap", "Secret")]
+    assert others == [d for d in default if d["kind"] not in ("Deployment", "ConfigMap", "Secret")]
+
+
 # --- config and secrets -------------------------------------------------------------------
 
 

@@ -135,7 +135,8 @@ class SpoolWriter:
 
     The bodies waiting together are also validated together, one after the other: in a busy
     server that costs much less than validating each in its own request, between the HTTP work
-    of the others (docs/benchmarks.md).
+    of the others (docs/benchmarks.md). After each successful write, ``on_written`` gets how
+    many of its webhooks were written and how many were resends.
     """
 
     def __init__(

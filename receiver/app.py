@@ -36,7 +36,7 @@ from receiver.responder import IncidentResponder, RevertChecks
 from receiver.spool import RecentKeys, Spool
 from receiver.store import Store
 from receiver.upstream import UpstreamReader
-from receiver.webhook import INTAKE, Intake, is_authorized, receive_alertmanager
+from receiver.webhook import INTAKE, Intake, receive_alertmanager
 from receiver.worker import Responder, Worker
 
 __all__ = ["create_app", "secret_values"]
@@ -186,8 +186,10 @@ async def open_spool(spool: Spool, store: Store, recent_keys: int) -> RecentKeys
 
 
 def _api_allowed(request: web.Request) -> bool:
-    settings = request.app[SETTINGS].webhook
-    return not settings.protect_api or is_authorized(request.headers.get("Authorization"), settings)
+    intake = request.app[INTAKE]  # the webhook's credentials, resolved once
+    return not intake.settings.webhook.protect_api or intake.credentials.check(
+        request.headers.get("Authorization")
+    )
 
 
 def create_app(settings: Settings, *, responder: Responder | None = None) -> web.Application:

@@ -184,11 +184,19 @@ class Spool:
         return keys
 
     def close(self) -> None:
-        """Finish the writes handed over, stop the writer thread, close the file."""
+        """Finish the writes handed over, stop the writer thread, close the file. A write asked
+        for meanwhile is refused with :class:`SpoolUnavailable`, never left waiting."""
         if self._writer is not None:
+            writer, self._writer = self._writer, None  # appends from now on: refused
             self._jobs.put(None)
-            self._writer.join()
-            self._writer = None
+            writer.join()
+            closed = SpoolUnavailable("spool is closed")
+            with contextlib.suppress(queue.Empty):
+                while True:  # appends asked for just before, queued behind the stop
+                    job = self._jobs.get_nowait()
+                    if job is not None:
+                        with contextlib.suppress(RuntimeError):  # that loop is closed
+                            job.loop.call_soon_threadsafe(_settle, job.future, closed)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -30,7 +30,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -261,7 +261,7 @@ def _connect(path: Path, synchronous: str, busy_timeout: float) -> sqlite3.Conne
     return conn
 
 
-def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _settle_all(outcomes: Sequence[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for fut, result, error in outcomes:
         if fut.done():  # the caller gave up waiting (a timeout); nothing to tell it
             continue
@@ -277,7 +277,6 @@ class Store:
     def __init__(self, settings: StoreSettings) -> None:
         self._settings = settings
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._closing = False
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -291,7 +290,6 @@ class Store:
     async def open(self) -> None:
         """Create the database if needed, migrate it, and start the writer thread."""
         await asyncio.to_thread(self._migrate)
-        self._closing = False
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
@@ -300,11 +298,10 @@ class Store:
         """Finish queued writes, then stop the threads. A write asked for meanwhile (queued
         behind the stop) is refused with :class:`StoreUnavailable`, never left waiting."""
         if self._writer is not None:
-            self._closing = True
+            writer, self._writer = self._writer, None  # writes asked for from now on: refused
             self._jobs.put(None)
-            await asyncio.to_thread(self._writer.join)
-            self._writer = None
-            self._refuse_queued()
+            await asyncio.to_thread(writer.join)
+            self._refuse_queued()  # asked for just before, queued behind the stop
         if self._readers is not None:
             self._readers.shutdown(wait=True)
             self._readers = None
@@ -324,10 +321,8 @@ class Store:
                 return
             if job is not None:
                 _, fut, loop = job
-                settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
-                settled = [(fut, None, refused)]
                 with contextlib.suppress(RuntimeError):  # that loop is closed
-                    loop.call_soon_threadsafe(_settle_all, settled)
+                    loop.call_soon_threadsafe(_settle_all, [(fut, None, refused)])
 
     def _migrate(self) -> None:
         self._settings.path.parent.mkdir(parents=True, exist_ok=True)
@@ -432,7 +427,7 @@ class Store:
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer thread; return once its transaction is committed."""
-        if self._writer is None or self._closing or not self._writer.is_alive():
+        if self._writer is None or not self._writer.is_alive():
             raise StoreUnavailable("store is not open")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
@@ -468,7 +463,7 @@ class Store:
         reads but cannot commit (locked by another process, disk gone) is reported as down:
         webhooks would be answered 503. Callers bound the wait with ``asyncio.timeout``.
         """
-        if self._writer is None or self._closing or not self._writer.is_alive():
+        if self._writer is None or not self._writer.is_alive():
             return False
         try:
             await self.write(_nothing)

@@ -41,7 +41,6 @@ __all__ = [
     "Credentials",
     "Intake",
     "SpoolWriter",
-    "is_authorized",
     "payload_error",
     "receive_alertmanager",
 ]
@@ -100,11 +99,6 @@ class Credentials:
         return ok
 
 
-def is_authorized(header: str | None, settings: WebhookSettings) -> bool:
-    """Check an ``Authorization`` header against the configured bearer token or basic auth."""
-    return Credentials(settings).check(header)
-
-
 def payload_error(err: ValidationError) -> str:
     """A short, safe description of why a payload was refused (no values echoed back)."""
     first = err.errors(include_url=False, include_input=False)[0]
@@ -120,6 +114,12 @@ def payload_error(err: ValidationError) -> str:
 class _Waiting:
     body: bytes
     future: asyncio.Future[tuple[WebhookPayload, bool]]
+
+
+def _fail(waiting: list[_Waiting], error: BaseException) -> None:
+    for w in waiting:
+        if not w.future.done():  # the request went away meanwhile
+            w.future.set_exception(error)
 
 
 class SpoolWriter:
@@ -178,9 +178,8 @@ class SpoolWriter:
             self._flusher = None
             if self._loop is not None:
                 self._last_write = self._loop.time()
-            for w in self._waiting:  # only left behind if this task was cancelled
-                if not w.future.done():
-                    w.future.set_exception(StoreUnavailable("spool write interrupted"))
+            # Only left behind if this task was cancelled.
+            _fail(self._waiting, StoreUnavailable("spool write interrupted"))
             self._waiting.clear()
 
     async def _write(self, batch: list[_Waiting]) -> None:
@@ -215,14 +214,10 @@ class SpoolWriter:
             if not isinstance(e, StoreUnavailable):
                 logger.exception("spool write failed", batch=len(batch))
             error = e if isinstance(e, StoreUnavailable) else StoreUnavailable(str(e))
-            for w, _, _ in valid:
-                if not w.future.done():
-                    w.future.set_exception(error)
+            _fail([w for w, _, _ in valid], error)
             return
         except BaseException:
-            for w, _, _ in valid:
-                if not w.future.done():
-                    w.future.set_exception(StoreUnavailable("spool write interrupted"))
+            _fail([w for w, _, _ in valid], StoreUnavailable("spool write interrupted"))
             raise
         for key in keys:
             recent.add(key)

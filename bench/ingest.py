@@ -5,7 +5,12 @@ Runs, in one go and on the same machine:
 1. a bare aiohttp handler that only reads the body and answers 200 (the ceiling: what aiohttp
    itself costs on this machine);
 2. ``posthog-receiver serve`` with ``store.synchronous: normal`` (survives a process crash);
-3. the same with ``store.synchronous: full`` (survives power loss: an fsync per group commit).
+3. the same with ``store.synchronous: full`` (survives power loss: an fsync per group commit);
+4. on request (``--modes ...,floor``), the least a durable receiver built on this stack does:
+   the bearer check, the receiver's payload model, and the bodies validated in batches and
+   appended to a file before the 200 (no repeat key, request ids, metrics, spool records or
+   worker). It shows how much of the gap to the bare handler is the stack and how much the
+   receiver's own work.
 
 Each target gets ``wrk`` for ``--duration`` seconds at ``--connections`` connections, POSTing a
 realistic ~2 KB version-4 notification with bearer auth. A Lua script varies the group key
@@ -248,17 +253,22 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def bench_bare(args: argparse.Namespace, script: Path, workdir: Path) -> dict[str, Any]:
+def bench_reference(
+    args: argparse.Namespace, script: Path, workdir: Path, mode: str
+) -> dict[str, Any]:
+    """A reference server of this script (``bare`` or ``floor``), pinned like the receiver."""
     port = free_port()
     argv = [
         *_pinned(args.server_cpus),
         sys.executable,
         __file__,
-        "--serve-bare",
+        f"--serve-{mode}",
         "--port",
         str(port),
     ]
-    with (workdir / "bare.log").open("wb") as log:
+    if mode == "floor":
+        argv += ["--floor-file", str(workdir / f"floor-{time.monotonic_ns()}.bin")]
+    with (workdir / f"{mode}.log").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_ready(f"http://127.0.0.1:{port}/healthz", proc)
@@ -346,6 +356,71 @@ def serve_bare(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
+def serve_floor(port: int, path: Path) -> None:
+    """The floor: what any durable receiver on aiohttp and pydantic must do, and nothing else.
+
+    The bearer check and the receiver's own payload model; the bodies waiting together are
+    validated one after the other and appended to ``path`` in one write (page cache, as
+    ``store.synchronous: normal``) before each is answered.
+    """
+    from aiohttp import web
+
+    from receiver.alertmanager import WebhookPayload
+    from receiver.cli import _tune_collector, install_fast_loop
+    from receiver.config import WebhookSettings
+    from receiver.webhook import Credentials
+
+    os.environ["BENCH_FLOOR_TOKEN"] = TOKEN
+    credentials = Credentials(WebhookSettings(bearer_token={"env": "BENCH_FLOOR_TOKEN"}))
+    answer = json.dumps({"status": "stored", "alerts": 2}).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    waiting: list[tuple[bytes, asyncio.Future[bool]]] = []
+    flushing: list[asyncio.Task[None]] = []
+
+    async def flush() -> None:
+        try:
+            while waiting:
+                batch = waiting[:]
+                del waiting[:]
+                valid: list[tuple[bytes, asyncio.Future[bool]]] = []
+                for body, future in batch:
+                    try:
+                        WebhookPayload.model_validate_json(body)
+                    except ValueError:
+                        future.set_result(False)
+                    else:
+                        valid.append((body, future))
+                os.write(fd, b"".join(body for body, _ in valid))
+                for _, future in valid:
+                    future.set_result(True)
+        finally:
+            flushing.clear()
+
+    async def webhook(request: web.Request) -> web.Response:
+        if not credentials.check(request.headers.get("Authorization")):
+            return web.Response(status=401)
+        if request.content_type != "application/json":
+            return web.Response(status=415)
+        body = await request.read()
+        future = asyncio.get_running_loop().create_future()
+        waiting.append((body, future))
+        if not flushing:
+            flushing.append(asyncio.get_running_loop().create_task(flush()))
+        if not await future:
+            return web.Response(status=400)
+        return web.Response(body=answer, content_type="application/json")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    install_fast_loop()
+    app = web.Application()
+    app.on_startup.append(_tune_collector)  # the receiver's collector settings: same footing
+    app.router.add_post("/webhook/alertmanager", webhook)
+    app.router.add_get("/healthz", healthz)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -368,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes",
         default="bare,normal,full",
-        help="comma-separated targets: bare, normal, full (store.synchronous)",
+        help="comma-separated targets: bare, normal, full (store.synchronous), floor",
     )
     parser.add_argument(
         "--rounds",
@@ -394,11 +469,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.serve_bare:
         serve_bare(args.port)
+        return 0
+    if args.serve_floor:
+        serve_floor(args.port, args.floor_file)
         return 0
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian package 'wrk')", file=sys.stderr)
@@ -413,8 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         script.write_text(script_text, encoding="utf-8")
         for n in range(args.rounds):
             for mode in modes:
-                if mode == "bare":
-                    rounds[mode].append(bench_bare(args, script, workdir))
+                if mode in ("bare", "floor"):
+                    rounds[mode].append(bench_reference(args, script, workdir, mode))
                 elif mode in ("normal", "full"):
                     rounds[mode].append(bench_receiver(args, script, workdir / str(n), mode))
                 else:
@@ -437,7 +517,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{'CPU us/req':>12}"
     )
     for mode, r in results.items():
-        name = "bare aiohttp" if mode == "bare" else f"receiver ({mode})"
+        name = {"bare": "bare aiohttp", "floor": "floor (stack only)"}.get(
+            mode, f"receiver ({mode})"
+        )
         ratio = f"{r['rps'] / bare:.0%}" if bare else "-"
         print(
             f"{name:<22}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"

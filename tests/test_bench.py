@@ -25,7 +25,8 @@ def test_bench_help() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk (Debian package) is not installed")
 def test_bench_one_second_smoke_run(tmp_path: Path) -> None:
-    """A one-second run against the bare handler and the receiver answers every request 2xx."""
+    """A one-second run against the bare handler, the floor and the receiver answers every
+    request 2xx."""
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [
@@ -38,7 +39,7 @@ def test_bench_one_second_smoke_run(tmp_path: Path) -> None:
             "--threads",
             "1",
             "--modes",
-            "bare,normal",
+            "bare,floor,normal",
             "--json",
             str(out),
         ],
@@ -49,7 +50,7 @@ def test_bench_one_second_smoke_run(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     results = json.loads(out.read_text())["results"]
-    for mode in ("bare", "normal"):
+    for mode in ("bare", "floor", "normal"):
         assert results[mode]["requests"] > 0
         assert results[mode]["non_2xx"] == 0
     assert results["normal"]["stored"] > 0

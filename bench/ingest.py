@@ -344,13 +344,22 @@ def serve_bare(port: int) -> None:
         await request.read()
         return web.Response(body=answer, content_type="application/json")
 
+    _serve_reference(webhook, port)
+
+
+def _serve_reference(webhook: Any, port: int, *, tune_collector: bool = False) -> None:
+    """Serve ``webhook`` at the receiver's path, on the receiver's event loop."""
+    from aiohttp import web
+
+    from receiver.cli import _tune_collector, install_fast_loop
+
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    from receiver.cli import install_fast_loop
-
     install_fast_loop()  # the same event loop the receiver runs on, for a fair comparison
     app = web.Application()
+    if tune_collector:  # the receiver's collector settings, for the same footing
+        app.on_startup.append(_tune_collector)
     app.router.add_post("/webhook/alertmanager", webhook)
     app.router.add_get("/healthz", healthz)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
@@ -366,7 +375,6 @@ def serve_floor(port: int, path: Path) -> None:
     from aiohttp import web
 
     from receiver.alertmanager import WebhookPayload
-    from receiver.cli import _tune_collector, install_fast_loop
     from receiver.config import WebhookSettings
     from receiver.webhook import Credentials
 
@@ -382,17 +390,18 @@ def serve_floor(port: int, path: Path) -> None:
             while waiting:
                 batch = waiting[:]
                 del waiting[:]
-                valid: list[tuple[bytes, asyncio.Future[bool]]] = []
+                answers: list[tuple[bytes, asyncio.Future[bool]]] = []  # no body: refused
                 for body, future in batch:
                     try:
                         WebhookPayload.model_validate_json(body)
-                    except ValueError:
-                        future.set_result(False)
+                    except ValueError:  # ValidationError
+                        answers.append((b"", future))
                     else:
-                        valid.append((body, future))
-                os.write(fd, b"".join(body for body, _ in valid))
-                for _, future in valid:
-                    future.set_result(True)
+                        answers.append((body, future))
+                os.write(fd, b"".join(body for body, _ in answers))
+                for body, future in answers:
+                    if not future.done():  # the request went away meanwhile
+                        future.set_result(bool(body))
         finally:
             flushing.clear()
 
@@ -410,15 +419,7 @@ def serve_floor(port: int, path: Path) -> None:
             return web.Response(status=400)
         return web.Response(body=answer, content_type="application/json")
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    install_fast_loop()
-    app = web.Application()
-    app.on_startup.append(_tune_collector)  # the receiver's collector settings: same footing
-    app.router.add_post("/webhook/alertmanager", webhook)
-    app.router.add_get("/healthz", healthz)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    _serve_reference(webhook, port, tune_collector=True)
 
 
 def machine() -> str:

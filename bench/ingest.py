@@ -266,8 +266,9 @@ def bench_reference(
         "--port",
         str(port),
     ]
+    floor_file = workdir / "floor.bin"  # what the floor appends; deleted after its round
     if mode == "floor":
-        argv += ["--floor-file", str(workdir / f"floor-{time.monotonic_ns()}.bin")]
+        argv += ["--floor-file", str(floor_file)]
     with (workdir / f"{mode}.log").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -283,6 +284,7 @@ def bench_reference(
         )
     finally:
         stop(proc)
+        floor_file.unlink(missing_ok=True)
 
 
 def bench_receiver(
@@ -347,19 +349,19 @@ def serve_bare(port: int) -> None:
     _serve_reference(webhook, port)
 
 
-def _serve_reference(webhook: Any, port: int, *, tune_collector: bool = False) -> None:
+def _serve_reference(webhook: Any, port: int, *, same_collector: bool = False) -> None:
     """Serve ``webhook`` at the receiver's path, on the receiver's event loop."""
     from aiohttp import web
 
-    from receiver.cli import _tune_collector, install_fast_loop
+    from receiver.cli import install_fast_loop, tune_collector
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     install_fast_loop()  # the same event loop the receiver runs on, for a fair comparison
     app = web.Application()
-    if tune_collector:  # the receiver's collector settings, for the same footing
-        app.on_startup.append(_tune_collector)
+    if same_collector:  # the receiver's collector settings, for the same footing
+        app.on_startup.append(tune_collector)
     app.router.add_post("/webhook/alertmanager", webhook)
     app.router.add_get("/healthz", healthz)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
@@ -383,9 +385,10 @@ def serve_floor(port: int, path: Path) -> None:
     answer = json.dumps({"status": "stored", "alerts": 2}).encode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     waiting: list[tuple[bytes, asyncio.Future[bool]]] = []
-    flushing: list[asyncio.Task[None]] = []
+    flusher: asyncio.Task[None] | None = None
 
     async def flush() -> None:
+        nonlocal flusher
         try:
             while waiting:
                 batch = waiting[:]
@@ -403,9 +406,10 @@ def serve_floor(port: int, path: Path) -> None:
                     if not future.done():  # the request went away meanwhile
                         future.set_result(bool(body))
         finally:
-            flushing.clear()
+            flusher = None
 
     async def webhook(request: web.Request) -> web.Response:
+        nonlocal flusher
         if not credentials.check(request.headers.get("Authorization")):
             return web.Response(status=401)
         if request.content_type != "application/json":
@@ -413,13 +417,13 @@ def serve_floor(port: int, path: Path) -> None:
         body = await request.read()
         future = asyncio.get_running_loop().create_future()
         waiting.append((body, future))
-        if not flushing:
-            flushing.append(asyncio.get_running_loop().create_task(flush()))
+        if flusher is None:
+            flusher = asyncio.get_running_loop().create_task(flush())
         if not await future:
             return web.Response(status=400)
         return web.Response(body=answer, content_type="application/json")
 
-    _serve_reference(webhook, port, tune_collector=True)
+    _serve_reference(webhook, port, same_collector=True)
 
 
 def machine() -> str:

@@ -128,7 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
     loop = install_fast_loop()
     structlog.get_logger(__name__).info("serving", event_loop=loop, port=settings.server.port)
     app = create_app(settings)
-    app.on_startup.append(_tune_collector)  # after the application's own startup
+    app.on_startup.append(tune_collector)  # after the application's own startup
     web.run_app(
         app,
         host=settings.server.host,
@@ -149,7 +149,7 @@ def _serve(args: argparse.Namespace) -> int:
 GC_YOUNG_THRESHOLD = 20_000
 
 
-async def _tune_collector(app: object) -> None:
+async def tune_collector(app: object) -> None:
     """For the served process only (an application built many times in one process, the
     tests, is left alone):
 

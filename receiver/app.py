@@ -206,7 +206,9 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
         await store.open()
         app[STORE] = store
         # Acknowledged webhooks are spooled, then moved into the store's inbox by the worker.
-        spool = app[SPOOL] = Spool.for_store(settings.store)
+        spool = app[SPOOL] = Spool.for_store(
+            settings.store, on_damage=app[METRICS].spool_damaged.inc
+        )
         try:
             recent = await open_spool(spool, store, settings.store.recent_keys)
             app[METRICS].spool_bytes.set_function(lambda: spool.pending_bytes)

@@ -50,6 +50,12 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.spool_damaged = Counter(
+            "posthog_receiver_spool_damaged_total",
+            "Damaged runs of acknowledged webhooks found in the spool (lost; the segment is kept "
+            "in quarantine).",
+            registry=r,
+        )
         self.inbox_depth = Gauge(
             "posthog_receiver_inbox_depth",
             "Stored webhooks waiting to be processed.",

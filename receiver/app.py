@@ -207,7 +207,9 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
         app[STORE] = store
         # Acknowledged webhooks are spooled, then moved into the store's inbox by the worker.
         spool = app[SPOOL] = Spool.for_store(
-            settings.store, on_damage=app[METRICS].spool_damaged.inc
+            settings.store,
+            on_damage=app[METRICS].spool_damaged.inc,
+            probe_bytes=settings.server.max_body_bytes,
         )
         try:
             recent = await open_spool(spool, store, settings.store.recent_keys)
@@ -239,6 +241,7 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
                     worker=worker,
                     spool=spool,
                     recent=recent,
+                    store=store,
                 )
                 worker.start()
                 logger.info("receiver started", store=str(store.path))

@@ -141,8 +141,12 @@ class Spool:
         segment_bytes: int,
         max_bytes: int,
         on_damage: Callable[[], None] = lambda: None,
+        probe_bytes: int = 0,
     ) -> None:
         self.directory = directory
+        # After a failed write, readiness writes a record this large (the largest webhook
+        # accepted) to find out whether one can be stored again.
+        self._probe: Spooled = ("", "", b" " * probe_bytes)
         self._on_damage = on_damage  # called once for each damaged run of acknowledged records
         self._sync = sync
         self._segment_bytes = segment_bytes
@@ -155,11 +159,16 @@ class Spool:
         self._writer: threading.Thread | None = None
         self._reserved = 0  # bytes handed to the writer and not yet written
         self._full = False  # a write was refused for want of room, and nothing moved since
+        self._failing = False  # the last write failed (disk full, not writable)
         self.writes = 0
 
     @classmethod
     def for_store(
-        cls, settings: StoreSettings, *, on_damage: Callable[[], None] = lambda: None
+        cls,
+        settings: StoreSettings,
+        *,
+        on_damage: Callable[[], None] = lambda: None,
+        probe_bytes: int = 0,
     ) -> Spool:
         return cls(
             spool_directory(settings),
@@ -167,6 +176,7 @@ class Spool:
             segment_bytes=settings.spool_segment_mib * 1024 * 1024,
             max_bytes=settings.spool_max_mib * 1024 * 1024,
             on_damage=on_damage,
+            probe_bytes=probe_bytes,
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -255,9 +265,18 @@ class Spool:
 
     @property
     def accepting(self) -> bool:
-        """Whether a webhook can be spooled now: open, and not full."""
+        """Whether a webhook can be spooled now: open, not full, and the last write worked."""
         alive = self._writer is not None and self._writer.is_alive()
-        return alive and not self._full
+        return alive and not self._full and not self._failing
+
+    async def writable(self) -> bool:
+        """Whether a webhook can be spooled now (for readiness). After a failed write, a
+        probe record (an empty key: skipped when read) is written the way a webhook is, to
+        find out: a pod that is not ready gets no webhooks that would tell it."""
+        if self._failing and self._writer is not None:
+            with contextlib.suppress(SpoolUnavailable):
+                await self.append([self._probe])
+        return self.accepting
 
     @property
     def pending_bytes(self) -> int:
@@ -292,16 +311,19 @@ class Spool:
             job = self._jobs.get()
             if job is None:
                 return
+            error: BaseException | None = None
             try:
                 self._write(job.data)
-            except OSError as e:
-                logger.error("spool write failed", error=str(e), bytes=len(job.data))
-                error: BaseException | None = SpoolUnavailable(f"spool write failed: {e}")
-            except Exception as e:  # a bug: answer 503 and keep the writer alive
-                logger.exception("spool write failed unexpectedly", bytes=len(job.data))
-                error = SpoolUnavailable(f"spool write failed: {e!r}")
-            else:
-                error = None
+            except Exception as e:  # a bug too: answer 503 and keep the writer alive
+                error = SpoolUnavailable(f"spool write failed: {e}")
+                # The log may be on the disk that just refused: its failure must not stop
+                # this thread, or every webhook after it would wait for ever.
+                with contextlib.suppress(Exception):
+                    if isinstance(e, OSError):
+                        logger.error("spool write failed", error=str(e), bytes=len(job.data))
+                    else:
+                        logger.exception("spool write failed unexpectedly", bytes=len(job.data))
+            self._failing = error is not None
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                 job.loop.call_soon_threadsafe(_settle, job.future, error)
 
@@ -414,10 +436,11 @@ class Spool:
                     continue
                 offset += _HEAD.size + length
                 try:
-                    yield _decode(rest), offset
+                    record = _decode(rest)
                 except (struct.error, UnicodeDecodeError):
                     self._damaged(segment, offset - _HEAD.size - length, offset)
-                    yield None, offset
+                    record = None
+                yield (record if record is None or record[0] else None), offset  # probes skipped
 
     def _damaged(self, segment: _Segment, start: int, resumed: int | None) -> None:
         """Report damage found in ``segment`` at ``start`` (once); ``resumed``: where whole

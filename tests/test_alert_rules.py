@@ -15,6 +15,7 @@ import socket
 import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,12 @@ import pytest
 import pytest_asyncio
 import yaml
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from receiver.config import ServerSettings, TriageSettings
+from receiver.keys import SETTINGS
 from receiver.metrics import Metrics
+from receiver.notify.outbox import DESTINATIONS
 from receiver.runbook import ErrorClass, Severity
 from receiver.triage import classify, severity_of
 
@@ -340,3 +344,81 @@ async def test_example_config_delivers_to_the_receiver_with_its_token(
             break
     assert headers["Authorization"] == f"Bearer {token}"
     assert payload["alerts"][0]["status"] == "resolved"
+
+
+# --- the self-monitoring rules against a fresh receiver's /metrics ----------------------------
+
+# One selector of a posthog_receiver_* metric in a PromQL expression, and one label matcher.
+SELECTOR = re.compile(r"\b(posthog_receiver_[a-z_]+)\s*(?:\{([^}]*)\})?")
+MATCHER = re.compile(r'([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+# Added by Prometheus from the scrape target, never by the receiver.
+TARGET_LABELS = {"job", "instance", "namespace", "cluster", "pod"}
+
+
+def rule_selectors() -> list[tuple[str, str, dict[str, list[str]]]]:
+    """(alert, metric, {label: every value the rule selects}) for each receiver selector in an
+    expression. Only positive matchers on plain values (``=`` and ``=~"a|b"``) are kept."""
+    found = []
+    for rule in rule_groups()["posthog-incident-receiver"]:
+        for metric, matchers in SELECTOR.findall(rule["expr"]):
+            wanted: dict[str, list[str]] = {}
+            for label, op, value in MATCHER.findall(matchers):
+                if label in TARGET_LABELS or op not in ("=", "=~"):
+                    continue
+                values = value.split("|") if op == "=~" else [value]
+                if all(re.fullmatch(r"\w+", v) for v in values):
+                    wanted[label] = values
+            found.append((rule["alert"], metric, wanted))
+    return found
+
+
+def test_rule_selectors_are_parsed() -> None:
+    """The parser sees every receiver metric the expressions select, with their matchers."""
+    selectors = rule_selectors()
+    assert {metric for _, metric, _ in selectors} == set(
+        re.findall(
+            r"posthog_receiver_[a-z_]+",
+            " ".join(r["expr"] for r in rule_groups()["posthog-incident-receiver"]),
+        )
+    )
+    assert (
+        "PostHogReceiverWebhooksRejected",
+        "posthog_receiver_webhooks_total",
+        {"outcome": ["unauthorized", "bad_request", "too_large", "unsupported_media_type"]},
+    ) in selectors
+
+
+@pytest.mark.asyncio
+async def test_fresh_receiver_exports_every_series_the_rules_select(
+    client: Any,
+) -> None:
+    """A receiver that has seen nothing yet already serves, at 0, every series a self-monitoring
+    rule selects, for every known destination and runbook action: increase() and rate() over a
+    series that first appears at 1 see no increase, so the first failure would not fire."""
+    answer = await client.get("/metrics")
+    assert answer.status == 200
+    series: dict[str, list[dict[str, str]]] = {}
+    for family in text_string_to_metric_families(await answer.text()):
+        for sample in family.samples:
+            series.setdefault(sample.name, []).append(sample.labels)
+    actions = [a.name for a in client.app[SETTINGS].remediation.actions]
+    assert actions
+    missing = []
+    for alert, metric, wanted in rule_selectors():
+        present = series.get(metric, [])
+        combos = [dict(zip(wanted, values, strict=True)) for values in product(*wanted.values())]
+        for combo in combos:
+            matching = [labels for labels in present if combo.items() <= labels.items()]
+            if not matching:
+                missing.append((alert, metric, combo))
+                continue
+            # Grouped by destination or action: each known one has its own series from the start.
+            if "destination" in matching[0]:
+                have = {labels["destination"] for labels in matching}
+                missing += [(alert, metric, {**combo, "destination": d}) for d in
+                            sorted(set(DESTINATIONS) - have)]  # fmt: skip
+            if "action" in matching[0]:
+                have = {labels["action"] for labels in matching}
+                missing += [(alert, metric, {**combo, "action": a}) for a in
+                            sorted(set(actions) - have)]  # fmt: skip
+    assert not missing, missing

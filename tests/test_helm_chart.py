@@ -834,3 +834,13 @@ def test_prometheus_rule_groups_can_be_chosen() -> None:
     docs = render({"prometheusRule": {"enabled": True, "receiver": False}})
     groups = only(docs, "PrometheusRule")["spec"]["groups"]
     assert [g["name"] for g in groups] == ["posthog-integration"]
+
+
+def test_runbook_base_url_moves_every_alert_link() -> None:
+    """prometheusRule.runbookBaseUrl replaces the base of every alert's runbook_url."""
+    base = "https://wiki.example.com/posthog/alerts"
+    docs = render({"prometheusRule": {"enabled": True, "runbookBaseUrl": base}})
+    rules = [r for g in only(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    assert rules
+    for rule in rules:
+        assert rule["annotations"]["runbook_url"] == f"{base}#{rule['alert'].lower()}"

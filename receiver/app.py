@@ -16,6 +16,7 @@ import functools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import get_args
 
 import structlog
 from aiohttp import web
@@ -31,7 +32,9 @@ from receiver.kube.client import ClusterAccess, open_cluster
 from receiver.kube.workload import IntegrationWorkload
 from receiver.logs import debug_enabled, register_secrets
 from receiver.metrics import Metrics
+from receiver.notify.outbox import DESTINATIONS
 from receiver.remediation import open_remediator
+from receiver.remediation.outcome import Status
 from receiver.responder import IncidentResponder, RevertChecks
 from receiver.spool import RecentKeys, Spool
 from receiver.store import Store
@@ -196,7 +199,11 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
     """Build the application for ``settings``; nothing is opened until it starts."""
     app = web.Application(client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(
+        destinations=DESTINATIONS,
+        actions=[action.name for action in settings.remediation.actions],
+        action_statuses=get_args(Status),
+    )
     register_secrets(secret_values(settings))
 
     # Built here, opened below: nothing is touched before the application starts.

@@ -3,7 +3,8 @@ and a projected token that the kubelet replaces while the receiver runs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ from tests.fakes.kube_apiserver import (
     CertificateAuthority,
     ProjectedServiceAccount,
 )
+from tests.helpers import alert, notification
 from tests.kube_emulator import DEPLOYMENTS, ClusterEmulator, deployment
+from tests.procs import ReceiverProcess, receiver_config
 
 NAME = "posthog-integration"
 
@@ -168,3 +171,66 @@ async def test_an_incomplete_service_account_is_reported(
     async with open_cluster(in_cluster(account.directory)) as access:
         assert access.connection is None
         assert says in access.missing
+
+
+async def eventually(condition: Callable[[], bool], *, what: str, seconds: float = 20) -> None:
+    """Poll without blocking the loop the fake API server runs in."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def quiet(apiserver: APIServerFront, *, for_seconds: float = 1.0) -> None:
+    """Wait until no request has reached the API server for ``for_seconds``."""
+    while True:
+        seen = len(apiserver.presented)
+        await asyncio.sleep(for_seconds)
+        if len(apiserver.presented) == seen:
+            return
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_serving_receiver_follows_the_token_rotation(
+    apiserver: APIServerFront, account: ProjectedServiceAccount, tmp_path: Path
+) -> None:
+    """``serve`` in mode in_cluster, as the chart runs it: the calls for an incident carry the
+    mounted token; after the kubelet replaces it (and the old one is refused), the calls for
+    the next incident carry the new one, in the same process."""
+    workdir = tmp_path / "receiver"
+    workdir.mkdir()
+    config = receiver_config(
+        workdir,
+        kubernetes={
+            "mode": "in_cluster",
+            "service_account_dir": str(account.directory),
+            "request_timeout_seconds": 2,
+            "retry_attempts": 1,
+        },
+        remediation={"target": {"namespace": "prod"}},
+    )
+    rx = ReceiverProcess(workdir, config)  # the pod's KUBERNETES_SERVICE_* are in its env
+    try:
+        await asyncio.to_thread(rx.start)
+        first = notification([alert("a1")], group_key="{}:{alertname=first}")
+        assert (await asyncio.to_thread(rx.post_webhook, first)).status == 200
+        await eventually(lambda: bool(apiserver.presented), what="a call for the first incident")
+        await quiet(apiserver)
+        before = len(apiserver.presented)
+
+        account.rotate("second")
+        apiserver.rotate("second")
+        following = notification([alert("b1")], group_key="{}:{alertname=second}")
+        assert (await asyncio.to_thread(rx.post_webhook, following)).status == 200
+        await eventually(
+            lambda: len(apiserver.presented) > before, what="a call for the second incident"
+        )
+        await quiet(apiserver)
+    finally:
+        await asyncio.to_thread(rx.close)
+    assert set(apiserver.presented[:before]) == {"first"}
+    assert set(apiserver.presented[before:]) == {"second"}
+    assert apiserver.refused == 0
+    assert "second" not in rx.logs()

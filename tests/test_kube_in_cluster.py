@@ -59,7 +59,8 @@ def in_cluster(directory: Path) -> KubernetesSettings:
         mode="in_cluster",
         service_account_dir=directory,
         request_timeout_seconds=2,
-        retry_attempts=1,
+        retry_attempts=3,
+        retry_backoff_seconds=0.01,
     )
 
 
@@ -234,3 +235,11 @@ async def test_a_serving_receiver_follows_the_token_rotation(
     assert set(apiserver.presented[before:]) == {"second"}
     assert apiserver.refused == 0
     assert "second" not in rx.logs()
+
+
+@pytest.mark.asyncio
+async def test_an_empty_token_is_refused_at_connect(account: ProjectedServiceAccount) -> None:
+    """An empty token file is a broken mount, said so, not sent as an empty bearer token."""
+    (account.directory / "token").write_text("\n", encoding="utf-8")
+    with pytest.raises(KubeInvalid, match=r"service account token .*: the file is empty"):
+        await KubeConnection.open(in_cluster(account.directory))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 from kubernetes_asyncio import config
@@ -82,22 +81,8 @@ class ServiceAccountToken:
         """The token now in the file; the last one read while the file cannot be read (the
         API server then says whether it still holds)."""
         try:
-            # Open first, then fstat the open file: identity and content are of the same
-            # file even when the symlink is swapped between the two calls.
-            with self._path.open("rb") as f:
-                st = os.fstat(f.fileno())
-                identity = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-                if identity != self._identity:
-                    token = f.read().decode("utf-8").strip()
-                    if not token:
-                        raise KubeInvalid(
-                            f"the service account token file {self._path} is empty",
-                            operation="connect",
-                        )
-                    if self._identity is not None:
-                        logger.info("service account token replaced, using the new one")
-                    self._identity, self._token = identity, token
-        except (OSError, UnicodeDecodeError, KubeInvalid) as e:
+            self._read_if_replaced()
+        except (OSError, ValueError) as e:
             if not self._token:
                 raise KubeInvalid(
                     f"cannot read the service account token {self._path}: {_reason(e)}",
@@ -108,12 +93,27 @@ class ServiceAccountToken:
             )
         return self._token
 
+    def _read_if_replaced(self) -> None:
+        # Open first, then fstat the open file: identity and content are of the same file
+        # even when the symlink is swapped between the two calls.
+        with self._path.open("rb") as f:
+            st = os.fstat(f.fileno())
+            identity = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+            if identity == self._identity:
+                return
+            token = f.read().decode("utf-8").strip()
+        if not token:
+            raise ValueError("the file is empty")
+        if self._identity is not None:
+            logger.info("service account token replaced, using the new one")
+        self._identity, self._token = identity, token
+
     def refresh(self, configuration: Configuration) -> None:
         """kubernetes_asyncio's ``refresh_api_key_hook``: called before each request."""
         configuration.api_key["BearerToken"] = f"Bearer {self.current()}"
 
 
-def _reason(e: BaseException) -> str:
+def _reason(e: OSError | ValueError) -> str:
     if isinstance(e, OSError):
         return e.strerror or type(e).__name__
     if isinstance(e, UnicodeDecodeError):
@@ -121,7 +121,7 @@ def _reason(e: BaseException) -> str:
     return str(e)
 
 
-def configure_in_cluster(configuration: Any, account: ServiceAccount) -> str:
+def configure_in_cluster(configuration: Configuration, account: ServiceAccount) -> str:
     """Point ``configuration`` at the API server as the pod's service account, with a token
     re-read when it rotates; returns the pod's namespace. Raises
     :class:`~receiver.kube.errors.KubeInvalid` when not in a pod or the account is not

@@ -307,6 +307,13 @@ class KubernetesSettings(_Group):
     )
     kubeconfig: Path | None = Field(default=None, description="Kubeconfig file (mode kubeconfig).")
     context: str | None = Field(default=None, description="Kubeconfig context; default: current.")
+    service_account_dir: Path = Field(
+        default=Path("/var/run/secrets/kubernetes.io/serviceaccount"),
+        description=(
+            "Mode in_cluster: the mounted service account (token, ca.crt, namespace); the API "
+            "server's address comes from KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT."
+        ),
+    )
     request_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Timeout of one API request."
     )

@@ -12,7 +12,8 @@ What goes where:
 ============  =====================  ==========================  ===========================
 call          PagerDuty              status page                 Slack
 ============  =====================  ==========================  ===========================
-opened        trigger                create (severities, after   message
+opened        trigger                news for the one public     message
+                                     incident (severities, after
                                      the hold-off)
 changed       trigger (update)       update on a state change    -
 action_taken  change event (applied  update on a state change    message
@@ -202,6 +203,8 @@ class Notifier:
             payload,
             self._key(snapshot, event, destination, kind),
             not_before=snapshot.opened_at + hold_off,
+            # One public incident for all: every incident's news joins one queue and memory.
+            scope=statuspage.story_scope(sp) if destination == "statuspage" and sp else None,
         )
 
     # -- storing --------------------------------------------------------------------------

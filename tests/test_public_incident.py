@@ -226,6 +226,29 @@ async def test_a_failed_create_is_retried_without_a_second_incident(
     assert [m for m, _ in writes(fakes)] == ["POST"]
 
 
+@pytest.mark.asyncio
+async def test_a_public_incident_deleted_on_the_page_is_opened_again(
+    tmp_path: Path, fakes: Fakes, clock: Clock
+) -> None:
+    """Someone deletes the status-page incident while ours is open: the next news opens a new
+    one instead of failing on the lost one forever."""
+    h = await started(tmp_path / "r.sqlite3", fakes, clock, hold_off_seconds=0)
+    try:
+        degraded = snapshot(clock, "inc-a", severity=Severity.P2)
+        await h.notifier.incident_opened(degraded)
+        await h.drain()
+        fakes.statuspage.incidents.clear()
+        await h.notifier.incident_changed(dataclasses.replace(degraded, severity=Severity.P1))
+        await h.drain()
+        states = [m["state"] for m in await h.messages("statuspage")]
+    finally:
+        await h.close()
+    assert states == ["sent", "sent"]
+    assert shown(fakes) == ("investigating", "critical", "major_outage")
+    assert fakes.statuspage.rejected == [(404, "no such incident")]
+    assert [m for m, _ in writes(fakes)] == ["POST", "POST"]
+
+
 def test_phase_is_the_least_advanced_of_the_worst() -> None:
     """Customers are not told 'monitoring' while a P1 is still investigated; a P2's phase
     does not hide the P1's."""

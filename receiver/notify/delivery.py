@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import aiohttp
 
 __all__ = [
+    "Answer",
     "DeliveryError",
     "Message",
     "PermanentFailure",
@@ -109,6 +110,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 @dataclass(frozen=True)
 class Answer:
+    """A service's answer: its status and its body."""
+
     status: int
     body: str
 

@@ -20,6 +20,7 @@ from an alert's labels reaches them.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -29,7 +30,14 @@ from urllib.parse import quote
 import aiohttp
 
 from receiver.config import StatuspageSettings, StatuspageTemplates
-from receiver.notify.delivery import Message, PermanentFailure, Sent, http_call
+from receiver.notify.delivery import (
+    Answer,
+    Message,
+    PermanentFailure,
+    Sent,
+    TemporaryFailure,
+    http_call,
+)
 from receiver.notify.public_incident import (
     COMPONENT_STATUS,
     IMPACT_OVERRIDE,
@@ -134,27 +142,40 @@ class StatuspageSender:
         if story is None:
             return Sent(skipped="older than what the status page has for this incident")
         api = _Api(session, self._settings)
-        statuspage_id = story.statuspage_id
+        severities = self._settings.severities
         shown_impact = before.shown.impact if before.shown is not None else None
-        if statuspage_id is None:
-            if not any(c.counts(self._settings.severities) for c in story.contributions.values()):
-                return Sent(
-                    remember=changes(state, {}), skipped="nothing on the status page to change"
-                )
-            found = await api.find_unresolved(self._key)
-            if found is not None:
-                statuspage_id, shown_impact = found
-        told = story.telling(self._settings.severities, shown_impact=shown_impact)
-        if statuspage_id is None:
-            statuspage_id = await api.create(self._incident(told, create=True))
-        elif told != before.shown or before.statuspage_id is None:
-            await api.update(statuspage_id, self._incident(told, create=False))
-        else:
-            return Sent(
-                remember=changes(state, story.state(statuspage_id=statuspage_id, shown=told)),
-                skipped="customers already see this",
+        told = story.telling(severities, shown_impact=shown_impact)
+        if story.statuspage_id is not None:
+            if told == before.shown:
+                return self._sent(state, story, story.statuspage_id, told, "customers see this")
+            if await api.update(story.statuspage_id, self._incident(told, create=False)):
+                return self._sent(state, story, story.statuspage_id, told)
+            # Deleted on the page by someone: the story is told afresh.
+            story = dataclasses.replace(story, statuspage_id=None, shown=None)
+        if told.status == "resolved":
+            return Sent(remember=changes(state, {}), skipped="nothing on the status page to change")
+        found = await api.find_unresolved(self._key)
+        if found is None:
+            told = story.telling(severities, shown_impact=None)
+            return self._sent(
+                state, story, await api.create(self._incident(told, create=True)), told
             )
-        return Sent(remember=changes(state, story.state(statuspage_id=statuspage_id, shown=told)))
+        statuspage_id, shown_impact = found
+        told = story.telling(severities, shown_impact=shown_impact)
+        if not await api.update(statuspage_id, self._incident(told, create=False)):
+            raise TemporaryFailure("Statuspage no longer has the incident it listed")
+        return self._sent(state, story, statuspage_id, told)
+
+    @staticmethod
+    def _sent(
+        state: Mapping[str, str],
+        story: PublicIncident,
+        statuspage_id: str,
+        told: Told,
+        skipped: str | None = None,
+    ) -> Sent:
+        after = story.state(statuspage_id=statuspage_id, shown=told)
+        return Sent(remember=changes(state, after), skipped=skipped)
 
     def _incident(self, told: Told, *, create: bool) -> dict[str, Any]:
         s = self._settings
@@ -187,8 +208,8 @@ class _Api:
 
     async def _call(
         self, method: str, url: str, body: dict[str, Any] | None, ok: tuple[int, ...]
-    ) -> Any:
-        answer = await http_call(
+    ) -> Answer:
+        return await http_call(
             self._session,
             method,
             url,
@@ -200,15 +221,15 @@ class _Api:
             temporary=TEMPORARY,
             redact=(self._secret,),
         )
-        return answer.json()
 
     async def find_unresolved(self, key: str) -> tuple[str, str] | None:
         """The oldest unresolved incident of the page carrying our key, with its impact."""
         matches: list[dict[str, Any]] = []
         for page in range(1, MAX_PAGES + 1):
-            listed = await self._call(
+            answer = await self._call(
                 "GET", f"{self._base}/unresolved?page={page}&per_page={PER_PAGE}", None, (200,)
             )
+            listed = answer.json()
             if not isinstance(listed, list):
                 raise PermanentFailure("Statuspage listed unresolved incidents as no list")
             for incident in listed:
@@ -226,11 +247,14 @@ class _Api:
         return oldest["id"], str(oldest.get("impact") or "none")
 
     async def create(self, incident: dict[str, Any]) -> str:
-        created = await self._call("POST", self._base, {"incident": incident}, (200, 201))
+        answer = await self._call("POST", self._base, {"incident": incident}, (200, 201))
+        created = answer.json()
         if not isinstance(created, dict) or not isinstance(created.get("id"), str):
             raise PermanentFailure("Statuspage answered without an incident id")
         return str(created["id"])
 
-    async def update(self, statuspage_id: str, incident: dict[str, Any]) -> None:
+    async def update(self, statuspage_id: str, incident: dict[str, Any]) -> bool:
+        """Whether the incident was there to update (someone may have deleted it)."""
         url = f"{self._base}/{quote(statuspage_id, safe='')}"
-        await self._call("PATCH", url, {"incident": incident}, (200,))
+        answer = await self._call("PATCH", url, {"incident": incident}, (200, 404))
+        return answer.status == 200

@@ -167,7 +167,7 @@ class PublicIncident:
         allowed = tuple(severities)
         counting = [c for c in self.contributions.values() if c.counts(allowed)]
         if not counting:
-            # The resolve carries the impact text of the worst it showed.
+            # The resolve names the impact customers were last told of.
             told_of = [c.severity for c in self.contributions.values() if c.severity in allowed]
             if self.shown is not None:
                 severity = self.shown.severity

@@ -135,7 +135,8 @@ class BundleBuilder:
         path = "/".join(parts)
         claimed = reserved and path in self.reserved - {MANIFEST, NOTES} and path not in self.files
         path = path if claimed else self._unique(path)
-        data = content.encode("utf-8") if isinstance(content, str) else content
+        # "replace": a lone surrogate (valid in a JSON string) must not lose the whole bundle.
+        data = content.encode("utf-8", "replace") if isinstance(content, str) else content
         original = len(data)
         truncated = original > self.max_file_bytes
         if truncated:

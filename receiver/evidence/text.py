@@ -7,6 +7,7 @@ stranger someone read the draft), ``[x](javascript:…)`` must not become a link
 ``<img onerror=…>`` must not become an element, a backtick must not open code, a ``|`` must not
 split a table's cell and a newline must not start a heading. Each function here gives text
 that every CommonMark or GitHub renderer shows as written; our own Markdown goes around it.
+:func:`printable` is the part the SVG chart shares: one line, nothing XML 1.0 forbids.
 
 A bare ``http://`` address stays as it is: some renderers link it, but the link then shows
 where it goes, which is what a reader sees in any plain text.
@@ -19,9 +20,12 @@ import re
 __all__ = ["code", "literal", "printable"]
 
 # Control characters (C0 but whitespace, DEL, C1), lone surrogates (valid in a JSON string,
-# not encodable as UTF-8) and the marks that reorder text as displayed (bidirectional
-# overrides and isolates): replaced, as they cannot be shown or would show something else.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+# not encodable as UTF-8), U+FFFE and U+FFFF (not characters), and the marks that reorder text
+# as displayed (bidirectional overrides and isolates): XML 1.0 forbids some, no reader can see
+# the others as they are, so each becomes U+FFFD.
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x08\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff\u202a-\u202e\u2066-\u2069]"
+)
 REPLACEMENT = "\ufffd"
 # Characters that open Markdown (emphasis, code, links, tables, strikethrough, escapes); "_"
 # only counts at a word's edge, so RATE_LIMIT_MODE stays readable in the raw text.

@@ -187,12 +187,13 @@ def test_a_path_used_twice_or_reserved_gets_a_number(tmp_path: Path) -> None:
     query = b.add_json("metrics/summary.json", {"query": True}, source="prometheus:summary")
     summary = b.add_json("metrics/summary.json", {"summary": True}, source="s", reserved=True)
     manifest = b.add("manifest.json", "not the manifest", source="x")
-    assert first is not None and second is not None and query is not None
-    assert summary is not None and manifest is not None
+    entries = [first, second, query, summary, manifest]
+    assert all(e is not None for e in entries)
+    first, second, query, summary, manifest = (e for e in entries if e is not None)
     assert (first.path, second.path) == ("logs/p/app.errors.log", "logs/p/app-2.errors.log")
     assert (query.path, summary.path) == ("metrics/summary-2.json", "metrics/summary.json")
     assert manifest.path == "manifest-2.json"
-    listed, files = _open(b.write(tmp_path, stem="s", meta={}, created_at=0).path)
+    _, files = _open(b.write(tmp_path, stem="s", meta={}, created_at=0).path)
     assert json.loads(files["metrics/summary.json"]) == {"summary": True}
     assert files["logs/p/app-2.errors.log"] == b"2"
     assert "files" in json.loads(files["manifest.json"])

@@ -125,7 +125,9 @@ HOSTILE_NAMES = [
     "a:b",
     "a_b",
 ]
-SAFE_PART = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+# A part of a path in the archive: a safe name, with room for the extensions added to it.
+SAFE_PART = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
 def _member_names(path: Path) -> list[str]:
@@ -172,7 +174,7 @@ def test_safe_name_keeps_safe_names_and_is_stable() -> None:
     assert safe_name("posthog-integration-5f7-abc") == "posthog-integration-5f7-abc"
     for name in HOSTILE_NAMES:
         once = safe_name(name)
-        assert SAFE_PART.fullmatch(once)
+        assert SAFE_NAME.fullmatch(once)
         assert safe_name(once) == once
         assert safe_name(name) == once
 

@@ -40,15 +40,17 @@ __all__ = ["BundleBuilder", "BundleFile", "SourceReport", "WrittenBundle", "safe
 MANIFEST = "manifest.json"
 NOTES = "NOTES.md"
 TRUNCATION_MARK = b"\n[... cut here: file size limit reached ...]\n"
-# Well under the 255 bytes file systems allow for one name, with room for ".errors.log".
+# Well under the 255 bytes file systems allow for one name: a safe name, and each part of a
+# path in the archive, which leaves room for the extensions a caller adds to a safe name.
 NAME_LIMIT = 100
+PART_LIMIT = 200
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DIGEST_CHARS = 8
 
 
-def safe_name(name: str) -> str:
-    """``name`` as one file name: only ``A-Z a-z 0-9 . _ -``, not hidden, at most
-    ``NAME_LIMIT`` characters.
+def safe_name(name: str, *, limit: int = NAME_LIMIT) -> str:
+    """``name`` as one file name: only ``A-Z a-z 0-9 . _ -``, not hidden, at most ``limit``
+    characters.
 
     A name that had to change (a ``/``, ``..``, a control character, too long) ends in a short
     hash of the original, so two names that differ only in what was replaced stay apart. A
@@ -57,11 +59,11 @@ def safe_name(name: str) -> str:
     cleaned = _UNSAFE.sub("_", name)
     if cleaned.startswith("."):  # ".", ".." and hidden files
         cleaned = "_" + cleaned[1:]
-    if cleaned == name and 0 < len(name) <= NAME_LIMIT:
+    if cleaned == name and 0 < len(name) <= limit:
         return name
     # surrogatepass: a lone surrogate (valid in a JSON string) still has a hash.
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
-    return f"{cleaned[: NAME_LIMIT - _DIGEST_CHARS - 1] or '_'}-{digest}"
+    return f"{cleaned[: limit - _DIGEST_CHARS - 1] or '_'}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,8 @@ class BundleBuilder:
         beginning, or its end for ``keep="tail"`` (a log's newest lines), cut at a line
         boundary where one is near.
         """
-        parts = [safe_name(part) for part in path.split("/") if part] or [safe_name("")]
+        parts = [safe_name(part, limit=PART_LIMIT) for part in path.split("/") if part]
+        parts = parts or [safe_name("")]
         path = "/".join(parts)
         claimed = reserved and path in self.reserved - {MANIFEST, NOTES} and path not in self.files
         path = path if claimed else self._unique(path)

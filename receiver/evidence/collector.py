@@ -32,7 +32,7 @@ import structlog
 
 from receiver.cluster import ClusterEvent, PodLogs
 from receiver.config import EvidenceSettings, Settings
-from receiver.evidence.bundle import BundleBuilder
+from receiver.evidence.bundle import BundleBuilder, safe_name
 from receiver.evidence.chart import ChartMarker, ChartSeries, render_error_rate_chart
 from receiver.evidence.postmortem import (
     ImpactFigures,
@@ -64,7 +64,6 @@ Phase = Literal["opened", "resolved"]
 SUMMARY = "metrics/summary.json"
 CHART = "chart.svg"
 POSTMORTEM = "postmortem.md"
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class IncidentNotFound(LookupError):
@@ -184,10 +183,6 @@ def _series_label(labels: dict[str, str]) -> str:
 def _scrub(text: str) -> str:
     """Registered secrets out of collected text, as out of our own logs."""
     return str(redact_secrets(None, "", {"text": text})["text"])
-
-
-def _safe(name: str) -> str:
-    return _SAFE.sub("_", name)[:100] or "_"
 
 
 class EvidenceCollector:
@@ -323,6 +318,8 @@ class EvidenceCollector:
         builder = BundleBuilder(
             max_file_bytes=settings.max_file_bytes, max_bundle_bytes=settings.max_bundle_bytes
         )
+        # The summary is written after the queries, and a query may be named "summary".
+        builder.reserve(SUMMARY)
         log = logger.bind(incident_id=incident_id, phase=phase)
 
         # Most useful first: what is left out at the size limit is the bulk (logs).
@@ -337,7 +334,7 @@ class EvidenceCollector:
         summary, ((pod_logs, tails), events) = await asyncio.gather(
             self._metrics(builder, window), self._cluster(builder)
         )
-        builder.add_json(SUMMARY, summary, source="prometheus")
+        builder.add_json(SUMMARY, summary, source="prometheus", reserved=True)
         if events is not None:
             builder.add_json("events.json", [_event_dict(e) for e in events], source="events")
         builder.add(CHART, _chart(incident, summary, at=at), source="chart")
@@ -347,7 +344,7 @@ class EvidenceCollector:
         builder.add(POSTMORTEM, draft, source="postmortem")
         self._add_logs(builder, pod_logs, tails)
 
-        stem = f"{_safe(incident_id)}-{phase}-{datetime.fromtimestamp(at, UTC):%Y%m%dT%H%M%SZ}"
+        stem = f"{safe_name(incident_id)}-{phase}-{datetime.fromtimestamp(at, UTC):%Y%m%dT%H%M%SZ}"
         meta = {
             "format": 1,
             "incident_id": incident_id,
@@ -506,7 +503,7 @@ class EvidenceCollector:
             )
             body = _scrub("\n".join(errors) + ("\n" if errors else ""))
             builder.add(
-                f"logs/{_safe(p.pod)}/{_safe(p.container)}.errors.log",
+                f"logs/{safe_name(p.pod)}/{safe_name(p.container)}.errors.log",
                 header + body,
                 source="pod_logs",
                 keep="tail",
@@ -515,7 +512,7 @@ class EvidenceCollector:
             if p.error is not None:
                 continue
             builder.add(
-                f"logs/{_safe(p.pod)}/{_safe(p.container)}.tail.log",
+                f"logs/{safe_name(p.pod)}/{safe_name(p.container)}.tail.log",
                 _scrub("\n".join(p.lines) + ("\n" if p.lines else "")),
                 source="pod_logs",
                 keep="tail",

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "postmortem", help="print an incident's postmortem draft (Markdown)"
     )
     _add_config(postmortem)
-    postmortem.add_argument("incident_id", metavar="ID", help="incident id (inc-...)")
+    postmortem.add_argument("incident_id", metavar="ID", help="incident id (inc-YYYYMMDD-...)")
     postmortem.add_argument(
         "-o", "--output", type=Path, metavar="FILE", help="write to FILE instead of stdout"
     )
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evidence", help="write an incident's evidence bundle (.tar.gz), collecting it if needed"
     )
     _add_config(evidence)
-    evidence.add_argument("incident_id", metavar="ID", help="incident id (inc-...)")
+    evidence.add_argument("incident_id", metavar="ID", help="incident id (inc-YYYYMMDD-...)")
     evidence.add_argument(
         "-o", "--output", type=Path, metavar="FILE", required=True, help="where to write it"
     )

@@ -4,7 +4,8 @@ A notification carries the whole alert group, so each one is diffed per fingerpr
 what the open incident of that group already knows. Only differences become timeline entries
 and incident events; a resend changes nothing. An alert is resolved only when Alertmanager
 says ``resolved`` for its fingerprint; one that is merely absent from a later notification is
-left as it was. The incident resolves when every alert it has seen is resolved.
+left as it was. The incident resolves when every alert it has seen is resolved. An incident's
+id is derived from its group key and when its episode started (:mod:`receiver.identity`).
 
 Everything a notification changes, and the inbox row marked done, commit in one transaction:
 a crash leaves either nothing or everything, and unprocessed rows are picked up on restart.
@@ -17,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from receiver.alertmanager import Alert, WebhookPayload
+from receiver.identity import Episode, incident_id_for
 from receiver.runbook import ErrorClass, Severity
 from receiver.store import now
 
@@ -296,8 +297,15 @@ def _title(payload: WebhookPayload) -> str:
     return f"{name} ({extra})" if extra else name
 
 
-def _open_incident(conn: sqlite3.Connection, payload: WebhookPayload) -> str:
-    incident_id = f"inc-{uuid.uuid4().hex[:12]}"
+def _id_taken(conn: sqlite3.Connection, incident_id: str) -> bool:
+    row = conn.execute("SELECT 1 FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+    return row is not None
+
+
+def _open_incident(conn: sqlite3.Connection, payload: WebhookPayload, episode: Episode) -> str:
+    # Derived, not random (receiver.identity): the same episode maps to the same id after the
+    # state is lost. An id already taken (the episode re-opened) gets the next suffix.
+    incident_id = incident_id_for(episode, taken=lambda candidate: _id_taken(conn, candidate))
     ts = now()
     conn.execute(
         "INSERT INTO incidents (id, group_key, status, title, group_labels, external_url,"
@@ -367,14 +375,14 @@ def apply_notification(conn: sqlite3.Connection, payload: WebhookPayload) -> Not
     open_row = conn.execute(
         "SELECT id FROM incidents WHERE group_key = ? AND status = 'open'", (payload.group_key,)
     ).fetchone()
-    firing = [a for a in payload.alerts if a.status == "firing"]
     opened = False
     if open_row is None:
-        if not firing:
+        episode = Episode.of(payload)
+        if episode is None:
             # News of resolution for a group with no open incident: already resolved, or
             # never seen firing. Nothing to resolve.
             return NotificationOutcome(None, [], opened=False, resolved=False)
-        incident_id = _open_incident(conn, payload)
+        incident_id = _open_incident(conn, payload, episode)
         opened = True
     else:
         incident_id = open_row["id"]

@@ -78,6 +78,25 @@ async def test_fake_pagerduty_accepts_a_valid_event(
 
 
 @pytest.mark.asyncio
+async def test_fake_pagerduty_keeps_alerts_by_dedup_key(
+    fakes: Fakes, http: aiohttp.ClientSession
+) -> None:
+    """A repeated trigger updates the open alert; resolve closes it; a later trigger reopens."""
+    url = fakes.pagerduty.url + "/v2/enqueue"
+    resolve = {"routing_key": ROUTING_KEY, "event_action": "resolve", "dedup_key": "k"}
+    assert (await post(http, url, {**resolve, "dedup_key": "unknown"}))[0] == 202
+    assert fakes.pagerduty.opened == []  # nothing open to resolve: ignored
+    await post(http, url, TRIGGER)
+    await post(http, url, TRIGGER)
+    assert fakes.pagerduty.opened == [("k", "triggered")]
+    await post(http, url, {**resolve, "event_action": "acknowledge"})
+    assert fakes.pagerduty.alert_status("k") == "acknowledged"
+    await post(http, url, resolve)
+    await post(http, url, TRIGGER)
+    assert fakes.pagerduty.opened == [("k", "resolved"), ("k", "triggered")]
+
+
+@pytest.mark.asyncio
 async def test_fake_statuspage_checks_oauth_and_fields(
     fakes: Fakes, http: aiohttp.ClientSession
 ) -> None:

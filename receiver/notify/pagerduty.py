@@ -45,7 +45,12 @@ DEFAULTS = PagerDutySettings.model_fields
 
 
 def dedup_key(incident_id: str) -> str:
-    """The alert's key: the same for every event of one incident."""
+    """The alert's key: the same for every event of one incident.
+
+    The incident id is derived from the alert group's key and its episode start
+    (:mod:`receiver.identity`), so this key is too: after the state is lost, a resend of a group
+    still firing updates the same PagerDuty alert, and its resolve resolves it.
+    """
     return f"posthog-receiver/{incident_id}"[:MAX_DEDUP_KEY]
 
 

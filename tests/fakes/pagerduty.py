@@ -5,6 +5,10 @@ Alert events (``POST /v2/enqueue``) and change events (``POST /v2/change/enqueue
 at most 255 characters and required for acknowledge/resolve, a trigger's ``payload`` with
 ``summary`` (1..1024), ``source`` and ``severity`` (critical, error, warning, info), typed
 optional fields, ``links`` with ``href``; bodies up to 512 KB. Answers 202 as PagerDuty does.
+
+Alerts are kept as PagerDuty keeps them, by ``dedup_key``: a trigger opens an alert unless one
+with that key is open (then it is updated); acknowledge and resolve change only an open alert
+and are otherwise ignored; a trigger after the resolve opens a new alert.
 """
 
 from __future__ import annotations
@@ -73,6 +77,22 @@ class FakePagerDuty(FakeService):
         self.routing_key = routing_key
         self.app.router.add_post("/v2/enqueue", self._enqueue)
         self.app.router.add_post("/v2/change/enqueue", self._change)
+        # Every alert opened, in order: its dedup_key and its status now.
+        self.opened: list[tuple[str, str]] = []
+
+    def alert_status(self, dedup_key: str) -> str | None:
+        """The status of the newest alert with this key (``None``: never opened)."""
+        found = [status for key, status in self.opened if key == dedup_key]
+        return found[-1] if found else None
+
+    def _apply(self, action: str, dedup_key: str) -> None:
+        current = self.alert_status(dedup_key)
+        is_open = current in ("triggered", "acknowledged")
+        if action == "trigger" and not is_open:
+            self.opened.append((dedup_key, "triggered"))
+        elif action != "trigger" and is_open:
+            newest = max(i for i, (key, _) in enumerate(self.opened) if key == dedup_key)
+            self.opened[newest] = (dedup_key, "resolved" if action == "resolve" else "acknowledged")
 
     @property
     def alerts(self) -> list[dict[str, Any]]:
@@ -131,6 +151,7 @@ class FakePagerDuty(FakeService):
                 return self._invalid(f"'{field}' must be a string")
         self.record(request, body)
         key = key or uuid.uuid4().hex
+        self._apply(action, key)
         return web.json_response(
             {"status": "success", "message": "Event processed", "dedup_key": key}, status=202
         )

@@ -113,9 +113,10 @@ def install_fast_loop() -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     import structlog
-    from aiohttp import web
 
     from receiver.app import create_app
+    from receiver.keys import METRICS
+    from receiver.listener import serve
     from receiver.logs import configure_logging
 
     settings = _load(args.config)
@@ -129,14 +130,8 @@ def _serve(args: argparse.Namespace) -> int:
     structlog.get_logger(__name__).info("serving", event_loop=loop, port=settings.server.port)
     app = create_app(settings)
     app.on_startup.append(tune_collector)  # after the application's own startup
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        shutdown_timeout=settings.server.shutdown_timeout_seconds,
-        print=None,
-        access_log=None,
-    )
+    refused = app[METRICS].connections_refused.inc
+    asyncio.run(serve(app, settings.server, on_refused=refused))
     return 0
 
 

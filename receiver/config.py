@@ -141,6 +141,19 @@ class ServerSettings(_Group):
     shutdown_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Grace period for in-flight requests on SIGTERM."
     )
+    idle_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "A connection is closed when it has not sent a whole request for this long: idle "
+            "between requests, or sending its headers slowly."
+        ),
+    )
+    max_connections: int = Field(
+        default=512,
+        ge=8,
+        description="Connections open at once, at most; past it new ones are closed at once.",
+    )
     public_url: str = Field(
         default="http://127.0.0.1:9095",
         description="How people reach this service; used in links sent to PagerDuty and Slack.",

@@ -97,6 +97,11 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.connections_refused = Counter(
+            "posthog_receiver_connections_refused_total",
+            "Connections closed as soon as they were accepted: server.max_connections were open.",
+            registry=r,
+        )
         self.spool_damaged = Counter(
             "posthog_receiver_spool_damaged_total",
             "Damaged runs of acknowledged webhooks found in the spool (lost; the segment is kept "

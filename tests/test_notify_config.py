@@ -55,7 +55,7 @@ def test_all_destinations_load_with_secrets_from_env_and_files(
       impact: {{P1: everything being down}}
   slack:
     webhook_url: {{env: SLACK_URL}}
-    incident_commander: alice
+    incident_commander: "<@U0ALICE01|alice>"
 """,
         )
     )

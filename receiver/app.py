@@ -93,7 +93,11 @@ async def open_responder(
         health = HealthReader(triage.health)
         stack.push_async_callback(health.close)
     notifier, outbox = notify.build_notifier(
-        settings.notify, store=store, metrics=app[METRICS], public_url=settings.server.public_url
+        settings.notify,
+        store=store,
+        metrics=app[METRICS],
+        public_url=settings.server.public_url,
+        prometheus_urls=notify.prometheus_urls(settings),
     )
     outbox.start()
     stack.push_async_callback(outbox.stop)

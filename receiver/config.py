@@ -755,6 +755,12 @@ def _base_url(value: str, field: str) -> str:
     return value.rstrip("/")
 
 
+# A DNS name, an IPv4 address or an IPv6 address without brackets (as urlsplit reports it).
+HOST_NAME = re.compile(
+    r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*"
+)
+
+
 class PagerDutySettings(_Group):
     """PagerDuty Events API v2: alerts (trigger, acknowledge, resolve) and change events."""
 
@@ -790,11 +796,26 @@ class PagerDutySettings(_Group):
         ge=1,
         description="Events sent per minute per routing key at most (PagerDuty allows ~120).",
     )
+    link_hosts: tuple[str, ...] | None = Field(
+        default=None,
+        description=(
+            "Host names that links taken from alerts (an alert's generatorURL, Alertmanager's "
+            "externalURL) may point to; other links are left out. Unset: the host of the "
+            "configured Prometheus URL and the host of Alertmanager's externalURL."
+        ),
+    )
     timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
 
     @model_validator(mode="after")
     def _urls(self) -> PagerDutySettings:
         object.__setattr__(self, "events_url", _base_url(self.events_url, "events_url"))
+        if self.link_hosts is not None:
+            for host in self.link_hosts:
+                if not HOST_NAME.fullmatch(host):
+                    raise ValueError(
+                        f"link_hosts: '{host}' is not a host name (no scheme, port or path)"
+                    )
+            object.__setattr__(self, "link_hosts", tuple(h.lower() for h in self.link_hosts))
         if len(self.routing_key.secret.get_secret_value()) != 32:
             raise ValueError("routing_key must be the 32-character integration key")
         return self
@@ -900,19 +921,65 @@ class StatuspageSettings(_Group):
         return self
 
 
+# Slack's mention syntax: a member (U… or, on Enterprise Grid, W…) or a user group (S…), with
+# an optional label; anything else in a message is escaped and pings nobody.
+_SLACK_LABEL = r"(\|[^<>|&\x00-\x1f]{1,64})?"
+SLACK_PERSON_OR_GROUP = re.compile(
+    rf"<@[UW][A-Z0-9]{{2,20}}{_SLACK_LABEL}>|<!subteam\^S[A-Z0-9]{{2,20}}{_SLACK_LABEL}>"
+)
+SLACK_SPECIAL = re.compile(r"<!(here|channel)>")
+
+
+def _not_a_mention(value: str, expected: str) -> str:
+    return (
+        f"'{value}' is not a Slack mention and would ping nobody: write {expected} "
+        "(the ID is on the member's profile or the group's page)"
+    )
+
+
 class SlackSettings(_Group):
     """Slack incoming webhook: the runbook's internal incident message."""
 
     webhook_url: SecretSource = Field(
         description="The incoming webhook URL (it is the credential: keep it secret)."
     )
-    incident_commander: str = Field(
-        default="on-call", min_length=1, description="Named as 'Incident commander: @<name>'."
+    incident_commander: str | None = Field(
+        default=None,
+        description=(
+            "Who leads the response, pinged by every message, in Slack's own syntax: "
+            "<@U…> for a person, <!subteam^S…> for a user group (an optional |label after "
+            "the ID keeps it readable). Unset: 'not assigned'."
+        ),
+    )
+    mentions: tuple[str, ...] = Field(
+        default=(),
+        max_length=10,
+        description=(
+            "Also pinged when an incident opens, in Slack's syntax: <@U…>, <!subteam^S…>, "
+            "<!here> or <!channel>."
+        ),
     )
     next_update_minutes: int = Field(
         default=30, ge=1, description="'Next update' is this many minutes after each message."
     )
     timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
+
+    @field_validator("incident_commander")
+    @classmethod
+    def _commander(cls, value: str | None) -> str | None:
+        if value is not None and not SLACK_PERSON_OR_GROUP.fullmatch(value):
+            raise ValueError(_not_a_mention(value, "<@U…> for a person, <!subteam^S…> for a group"))
+        return value
+
+    @field_validator("mentions")
+    @classmethod
+    def _mentions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for mention in value:
+            if not (SLACK_PERSON_OR_GROUP.fullmatch(mention) or SLACK_SPECIAL.fullmatch(mention)):
+                raise ValueError(
+                    _not_a_mention(mention, "<@U…>, <!subteam^S…>, <!here> or <!channel>")
+                )
+        return value
 
     @model_validator(mode="after")
     def _url(self) -> SlackSettings:

@@ -45,7 +45,7 @@ from receiver.config import Settings, StoreSettings, TriageSettings
 from receiver.decision import Q_UPSTREAM, Decision, HealthSource, StatusSource, decide
 from receiver.explain import TriageReport
 from receiver.incidents import IncidentEvent, apply_notification, get_incident, record_triage
-from receiver.notify import IncidentSnapshot, Notifier
+from receiver.notify import IncidentSnapshot, Notifier, prometheus_urls
 from receiver.notify.outbox import list_messages
 from receiver.remediation import Remediator
 from receiver.runbook import ErrorClass, Severity, Verdict
@@ -564,6 +564,7 @@ class ResponsePreview:
             store=store,
             settings=self._settings.notify,
             public_url=self._settings.server.public_url,
+            prometheus_urls=prometheus_urls(self._settings),
         )
         steps: list[tuple[str, Callable[[], Awaitable[int]]]] = [
             ("opened", functools.partial(notifier.incident_opened, snapshot))

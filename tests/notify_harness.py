@@ -25,6 +25,8 @@ SLACK_PATH = "/services/T0SECRET/B0SECRET/sl4ckS3cr3tT0k3nXYZ"
 PAGE_ID = "pg7x2k9q"
 COMPONENT_ID = "cmp4h8n1"
 PUBLIC_URL = "https://receiver.example.com"
+PROMETHEUS_URL = "http://prometheus.example.com:9090"
+COMMANDER = "<@U0ALICE01|alice>"
 START = 1_750_000_000.0
 
 
@@ -91,7 +93,7 @@ def notify_settings(
     if fakes is not None and "slack" in only:
         data["slack"] = {
             "webhook_url": {"value": fakes.slack.webhook_url},
-            "incident_commander": "alice",
+            "incident_commander": COMMANDER,
             "timeout_seconds": 2,
             **(slack or {}),
         }
@@ -118,6 +120,7 @@ class Harness:
             store=self.store,
             metrics=self.metrics,
             public_url=PUBLIC_URL,
+            prometheus_urls=(PROMETHEUS_URL,),
             clock=self.clock,
         )
 

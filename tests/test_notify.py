@@ -263,7 +263,7 @@ async def test_slack_runbook_message_on_open_action_and_resolve(
         "Impact: Complete outage (e.g. PostHog API unreachable)",
         "Current action: PostHog API returning errors; status page not checked yet",
         "Next update: 15:21 UTC",  # START is 15:06:40 UTC
-        "Incident commander: @alice",
+        "Incident commander: <@U0ALICE01|alice>",
     ]
     assert f"{PUBLIC_URL}/api/incidents/inc-1" in first
     assert "Status: MONITORING" in action

@@ -55,7 +55,7 @@ def test_all_destinations_load_with_secrets_from_env_and_files(
       impact: {{P1: everything being down}}
   slack:
     webhook_url: {{env: SLACK_URL}}
-    incident_commander: alice
+    incident_commander: "<@U0ALICE01|alice>"
 """,
         )
     )
@@ -104,3 +104,55 @@ def test_bad_notify_settings_are_named(tmp_path: Path, notify: str, message: str
     assert message in str(caught.value)
     assert "too-short-a-key" not in str(caught.value)
     assert "not-a-url-secret" not in str(caught.value)
+
+
+SLACK = "  slack:\n    webhook_url: {value: 'https://hooks.slack.com/services/T0/B0/xyz'}\n"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ('incident_commander: "@on-call"', "'@on-call' is not a Slack mention"),
+        ("incident_commander: on-call", "would ping nobody: write <@U…> for a person"),
+        ('incident_commander: "<!here>"', "'<!here>' is not a Slack mention"),
+        ('incident_commander: "<@U123><!channel>"', "is not a Slack mention"),
+        ('incident_commander: "<@u0alice01>"', "is not a Slack mention"),
+        ('mentions: ["<!everyone>"]', "'<!everyone>' is not a Slack mention"),
+        ('mentions: ["@here"]', "<!here> or <!channel>"),
+    ],
+)
+def test_slack_mentions_must_be_written_in_slack_syntax(
+    tmp_path: Path, setting: str, message: str
+) -> None:
+    """A mention Slack would not recognise (and so would ping nobody) fails loading, named."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, f"{SLACK}    {setting}\n"))
+    assert "notify.slack." in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_slack_mentions_in_slack_syntax_load(tmp_path: Path) -> None:
+    """A person, a user group (with a readable label) and broadcasts load as written."""
+    settings = load_settings(
+        write(
+            tmp_path,
+            f"{SLACK}    incident_commander: '<!subteam^S0123ABCDE|posthog-oncall>'\n"
+            "    mentions: ['<@U0ALICE01>', '<@W0BOB0001|bob>', '<!here>', '<!channel>']\n",
+        )
+    )
+    slack = settings.notify.slack
+    assert slack is not None
+    assert slack.incident_commander == "<!subteam^S0123ABCDE|posthog-oncall>"
+    assert slack.mentions == ("<@U0ALICE01>", "<@W0BOB0001|bob>", "<!here>", "<!channel>")
+
+
+@pytest.mark.parametrize(
+    "host", ["https://prometheus.example.com", "prometheus.example.com:9090", "a/b", ""]
+)
+def test_link_hosts_are_host_names(tmp_path: Path, host: str) -> None:
+    """``link_hosts`` takes host names only: a URL or a host with a port is refused, named."""
+    notify = f"  pagerduty: {{routing_key: {{value: {ROUTING_KEY}}}, link_hosts: ['{host}']}}"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, notify))
+    assert "notify.pagerduty: link_hosts:" in str(caught.value)
+    assert "is not a host name" in str(caught.value)

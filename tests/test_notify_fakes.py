@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -167,3 +168,63 @@ async def test_fake_slack_answers_like_a_webhook(fakes: Fakes, http: aiohttp.Cli
         404,
         "no_service",
     )
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("body", "answer"),
+    [
+        ({"text": "x" * 40_001}, "msg_too_long"),
+        ({"text": "hi", "blocks": [section("x" * 3001)]}, "invalid_blocks"),
+        ({"blocks": [{"type": "section"}]}, "invalid_blocks"),
+        (
+            {"blocks": [{"type": "section", "text": {"type": "html", "text": "x"}}]},
+            "invalid_blocks",
+        ),
+        (
+            {"blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": ""}}]},
+            "invalid_blocks",
+        ),
+        ({"blocks": [{"type": "banner", "text": "x"}]}, "invalid_blocks"),
+        ({"blocks": [section("x")] * 51}, "invalid_blocks"),
+        ({"text": 42}, "invalid_payload"),
+    ],
+)
+async def test_fake_slack_refuses_what_slack_refuses(
+    fakes: Fakes, http: aiohttp.ClientSession, body: dict[str, Any], answer: str
+) -> None:
+    """Oversized text and sections, malformed or unknown blocks are refused with a 400."""
+    assert await post(http, fakes.slack.webhook_url, body) == (400, answer)
+    assert fakes.slack.received == []
+
+
+@pytest.mark.asyncio
+async def test_fake_slack_accepts_a_section_at_the_limit(
+    fakes: Fakes, http: aiohttp.ClientSession
+) -> None:
+    """A 3,000-character section with a fallback text is accepted."""
+    body = {"text": "fallback", "blocks": [section("x" * 3000), {"type": "divider"}]}
+    assert await post(http, fakes.slack.webhook_url, body) == (200, "ok")
+    assert fakes.slack.sections == ["x" * 3000]
+
+
+@pytest.mark.asyncio
+async def test_fake_pagerduty_refuses_events_over_512_kb(
+    fakes: Fakes, http: aiohttp.ClientSession
+) -> None:
+    """An event over 512 KB is refused with 400, as PagerDuty does; one just under passes."""
+    url = fakes.pagerduty.url + "/v2/enqueue"
+    payload = TRIGGER["payload"]
+    over = {**TRIGGER, "payload": {**payload, "custom_details": {"x": "x" * 512 * 1024}}}
+    status, text = await post(http, url, over)
+    assert status == 400
+    assert "512 KB" in text
+    room = 512 * 1024 - len(
+        json.dumps({**TRIGGER, "payload": {**payload, "custom_details": {"x": ""}}})
+    )
+    under = {**TRIGGER, "payload": {**payload, "custom_details": {"x": "x" * room}}}
+    assert (await post(http, url, under))[0] == 202

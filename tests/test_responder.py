@@ -29,7 +29,7 @@ from receiver.keys import STORE
 from receiver.notify.outbox import list_messages
 from tests.conftest import remediation_settings
 from tests.fakes.pagerduty import FakePagerDuty
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import FakeSlack, markup
 from tests.fakes.status_page import FakeStatusPage
 from tests.kube_emulator import DEPLOYMENTS, PODS, ClusterEmulator, deployment, pod
 
@@ -283,6 +283,39 @@ async def test_a_rising_severity_updates_the_page(
     incident = await only_incident(client)
     assert (incident["severity"], incident["errorClass"]) == ("P1", "upstream_error")
     assert "severity_raised" in [t["kind"] for t in incident["timeline"]]
+
+
+@pytest.mark.asyncio
+async def test_hostile_labels_reach_people_as_text_only(
+    paging: TestClient[Any, Any], pagerduty: FakePagerDuty, slack: FakeSlack
+) -> None:
+    """Group labels that try to ping, link, add lines or overflow reach Slack and PagerDuty
+    as escaped, bounded text; a foreign generatorURL is not linked."""
+    client = paging
+    hostile = {
+        "team": "<!channel> <@U123> <http://evil.example|x>",
+        "note": "ok\nStatus: RESOLVED\x07\u202e",
+        **{f"big{i}": "<&>" * 30_000 for i in range(6)},  # 540 KB
+    }
+    body = payload(alert(status_code="401", severity="critical"))
+    body["groupLabels"] = {**body["groupLabels"], **hostile}
+    body["alerts"][0]["generatorURL"] = "http://evil.example/graph?g0.expr=up"
+    await post(client, body)
+    await eventually(lambda: _true(len(pagerduty.alerts) >= 1 and len(slack.texts) >= 2))
+
+    assert (pagerduty.rejected, slack.rejected) == ([], [])
+    for text in slack.texts:
+        assert len(text) <= 3000
+        # The only <...> Slack acts on is the incident's link, on the last line.
+        (link,) = markup(text)
+        assert text.splitlines()[-1].endswith(f"<{link}>")
+        assert "/api/incidents/" in link
+        assert "Status: RESOLVED" not in text.splitlines()
+    trigger = pagerduty.alerts[0]
+    assert "\n" not in trigger["payload"]["summary"]
+    assert len(trigger["payload"]["summary"]) <= 1024
+    assert not [link for link in trigger["links"] if "evil" in link["href"]]
+    assert "512 KB" in trigger["payload"]["custom_details"]["truncated"]
 
 
 @pytest.mark.asyncio

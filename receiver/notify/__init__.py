@@ -9,7 +9,11 @@ Wiring, in the application's lifecycle (after the store is open)::
 
     register_secrets(notify.secret_values(settings.notify))
     notifier, outbox = notify.build_notifier(
-        settings.notify, store=store, metrics=metrics, public_url=settings.server.public_url
+        settings.notify,
+        store=store,
+        metrics=metrics,
+        public_url=settings.server.public_url,
+        prometheus_urls=notify.prometheus_urls(settings),
     )
     outbox.start()
     ...
@@ -19,16 +23,23 @@ Wiring, in the application's lifecycle (after the store is open)::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from receiver.config import NotifySettings
+from receiver.config import NotifySettings, Settings
 from receiver.metrics import Metrics
 from receiver.notify.notifier import Notifier
 from receiver.notify.outbox import OutboxWorker
 from receiver.notify.snapshot import IncidentSnapshot
 from receiver.store import Store
 
-__all__ = ["IncidentSnapshot", "Notifier", "OutboxWorker", "build_notifier", "secret_values"]
+__all__ = [
+    "IncidentSnapshot",
+    "Notifier",
+    "OutboxWorker",
+    "build_notifier",
+    "prometheus_urls",
+    "secret_values",
+]
 
 
 def build_notifier(
@@ -37,14 +48,27 @@ def build_notifier(
     store: Store,
     metrics: Metrics,
     public_url: str,
+    prometheus_urls: Sequence[str] = (),
     clock: Callable[[], float] = time.time,
 ) -> tuple[Notifier, OutboxWorker]:
-    """The notifier and its outbox worker, wired together (the worker is not started)."""
+    """The notifier and its outbox worker, wired together (the worker is not started);
+    ``prometheus_urls`` are the configured Prometheus', whose host alert links may name."""
     worker = OutboxWorker(store=store, metrics=metrics, settings=settings, clock=clock)
     notifier = Notifier(
-        store=store, settings=settings, public_url=public_url, clock=clock, wake=worker.wake
+        store=store,
+        settings=settings,
+        public_url=public_url,
+        prometheus_urls=prometheus_urls,
+        clock=clock,
+        wake=worker.wake,
     )
     return notifier, worker
+
+
+def prometheus_urls(settings: Settings) -> tuple[str, ...]:
+    """The Prometheus the receiver is configured to query: links from alerts may go there."""
+    urls = (settings.evidence.prometheus.url, settings.remediation.verify.prometheus_url)
+    return tuple(url for url in urls if url)
 
 
 def secret_values(settings: NotifySettings) -> list[str]:

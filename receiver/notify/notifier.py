@@ -33,7 +33,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -64,12 +64,14 @@ class Notifier:
         store: Store,
         settings: NotifySettings,
         public_url: str,
+        prometheus_urls: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
         wake: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
         self._public_url = public_url
+        self._prometheus_urls = tuple(prometheus_urls)
         self._clock = clock
         self._wake = wake
 
@@ -86,7 +88,7 @@ class Notifier:
         event = event_id or "opened"
         drafts = [
             self._pagerduty(snapshot, event, "trigger"),
-            self._slack(snapshot, event),
+            self._slack(snapshot, event, opening=True),
         ]
         return await self._store_drafts(snapshot, drafts, self._statuspage(snapshot, event))
 
@@ -162,6 +164,7 @@ class Notifier:
             action=action,
             settings=self._settings.pagerduty,
             public_url=self._public_url,
+            prometheus_urls=self._prometheus_urls,
         )
         return Draft(destination, kind, payload, self._key(snapshot, event, destination, kind))
 
@@ -180,7 +183,12 @@ class Notifier:
         return Draft(destination, kind, payload, self._key(snapshot, event, destination, kind))
 
     def _slack(
-        self, snapshot: IncidentSnapshot, event: str, *, current_action: str | None = None
+        self,
+        snapshot: IncidentSnapshot,
+        event: str,
+        *,
+        current_action: str | None = None,
+        opening: bool = False,
     ) -> Draft:
         destination = self._where("slack")
         kind = "slack.message"
@@ -190,6 +198,7 @@ class Notifier:
             at=self._clock(),
             incident_url=pagerduty.incident_url(self._public_url, snapshot.id),
             current_action=current_action,
+            opening=opening,
         )
         return Draft(destination, kind, payload, self._key(snapshot, event, destination, kind))
 

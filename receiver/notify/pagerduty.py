@@ -8,19 +8,30 @@ changed next to the incident.
 
 Messages are rendered when the notification is stored, without the routing key; the key is
 added only when sending, so it is never written to the store or a log.
+
+Alert data is untrusted: the summary shows the title on one line, without control
+characters, within PagerDuty's 1,024 characters; a link taken from an alert (its
+``generatorURL``, Alertmanager's ``externalURL``) is sent only if it is ``http(s)`` and points
+to a host that config allows (by default the configured Prometheus' and Alertmanager's own),
+so a ``javascript:`` or look-alike link never reaches a responder. PagerDuty refuses an event
+over 512 KB: ``custom_details`` is cut to fit, its largest parts first, with a ``truncated``
+note saying so; the summary, the links and the incident's URL are never cut away.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from receiver.config import PagerDutySettings
 from receiver.notify.delivery import Message, Sent, http_call
 from receiver.notify.snapshot import IncidentSnapshot, action_summary, iso_utc
+from receiver.notify.untrusted import cut, one_line
 from receiver.runbook import Severity
 
 __all__ = [
@@ -30,6 +41,7 @@ __all__ = [
     "alert_event",
     "change_event",
     "dedup_key",
+    "link_hosts",
 ]
 
 PD_SEVERITY: dict[Severity, str] = {
@@ -40,6 +52,13 @@ PD_SEVERITY: dict[Severity, str] = {
 }
 MAX_DEDUP_KEY = 255
 MAX_SUMMARY = 1024
+MAX_EVENT_BYTES = 512 * 1024
+# The routing key is added when sending: room for its field name, 32 characters and separators.
+ROUTING_KEY_ROOM = 64
+# Room kept for the note that says custom_details was cut.
+NOTE_ROOM = 512
+# A link from an alert longer than this is left out: a cut URL would lead somewhere else.
+MAX_ALERT_LINK = 8192
 CLIENT = "posthog-incident-receiver"
 DEFAULTS = PagerDutySettings.model_fields
 
@@ -54,10 +73,6 @@ def dedup_key(incident_id: str) -> str:
     return f"posthog-receiver/{incident_id}"[:MAX_DEDUP_KEY]
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _setting(settings: PagerDutySettings | None, name: str) -> Any:
     return getattr(settings, name) if settings is not None else DEFAULTS[name].default
 
@@ -68,8 +83,134 @@ def _link(href: str | None, text: str) -> list[dict[str, str]]:
     return []
 
 
+def _host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+def link_hosts(
+    settings: PagerDutySettings | None, snapshot: IncidentSnapshot, prometheus_urls: Collection[str]
+) -> frozenset[str]:
+    """The hosts a link taken from this incident's alerts may point to: config's list, or
+    else the configured Prometheus' and the incident's Alertmanager's."""
+    configured = _setting(settings, "link_hosts")
+    if configured is not None:
+        return frozenset(configured)
+    return frozenset(
+        host for url in (*prometheus_urls, snapshot.external_url) if (host := _host(url))
+    )
+
+
+def _alert_link(href: str, text: str, hosts: frozenset[str]) -> list[dict[str, str]]:
+    """A link from alert data, only if it is a plain http(s) URL to an allowed host."""
+    # A browser reads a backslash as a slash where urlsplit does not: http://evil\@prometheus/
+    # goes to evil. Such links, links with user info and malformed ones are left out.
+    if not href or len(href) > MAX_ALERT_LINK or one_line(href) != href:
+        return []
+    if " " in href or "\\" in href:
+        return []
+    try:
+        parts = urlsplit(href)
+    except ValueError:
+        return []
+    if parts.scheme not in ("http", "https") or "@" in parts.netloc:
+        return []
+    if parts.hostname not in hosts:
+        return []
+    return [{"href": href, "text": text}]
+
+
 def incident_url(public_url: str, incident_id: str) -> str:
     return f"{public_url.rstrip('/')}/api/incidents/{incident_id}"
+
+
+def _size(value: Any) -> int:
+    """Bytes of ``value`` as JSON, encoded as the sender's client encodes it."""
+    return len(json.dumps(value).encode())
+
+
+def _cut_text(text: str, budget: int) -> str:
+    """The longest start of ``text``, with an ellipsis, whose JSON fits in ``budget`` bytes."""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _size(cut(text, middle)) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return cut(text, low) if low else ""
+
+
+def _level(sizes: list[int], room: int) -> int:
+    """The largest size ``c`` such that every part cut to ``c`` fits in ``room`` together."""
+    left = room
+    ordered = sorted(sizes)
+    for i, size in enumerate(ordered):
+        if size * (len(ordered) - i) > left:
+            return left // (len(ordered) - i)
+        left -= size
+    return ordered[-1] if ordered else room
+
+
+def _fit(value: Any, budget: int) -> Any:
+    """``value`` with its largest parts cut until its JSON takes ``budget`` bytes at most;
+    small parts stay whole. Nested objects and arrays are cut inside; when even their keys
+    do not fit, they become their JSON text, cut."""
+    if _size(value) <= budget:
+        return value
+    if isinstance(value, str):
+        return _cut_text(value, budget)
+    if isinstance(value, dict) and value:
+        # What the object takes besides its values ("null" is 4 bytes a value).
+        room = budget - (_size(dict.fromkeys(value)) - 4 * len(value))
+        sizes = [_size(v) for v in value.values()]
+        if room >= 8 * len(value):
+            cap = _level(sizes, room)
+            return {
+                k: v if size <= cap else _fit(v, cap)
+                for (k, v), size in zip(value.items(), sizes, strict=True)
+            }
+    if isinstance(value, list) and value:
+        room = budget - (_size([None] * len(value)) - 4 * len(value))
+        sizes = [_size(v) for v in value]
+        if room >= 8 * len(value):
+            cap = _level(sizes, room)
+            pairs = zip(value, sizes, strict=True)
+            return [v if size <= cap else _fit(v, cap) for v, size in pairs]
+    return _cut_text(json.dumps(value, ensure_ascii=False), budget)
+
+
+def _within_limit(event: dict[str, Any], url: str) -> dict[str, Any]:
+    """``event`` under PagerDuty's 512 KB, its ``custom_details`` cut if needed (and saying
+    so); the incident's URL in them is kept whole."""
+    payload = event["payload"]
+    details: dict[str, Any] = payload["custom_details"]
+    if _size(event) + ROUTING_KEY_ROOM <= MAX_EVENT_BYTES:
+        return event
+    rest = {k: v for k, v in details.items() if k != "incident"}
+    others = _size({**event, "payload": {**payload, "custom_details": {"incident": url}}})
+    budget = MAX_EVENT_BYTES - ROUTING_KEY_ROOM - NOTE_ROOM - others
+    while True:
+        fitted = _fit(rest, max(budget, 2))
+        if not isinstance(fitted, dict):
+            fitted = {"details": fitted}
+        changed = [k for k in rest if fitted.get(k) != rest[k]]
+        note = (
+            f"custom_details cut to fit PagerDuty's 512 KB event limit, largest parts first "
+            f"({', '.join(changed)}); the whole incident is at {url}"
+        )
+        shown = {**fitted, "incident": url, "truncated": cut(note, NOTE_ROOM // 2)}
+        result = {**event, "payload": {**payload, "custom_details": shown}}
+        excess = _size(result) + ROUTING_KEY_ROOM - MAX_EVENT_BYTES
+        if excess <= 0:
+            return result
+        if budget <= 2:
+            # Nothing left to cut but the note itself: keep the incident's URL.
+            shown = {"incident": url, "truncated": "custom_details left out: over 512 KB"}
+            return {**event, "payload": {**payload, "custom_details": shown}}
+        budget -= excess
 
 
 def alert_event(
@@ -78,17 +219,21 @@ def alert_event(
     action: Literal["trigger", "acknowledge", "resolve"],
     settings: PagerDutySettings | None,
     public_url: str,
+    prometheus_urls: Collection[str] = (),
 ) -> dict[str, Any]:
-    """An alert event (without ``routing_key``) for the incident as it is now."""
+    """An alert event (without ``routing_key``) for the incident as it is now;
+    ``prometheus_urls`` are the configured Prometheus' (their hosts may be linked to)."""
     key = dedup_key(snapshot.id)
     if action != "trigger":
         return {"event_action": action, "dedup_key": key}
     url = incident_url(public_url, snapshot.id)
     error_class = snapshot.error_class.value if snapshot.error_class else "unknown"
     verdict = snapshot.verdict.value if snapshot.verdict else "pending"
-    summary = f"[{snapshot.severity}] PostHog integration: {snapshot.title} ({error_class})"
+    head = f"[{snapshot.severity}] PostHog integration: "
+    tail = f" ({error_class})"
+    title = cut(one_line(snapshot.title), MAX_SUMMARY - len(head) - len(tail))
     payload: dict[str, Any] = {
-        "summary": _cut(summary, MAX_SUMMARY),
+        "summary": head + title + tail,
         "source": _setting(settings, "source"),
         "severity": PD_SEVERITY[snapshot.severity],
         "timestamp": iso_utc(snapshot.opened_at),
@@ -108,14 +253,15 @@ def alert_event(
     for name in ("component", "group"):
         if value := _setting(settings, name):
             payload[name] = value
+    hosts = link_hosts(settings, snapshot, prometheus_urls)
     links = [
         *_link(_setting(settings, "runbook_url"), "Runbook"),
-        *_link(snapshot.generator_url, "Alert source (Prometheus)"),
-        *_link(snapshot.external_url, "Alertmanager"),
+        *_alert_link(snapshot.generator_url, "Alert source (Prometheus)", hosts),
+        *_alert_link(snapshot.external_url, "Alertmanager", hosts),
         *_link(_setting(settings, "dashboard_url"), "Dashboard"),
         *_link(url, "Incident in posthog-receiver"),
     ]
-    return {
+    event = {
         "event_action": "trigger",
         "dedup_key": key,
         "payload": payload,
@@ -123,6 +269,7 @@ def alert_event(
         "client_url": url,
         "links": links,
     }
+    return _within_limit(event, url)
 
 
 def change_event(
@@ -135,10 +282,10 @@ def change_event(
 ) -> dict[str, Any]:
     """A change event (without ``routing_key``) for one remediation applied or reverted."""
     url = incident_url(public_url, snapshot.id)
-    summary = f"{action_summary(action)} — incident {snapshot.id}: {snapshot.title}"
-    return {
+    summary = one_line(f"{action_summary(action)} — incident {snapshot.id}: {snapshot.title}")
+    event = {
         "payload": {
-            "summary": _cut(summary, MAX_SUMMARY),
+            "summary": cut(summary, MAX_SUMMARY),
             "source": _setting(settings, "source"),
             "timestamp": iso_utc(at),
             "custom_details": {
@@ -149,6 +296,7 @@ def change_event(
         },
         "links": _link(url, "Incident in posthog-receiver"),
     }
+    return _within_limit(event, url)
 
 
 class RateLimit:

@@ -4,6 +4,13 @@ Posted when an incident opens, on each remediation action and when it resolves, 
 runbook's own shape (severity, status, impact, current action, next update, incident
 commander). The webhook URL is the credential: it comes from a secret and never appears in
 logs or errors.
+
+Slack reads ``<...>`` in a message as a mention, a broadcast or a link, and ``&`` as the start
+of an entity, so every value from an alert (title, reason, action, label) is escaped
+(``&amp;``, ``&lt;``, ``&gt;``): a label can never ping ``<!channel>`` or a person, nor hide a
+link. Mentions come only from config, in Slack's own syntax, checked when it loads. The
+message is one section block, bounded by Slack's limits: the values from alerts are cut to
+what is left after the fixed lines, so the link to the incident is always there.
 """
 
 from __future__ import annotations
@@ -11,16 +18,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
 from receiver.config import SlackSettings
 from receiver.notify.delivery import Message, Sent, http_call
 from receiver.notify.snapshot import IMPACT, IncidentSnapshot, action_summary
+from receiver.notify.untrusted import ELLIPSIS, one_line
 from receiver.runbook import Severity
 
-__all__ = ["SlackSender", "incident_message"]
+__all__ = ["SlackSender", "escape", "incident_message"]
 
 MARK: dict[Severity, str] = {
     Severity.P1: "🔴",
@@ -28,8 +36,39 @@ MARK: dict[Severity, str] = {
     Severity.P3: "🟡",
     Severity.P4: "🔵",
 }
-MAX_TEXT = 40_000  # Slack truncates longer messages
+MAX_SECTION = 3_000  # Slack refuses a longer text in a section block
+MAX_TITLE = 300
+MAX_ACTION = 1_000
+ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+# Characters a URL keeps as they are; the rest (among them < > | and spaces, which would end
+# or split Slack's <url> link) are percent-encoded.
+URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 DEFAULTS = SlackSettings.model_fields
+
+
+def escape(text: str) -> str:
+    """``text`` shown literally by Slack: no mention, broadcast, link or entity."""
+    return "".join(ESCAPES.get(char, char) for char in text)
+
+
+def _shown(value: str, limit: int) -> str:
+    """A value from an alert, on one line, escaped, at most ``limit`` characters once
+    escaped (an entity is never split)."""
+    pieces = [ESCAPES.get(char, char) for char in one_line(value)]
+    if sum(len(p) for p in pieces) <= limit:
+        return "".join(pieces)
+    out: list[str] = []
+    used = 0
+    for piece in pieces:
+        if used + len(piece) > limit - len(ELLIPSIS):
+            break
+        out.append(piece)
+        used += len(piece)
+    return "".join(out) + ELLIPSIS
+
+
+def _link(url: str) -> str:
+    return "<" + escape(quote(url, safe=URL_SAFE)) + ">"
 
 
 def incident_message(
@@ -39,9 +78,12 @@ def incident_message(
     at: float,
     incident_url: str,
     current_action: str | None = None,
+    opening: bool = False,
 ) -> dict[str, Any]:
-    """The internal message for the incident as it is now."""
-    commander = settings.incident_commander if settings else DEFAULTS["incident_commander"].default
+    """The internal message for the incident as it is now; ``opening`` pings the configured
+    ``mentions`` too."""
+    commander = settings.incident_commander if settings else None
+    mentions = settings.mentions if settings and opening else ()
     minutes = settings.next_update_minutes if settings else DEFAULTS["next_update_minutes"].default
     resolved = snapshot.status == "resolved"
     mark = "✅" if resolved else MARK[snapshot.severity]
@@ -55,16 +97,33 @@ def incident_message(
         if resolved
         else datetime.fromtimestamp(at + minutes * 60, UTC).strftime("%H:%M UTC")
     )
-    lines = [
-        f"{mark} {snapshot.severity} INCIDENT: PostHog Integration",
-        f"Status: {snapshot.phase.upper()}",
-        f"Impact: {IMPACT[snapshot.severity]}",
-        f"Current action: {current_action}",
-        f"Next update: {next_update}",
-        f"Incident commander: @{commander.lstrip('@')}",
-        f"Incident: {snapshot.title} <{incident_url}>",
-    ]
-    return {"text": "\n".join(lines)[:MAX_TEXT]}
+    # Config's mentions are written in Slack's syntax (checked on load): they stay as they are.
+    heading = " ".join([f"{mark} {snapshot.severity} INCIDENT: PostHog Integration", *mentions])
+
+    def render(action: str, title: str) -> str:
+        return "\n".join(
+            [
+                heading,
+                f"Status: {snapshot.phase.upper()}",
+                f"Impact: {IMPACT[snapshot.severity]}",
+                f"Current action: {action}",
+                f"Next update: {next_update}",
+                f"Incident commander: {commander or 'not assigned'}",
+                f"Incident: {title} {_link(incident_url)}",
+            ]
+        )
+
+    # The same text is the notification's fallback (Slack allows 40,000 there). What the fixed
+    # lines leave of a section's 3,000 characters goes to the values from the
+    # alert, so however long they are, the link to the incident stays in the message.
+    spare = max(MAX_SECTION - len(render("", "")), 0)
+    title_limit = min(MAX_TITLE, spare // 4)
+    action_limit = min(MAX_ACTION, spare - title_limit)
+    text = render(_shown(current_action, action_limit), _shown(snapshot.title, title_limit))
+    return {
+        "text": text,
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+    }
 
 
 class SlackSender:

@@ -114,7 +114,8 @@ class FakePagerDuty(FakeService):
         )
 
     async def _common(self, request: web.Request, allowed: set[str]) -> tuple[Any, str | None]:
-        if (request.content_length or 0) > MAX_BYTES:
+        # Checked on the bytes too: a chunked body has no Content-Length.
+        if (request.content_length or 0) > MAX_BYTES or len(await request.read()) > MAX_BYTES:
             return None, "event larger than 512 KB"
         body, problem = await self.read_json(request)
         if problem:

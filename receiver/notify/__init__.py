@@ -7,9 +7,13 @@ delivers them, retrying until each destination has them. One module per outside 
 
 Wiring, in the application's lifecycle (after the store is open)::
 
-    register_secrets(notify.secret_values(settings.notify))
+    redactor = Redactor.from_settings(settings)  # shared with logging and evidence
     notifier, outbox = notify.build_notifier(
-        settings.notify, store=store, metrics=metrics, public_url=settings.server.public_url
+        settings.notify,
+        store=store,
+        metrics=metrics,
+        public_url=settings.server.public_url,
+        redactor=redactor,
     )
     outbox.start()
     ...
@@ -26,9 +30,10 @@ from receiver.metrics import Metrics
 from receiver.notify.notifier import Notifier
 from receiver.notify.outbox import OutboxWorker
 from receiver.notify.snapshot import IncidentSnapshot
+from receiver.redaction import Redactor
 from receiver.store import Store
 
-__all__ = ["IncidentSnapshot", "Notifier", "OutboxWorker", "build_notifier", "secret_values"]
+__all__ = ["IncidentSnapshot", "Notifier", "OutboxWorker", "build_notifier"]
 
 
 def build_notifier(
@@ -37,23 +42,15 @@ def build_notifier(
     store: Store,
     metrics: Metrics,
     public_url: str,
+    redactor: Redactor,
     clock: Callable[[], float] = time.time,
 ) -> tuple[Notifier, OutboxWorker]:
-    """The notifier and its outbox worker, wired together (the worker is not started)."""
-    worker = OutboxWorker(store=store, metrics=metrics, settings=settings, clock=clock)
+    """The notifier and its outbox worker, wired together (the worker is not started); the
+    errors the outbox stores are redacted by ``redactor``."""
+    worker = OutboxWorker(
+        store=store, metrics=metrics, settings=settings, redactor=redactor, clock=clock
+    )
     notifier = Notifier(
         store=store, settings=settings, public_url=public_url, clock=clock, wake=worker.wake
     )
     return notifier, worker
-
-
-def secret_values(settings: NotifySettings) -> list[str]:
-    """The configured notification secrets, for log redaction."""
-    found: list[str] = []
-    if settings.pagerduty is not None:
-        found.append(settings.pagerduty.routing_key.secret.get_secret_value())
-    if settings.statuspage is not None:
-        found.append(settings.statuspage.api_key.secret.get_secret_value())
-    if settings.slack is not None:
-        found.append(settings.slack.webhook_url.secret.get_secret_value())
-    return found

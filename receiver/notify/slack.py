@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
 from receiver.config import SlackSettings
 from receiver.notify.delivery import Message, Sent, http_call
 from receiver.notify.snapshot import IMPACT, IncidentSnapshot, action_summary
+from receiver.redaction import Redactor
 from receiver.runbook import Severity
 
 __all__ = ["SlackSender", "incident_message"]
@@ -72,8 +72,9 @@ class SlackSender:
 
     destination = "slack"
 
-    def __init__(self, settings: SlackSettings) -> None:
+    def __init__(self, settings: SlackSettings, *, redactor: Redactor) -> None:
         self._settings = settings
+        self._redactor = redactor
 
     def ready_in(self) -> float:
         return 0.0
@@ -90,6 +91,6 @@ class SlackSender:
             json_body=message.payload,
             timeout_seconds=self._settings.timeout_seconds,
             ok=(200,),
-            redact=(url, urlsplit(url).path),
+            redactor=self._redactor,
         )
         return Sent()

@@ -23,6 +23,7 @@ import aiohttp
 from receiver.config import StatuspageSettings, StatuspageTemplates
 from receiver.notify.delivery import Message, PermanentFailure, Sent, http_call
 from receiver.notify.snapshot import IncidentSnapshot
+from receiver.redaction import Redactor
 from receiver.runbook import Severity
 
 __all__ = ["COMPONENT_STATUS", "IMPACT_OVERRIDE", "StatuspageSender", "incident_update"]
@@ -69,8 +70,9 @@ class StatuspageSender:
 
     destination = "statuspage"
 
-    def __init__(self, settings: StatuspageSettings) -> None:
+    def __init__(self, settings: StatuspageSettings, *, redactor: Redactor) -> None:
         self._settings = settings
+        self._redactor = redactor
 
     def ready_in(self) -> float:
         return 0.0
@@ -106,7 +108,7 @@ class StatuspageSender:
                 timeout_seconds=s.timeout_seconds,
                 ok=(200, 201),
                 temporary=(420, 429),
-                redact=(key,),
+                redactor=self._redactor,
             )
             created = answer.json()
             if not isinstance(created, dict) or not isinstance(created.get("id"), str):
@@ -122,6 +124,6 @@ class StatuspageSender:
             timeout_seconds=s.timeout_seconds,
             ok=(200,),
             temporary=(420, 429),
-            redact=(key,),
+            redactor=self._redactor,
         )
         return Sent()

@@ -285,8 +285,8 @@ def _with_collector(
     from receiver.store import Store, StoreUnavailable
 
     settings = _load(args.config)
-    # The draft and the bundle are redacted as the service's are: the same secrets, whether
-    # or not this machine could resolve all of them.
+    # The draft and the bundle are redacted as the service's are, for every secret that can
+    # be resolved here (a secret this machine cannot read, it cannot look for either).
     redactor = Redactor.from_settings(settings)
     configure_logging(settings.logging, redactor=redactor)  # to stderr: stdout carries the draft
 

@@ -79,7 +79,9 @@ def _giveaways(secret: str) -> list[str]:
     except ValueError:
         return found
     if url.scheme in ("http", "https") and url.netloc:
-        found.append(url.path + (f"?{url.query}" if url.query else ""))
+        found.append(url.path)
+        if url.query:
+            found += [url.query, f"{url.path}?{url.query}"]
         if url.password:
             found.append(url.password)
     return found

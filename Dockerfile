@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
 # posthog-incident-receiver: an Alertmanager webhook receiver that runs the PostHog runbook.
 #
-# Two stages: the builder makes a wheel and installs it with its dependencies into a
-# virtualenv; the final image gets only that virtualenv, no compilers, no pip caches, no
-# sources. Both stages use the same base image so the virtualenv's paths stay valid.
+# Two stages: the builder installs the locked dependencies (requirements.lock) and the
+# package's wheel into a virtualenv; the final image gets only that virtualenv, no compilers,
+# no pip caches, no sources. Both stages use the same base image so the virtualenv's paths
+# stay valid.
 #
 # No HEALTHCHECK: Kubernetes ignores it and runs the chart's probes on /healthz and /readyz
 # instead; `docker run` users can curl those paths.
@@ -15,12 +16,18 @@ FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
+# The runtime dependencies come from the lock, each version pinned and its hash checked, so
+# two builds of one commit ship the same packages; `pip check` fails the build if the lock
+# misses one. This layer is rebuilt only when the lock changes.
+COPY requirements.lock ./
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY config ./config
 COPY receiver ./receiver
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
-    && /opt/venv/bin/pip install /tmp/wheels/posthog_incident_receiver-*.whl
+RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
+    && /opt/venv/bin/pip install --no-deps /tmp/wheels/posthog_incident_receiver-*.whl \
+    && /opt/venv/bin/pip check
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="posthog-incident-receiver" \

@@ -2,6 +2,7 @@
 # One entry point for a newcomer on a fresh Debian machine with Python 3.11:
 #   ./dev.sh serve   set up, then serve on the embedded default configuration
 #   ./dev.sh test    set up (system packages too), then run the whole test suite
+#   ./dev.sh lock    re-resolve requirements.lock after a runtime dependency changed
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -35,9 +36,11 @@ python_env() {
     echo "==> creating virtualenv $VENV"
     python3 -m venv "$VENV"
   fi
-  echo "==> installing Python packages (.[$extra])"
+  echo "==> installing Python packages (requirements.lock, then .[$extra])"
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  if ! "$VENV/bin/python" -m pip install -q -e ".[$extra]" >"$VENV/pip-install.log" 2>&1; then
+  # The locked runtime versions first, so tests run on what the image ships.
+  if ! { "$VENV/bin/python" -m pip install -q --require-hashes --no-deps -r requirements.lock \
+      && "$VENV/bin/python" -m pip install -q -e ".[$extra]"; } >"$VENV/pip-install.log" 2>&1; then
     cat "$VENV/pip-install.log" >&2
     echo "dev.sh: installing the Python packages failed" >&2
     exit 1
@@ -71,8 +74,18 @@ case "${1:-}" in
     echo "==> tests"
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+  lock)
+    # Re-resolve requirements.lock (the image's runtime dependencies) from pyproject.toml,
+    # keeping the current pins where they still fit; --upgrade or --upgrade-package NAME moves
+    # them. The image is Python 3.11 on Linux; the hashes cover every platform's wheels.
+    venv_support
+    python_env dev
+    shift
+    exec "$VENV/bin/uv" pip compile pyproject.toml --python-version 3.11 --python-platform linux \
+      --generate-hashes --custom-compile-command "./dev.sh lock" -o requirements.lock "$@"
+    ;;
   *)
-    echo "usage: ./dev.sh serve [--port P] | ./dev.sh test [pytest args]" >&2
+    echo "usage: ./dev.sh serve [--port P] | ./dev.sh test [pytest args] | ./dev.sh lock [--upgrade]" >&2
     exit 2
     ;;
 esac

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    StringConstraints,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
@@ -124,6 +125,30 @@ _NOT_A_NUMBER = core_schema.union_schema(
 Rfc3339Time = Annotated[AwareDatetime, _JsonGuard(_not_a_number, _NOT_A_NUMBER, NOT_A_TIME)]
 
 
+# What an alert can carry, at most. Real ones are far smaller; the bounds keep one
+# notification from making every message, page and file built from it unboundedly large.
+MAX_LABELS = 64  # labels (or annotations) per alert, or per group's label sets
+MAX_LABEL_NAME_CHARS = 256
+MAX_LABEL_VALUE_CHARS = 4096
+MAX_ANNOTATION_VALUE_CHARS = 16384  # descriptions are prose
+MAX_GROUP_KEY_CHARS = 4096
+# Times an alert can really carry: from the Unix epoch to well past any pager's lifetime. A
+# start in the year 9999 is a broken clock or a hostile sender, and date arithmetic on it
+# fails later (acknowledge-by, charts), when no one would hear of the alert any more.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+
+_LabelName = Annotated[str, StringConstraints(max_length=MAX_LABEL_NAME_CHARS)]
+Labels = Annotated[
+    dict[_LabelName, Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE_CHARS)]],
+    Field(max_length=MAX_LABELS),
+]
+Annotations = Annotated[
+    dict[_LabelName, Annotated[str, StringConstraints(max_length=MAX_ANNOTATION_VALUE_CHARS)]],
+    Field(max_length=MAX_LABELS),
+]
+
+
 class _Model(BaseModel):
     # Unknown fields are tolerated: newer Alertmanager versions may add some.
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
@@ -133,11 +158,12 @@ class Alert(_Model):
     """One alert of the group."""
 
     status: AlertStatus
-    labels: dict[str, str]
-    annotations: dict[str, str] = Field(default_factory=dict)
-    starts_at: Rfc3339Time = Field(alias="startsAt")
-    ends_at: Rfc3339Time | None = Field(default=None, alias="endsAt")
-    generator_url: str = Field(default="", alias="generatorURL")
+    labels: Labels
+    annotations: Annotations = Field(default_factory=dict)
+    starts_at: Rfc3339Time = Field(alias="startsAt", ge=EARLIEST_TIME, lt=LATEST_TIME)
+    # Alertmanager's zero time (year 1) means "not ended": no lower bound.
+    ends_at: Rfc3339Time | None = Field(default=None, alias="endsAt", lt=LATEST_TIME)
+    generator_url: str = Field(default="", alias="generatorURL", max_length=MAX_LABEL_VALUE_CHARS)
     fingerprint: str = Field(min_length=1, max_length=128)
 
     @property
@@ -165,14 +191,14 @@ class WebhookPayload(_Model):
     """A notification: one alert group, version 4."""
 
     version: Literal["4"]
-    group_key: str = Field(alias="groupKey", min_length=1)
+    group_key: str = Field(alias="groupKey", min_length=1, max_length=MAX_GROUP_KEY_CHARS)
     truncated_alerts: JsonInteger = Field(default=0, alias="truncatedAlerts", ge=0)
     status: AlertStatus
-    receiver: str
-    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
-    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
-    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
-    external_url: str = Field(default="", alias="externalURL")
+    receiver: str = Field(max_length=MAX_LABEL_VALUE_CHARS)
+    group_labels: Labels = Field(default_factory=dict, alias="groupLabels")
+    common_labels: Labels = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: Annotations = Field(default_factory=dict, alias="commonAnnotations")
+    external_url: str = Field(default="", alias="externalURL", max_length=MAX_LABEL_VALUE_CHARS)
     alerts: list[Alert] = Field(min_length=1)
 
     def dedup_key(self) -> str:

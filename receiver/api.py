@@ -32,8 +32,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the store can commit, the spool takes webhooks (open, not full) and the
-    workers (incidents, notification outbox) run.
+    """Readiness: the store can commit, the spool takes webhooks (open, not full, its last
+    write worked or a probe write does now) and the workers (incidents, notification outbox)
+    run.
 
     A paused worker (maintenance mode) is ready: webhooks are still stored.
     """
@@ -44,7 +45,7 @@ async def readyz(request: web.Request) -> web.Response:
     worker = request.app[WORKER]
     checks: dict[str, bool] = {
         "store": store_ok,
-        "spool": request.app[SPOOL].accepting,
+        "spool": await request.app[SPOOL].writable(),
         "worker": worker.alive and not worker.stalled,
     }
     outbox = request.app.get(OUTBOX)

@@ -16,6 +16,7 @@ import functools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import get_args
 
 import structlog
 from aiohttp import web
@@ -31,8 +32,10 @@ from receiver.kube.client import ClusterAccess, open_cluster
 from receiver.kube.workload import IntegrationWorkload
 from receiver.logs import debug_enabled
 from receiver.metrics import Metrics
+from receiver.notify.outbox import DESTINATIONS
 from receiver.redaction import Redactor
 from receiver.remediation import open_remediator
+from receiver.remediation.outcome import Status
 from receiver.responder import IncidentResponder, RevertChecks
 from receiver.spool import RecentKeys, Spool
 from receiver.store import Store
@@ -40,7 +43,7 @@ from receiver.upstream import UpstreamReader
 from receiver.webhook import INTAKE, Intake, receive_alertmanager
 from receiver.worker import Responder, Worker
 
-__all__ = ["create_app"]
+__all__ = ["SECURITY_HEADERS", "add_security_headers", "create_app"]
 
 logger = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -179,6 +182,28 @@ async def open_spool(spool: Spool, store: Store, recent_keys: int) -> RecentKeys
     return recent
 
 
+# Every answer, error answers included (aiohttp's own 404, 405 and 413 too), says that its
+# declared type is the only one (a JSON body holding a label's "<script>" is never sniffed as
+# HTML) and that it may run no script, load nothing, submit nothing and be framed by no page.
+# The chart (SVG) draws with presentation attributes only, so it needs no exception; one policy
+# for all answers also covers any HTML answer without reading each answer's type.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; sandbox",
+    ),
+)
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``SECURITY_HEADERS`` on ``response``: aiohttp's ``on_response_prepare`` signal, which
+    every answer of a matched or unmatched route passes, at the cost of two header sets (a
+    middleware would add two layers to every request: docs/benchmarks.md)."""
+    for name, value in SECURITY_HEADERS:
+        response.headers[name] = value
+
+
 def _api_allowed(request: web.Request) -> bool:
     intake = request.app[INTAKE]  # the webhook's credentials, resolved once
     return not intake.settings.webhook.protect_api or intake.credentials.check(
@@ -200,7 +225,11 @@ def create_app(
     """
     app = web.Application(client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(
+        destinations=DESTINATIONS,
+        actions=[action.name for action in settings.remediation.actions],
+        action_statuses=get_args(Status),
+    )
     redaction = redactor if redactor is not None else Redactor.from_settings(settings)
 
     # Built here, opened below: nothing is touched before the application starts.
@@ -210,7 +239,11 @@ def create_app(
         await store.open()
         app[STORE] = store
         # Acknowledged webhooks are spooled, then moved into the store's inbox by the worker.
-        spool = app[SPOOL] = Spool.for_store(settings.store)
+        spool = app[SPOOL] = Spool.for_store(
+            settings.store,
+            on_damage=app[METRICS].spool_damaged.inc,
+            probe_bytes=settings.server.max_body_bytes,
+        )
         try:
             recent = await open_spool(spool, store, settings.store.recent_keys)
             app[METRICS].spool_bytes.set_function(lambda: spool.pending_bytes)
@@ -251,6 +284,7 @@ def create_app(
                     worker=worker,
                     spool=spool,
                     recent=recent,
+                    store=store,
                 )
                 worker.start()
                 logger.info("receiver started", store=str(store.path))
@@ -263,6 +297,7 @@ def create_app(
         logger.info("receiver stopped")
 
     app.cleanup_ctx.append(lifecycle)
+    app.on_response_prepare.append(add_security_headers)
     routes = [
         web.post("/webhook/alertmanager", receive_alertmanager),
         web.get("/healthz", api.healthz),

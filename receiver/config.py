@@ -16,8 +16,9 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+import re2
 import yaml
 from pydantic import (
     BaseModel,
@@ -311,6 +312,13 @@ class KubernetesSettings(_Group):
     )
     kubeconfig: Path | None = Field(default=None, description="Kubeconfig file (mode kubeconfig).")
     context: str | None = Field(default=None, description="Kubeconfig context; default: current.")
+    service_account_dir: Path = Field(
+        default=Path("/var/run/secrets/kubernetes.io/serviceaccount"),
+        description=(
+            "Mode in_cluster: the mounted service account (token, ca.crt, namespace); the API "
+            "server's address comes from KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT."
+        ),
+    )
     request_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Timeout of one API request."
     )
@@ -493,27 +501,51 @@ def _http_url(value: str) -> str:
 class ClassRule(_Group):
     """One error-class rule: if any of ``labels`` fully matches ``pattern``, the class is set.
 
-    Rules are tried in order and the first match wins. Patterns are Python regular
-    expressions, matched against the whole label value, ignoring case and surrounding spaces.
+    Rules are tried in order and the first match wins. Patterns are RE2 regular expressions
+    (Python's syntax without backreferences and lookaround), matched against the whole label
+    value, ignoring case and surrounding spaces. RE2 matches in time linear in the value, so
+    no pattern, such as ``(a+)+$``, can freeze the service on a hostile label.
     """
 
     labels: list[str] = Field(min_length=1, description="Alert labels to look at.")
-    pattern: str = Field(min_length=1, description="Regex matched against each label value.")
+    pattern: str = Field(
+        min_length=1, description="RE2 regex matched against each whole label value."
+    )
     error_class: ErrorClass = Field(description="The class when the pattern matches.")
-    _regex: re.Pattern[str] | None = PrivateAttr(default=None)
+    _regex: LabelPattern | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _compile(self) -> ClassRule:
         try:
-            self._regex = re.compile(self.pattern, re.IGNORECASE)
-        except re.error as e:
-            raise ValueError(f"pattern {self.pattern!r} is not a valid regex: {e}") from None
+            self._regex = re2.compile(self.pattern, _RE2_OPTIONS)
+        except re2.error as e:
+            reason = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
+            raise ValueError(
+                f"pattern {self.pattern!r} is not a valid regex for RE2 ({reason}); RE2"
+                " matches in linear time, so backreferences and lookaround are refused"
+            ) from None
         return self
 
     @property
-    def regex(self) -> re.Pattern[str]:
+    def regex(self) -> LabelPattern:
         assert self._regex is not None
         return self._regex
+
+
+class LabelPattern(Protocol):
+    """A compiled rule pattern, as triage uses it."""
+
+    def fullmatch(self, text: str) -> object | None: ...
+
+
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # a refused pattern is reported once, in the config error
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
 
 
 # What a posthog_errors_total alert carries: an HTTP status in ``status_code`` (or ``code``),

@@ -6,6 +6,9 @@ process, as they do in tests, without colliding.
 
 from __future__ import annotations
 
+import platform
+from collections.abc import Iterable
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -17,19 +20,56 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from receiver import __version__
+
 __all__ = ["Metrics"]
 
 # The *_created series double every counter for no use in alerting.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Processing runs in moments, but a storm or a slow store queues webhooks for minutes, and the
+# worker's stall threshold (worker.stall_after_seconds) is 2 minutes by default: the buckets
+# reach past it so a stalled backlog is measured, not lumped into +Inf.
+PROCESSING_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+)
+# Delivery includes the status page's hold-off (notify.statuspage.hold_off_seconds, 5 minutes
+# by default), retries backing off up to notify.outbox.max_backoff_seconds (5 minutes) and a
+# destination's Retry-After honoured up to max_retry_after_seconds (an hour). 330 sits just past
+# the default hold-off: a status-page update sent on time lands below it, a late one above.
+DELIVERY_BUCKETS = (
+    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 330, 600, 900, 1800, 3600, 7200,
+)  # fmt: skip
 
 
 class Metrics:
     """The service's collectors. Its own names start with ``posthog_receiver_``; the standard
     ``process_*``, ``python_info`` and ``python_gc_*`` series are there too."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        destinations: Iterable[str] = (),
+        actions: Iterable[str] = (),
+        action_statuses: Iterable[str] = (),
+    ) -> None:
+        """``destinations``, ``actions`` (the runbook entries' names) and ``action_statuses``
+        are the label values known at start: their series are exported as 0 from the start."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         # The standard process_* (CPU, memory, file descriptors), python_info and python_gc_*
@@ -37,6 +77,13 @@ class Metrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
+        self.build_info = Gauge(
+            "posthog_receiver_build_info",
+            "Always 1; the receiver's version and the Python it runs on, as labels.",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         self.webhooks = Counter(
             "posthog_receiver_webhooks_total",
             "Webhook requests by outcome (stored, duplicate, unauthorized, too_large, "
@@ -48,6 +95,12 @@ class Metrics:
             "posthog_receiver_alert_changes_total",
             "Alert state changes recorded on incidents, by new status.",
             ["status"],
+            registry=r,
+        )
+        self.spool_damaged = Counter(
+            "posthog_receiver_spool_damaged_total",
+            "Damaged runs of acknowledged webhooks found in the spool (lost; the segment is kept "
+            "in quarantine).",
             registry=r,
         )
         self.inbox_depth = Gauge(
@@ -69,7 +122,7 @@ class Metrics:
         self.processing_seconds = Histogram(
             "posthog_receiver_processing_seconds",
             "Time from a webhook being stored to its changes being applied to incidents.",
-            buckets=LATENCY_BUCKETS,
+            buckets=PROCESSING_BUCKETS,
             registry=r,
         )
         self.incidents = Counter(
@@ -132,7 +185,7 @@ class Metrics:
             "Time from a notification being stored to its delivery (including any status-page "
             "hold-off), by destination.",
             ["destination"],
-            buckets=LATENCY_BUCKETS,
+            buckets=DELIVERY_BUCKETS,
             registry=r,
         )
         self.evidence_bundles = Counter(
@@ -148,3 +201,24 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self._start_from_zero(list(destinations), list(actions), list(action_statuses))
+
+    def _start_from_zero(
+        self, destinations: list[str], actions: list[str], action_statuses: list[str]
+    ) -> None:
+        # A labelled series does not exist until its first use, and Prometheus's increase()
+        # or rate() over a series that appears already at 1 sees no increase: the first
+        # failure would never fire its alert. So every known combination starts at 0.
+        for destination in destinations:
+            for counter in (
+                self.notifications_sent,
+                self.notifications_retried,
+                self.notifications_failed,
+                self.notifications_skipped,
+            ):
+                counter.labels(destination)
+            self.notification_queue_depth.labels(destination)
+            self.notification_delivery_seconds.labels(destination)
+        for action in actions:
+            for status in action_statuses:
+                self.remediation_actions.labels(action, status)

@@ -22,8 +22,14 @@ where length and crc32 cover everything after them. The intake appends to one se
 is ``store.spool_segment_mib`` long, then starts the next. A segment is deleted once every record
 in it is committed to the inbox. After a restart the intake writes a new segment and the worker
 moves the old ones first: a record moved before a crash but not yet deleted is moved again and
-recognised as a repeat by the inbox (not processed twice). A record cut short by a crash during
-its write (never acknowledged) ends the reading of its segment.
+recognised as a repeat by the inbox (not processed twice).
+
+Damage. Only the newest segment left by the last run can end in a record cut short by a crash
+during its write: that record was never acknowledged, and is dropped with a warning. Any other
+record that fails its length or checksum was acknowledged: it is skipped on its own, reading
+resynchronises at the next whole record (one whose checksum holds), the loss is logged as an
+ERROR and counted (``posthog_receiver_spool_damaged_total``), and once the rest of the segment is
+in the inbox the segment is kept aside in ``quarantine/`` for a person to look at, never deleted.
 
 What is spooled and not yet moved is bounded by ``store.spool_max_mib``: past it webhooks are
 answered 503 and Alertmanager sends them again later.
@@ -38,8 +44,8 @@ import queue
 import struct
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -67,6 +73,7 @@ Received = tuple[str, str, bytes, float]
 _HEAD = struct.Struct("<II")  # length, crc32 of what follows
 _FIXED = struct.Struct("<dHI")  # received at, key length, group key length
 _SUFFIX = ".seg"
+QUARANTINE = "quarantine"
 
 
 class SpoolUnavailable(StoreUnavailable):
@@ -104,6 +111,8 @@ class _Segment:
     size: int  # bytes of whole records written
     read: int = 0  # bytes of records committed to the inbox
     closed: bool = True  # no longer written to
+    newest_of_last_run: bool = False  # its end may be a record a crash cut short
+    damaged_at: set[int] = field(default_factory=set)  # damage found (reported once each)
 
 
 @dataclass(frozen=True)
@@ -124,8 +133,21 @@ class _Write:
 class Spool:
     """Append-only segments of received webhooks, written by one thread of their own."""
 
-    def __init__(self, directory: Path, *, sync: bool, segment_bytes: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        sync: bool,
+        segment_bytes: int,
+        max_bytes: int,
+        on_damage: Callable[[], None] = lambda: None,
+        probe_bytes: int = 0,
+    ) -> None:
         self.directory = directory
+        # After a failed write, readiness writes a record this large (the largest webhook
+        # accepted) to find out whether one can be stored again.
+        self._probe: Spooled = ("", "", b" " * probe_bytes)
+        self._on_damage = on_damage  # called once for each damaged run of acknowledged records
         self._sync = sync
         self._segment_bytes = segment_bytes
         self._max_bytes = max_bytes
@@ -137,15 +159,24 @@ class Spool:
         self._writer: threading.Thread | None = None
         self._reserved = 0  # bytes handed to the writer and not yet written
         self._full = False  # a write was refused for want of room, and nothing moved since
+        self._failing = False  # the last write failed (disk full, not writable)
         self.writes = 0
 
     @classmethod
-    def for_store(cls, settings: StoreSettings) -> Spool:
+    def for_store(
+        cls,
+        settings: StoreSettings,
+        *,
+        on_damage: Callable[[], None] = lambda: None,
+        probe_bytes: int = 0,
+    ) -> Spool:
         return cls(
             spool_directory(settings),
             sync=settings.synchronous == "full",
             segment_bytes=settings.spool_segment_mib * 1024 * 1024,
             max_bytes=settings.spool_max_mib * 1024 * 1024,
+            on_damage=on_damage,
+            probe_bytes=probe_bytes,
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -168,9 +199,15 @@ class Spool:
             if not segment.size:  # started, never written to
                 path.unlink()
                 continue
-            # Keys only: the bodies are read again when the worker moves them.
-            keys.extend(record[0] for record, _ in _records(segment) if record is not None)
             self._segments.append(segment)
+        if self._segments:
+            self._segments[-1].newest_of_last_run = True
+        for segment in list(self._segments):
+            # Keys only: the bodies are read again when the worker moves them.
+            keys.extend(record[0] for record, _ in self._records(segment) if record is not None)
+            if not segment.size:  # all of it a record cut short, now cut off
+                segment.path.unlink()
+                self._segments.remove(segment)
         if self._segments:
             logger.info(
                 "spool found from the last run",
@@ -228,9 +265,18 @@ class Spool:
 
     @property
     def accepting(self) -> bool:
-        """Whether a webhook can be spooled now: open, and not full."""
+        """Whether a webhook can be spooled now: open, not full, and the last write worked."""
         alive = self._writer is not None and self._writer.is_alive()
-        return alive and not self._full
+        return alive and not self._full and not self._failing
+
+    async def writable(self) -> bool:
+        """Whether a webhook can be spooled now (for readiness). After a failed write, a
+        probe record (an empty key: skipped when read) is written the way a webhook is, to
+        find out: a pod that is not ready gets no webhooks that would tell it."""
+        if self._failing and self._writer is not None:
+            with contextlib.suppress(SpoolUnavailable):
+                await self.append([self._probe])
+        return self.accepting
 
     @property
     def pending_bytes(self) -> int:
@@ -265,16 +311,19 @@ class Spool:
             job = self._jobs.get()
             if job is None:
                 return
+            error: BaseException | None = None
             try:
                 self._write(job.data)
-            except OSError as e:
-                logger.error("spool write failed", error=str(e), bytes=len(job.data))
-                error: BaseException | None = SpoolUnavailable(f"spool write failed: {e}")
-            except Exception as e:  # a bug: answer 503 and keep the writer alive
-                logger.exception("spool write failed unexpectedly", bytes=len(job.data))
-                error = SpoolUnavailable(f"spool write failed: {e!r}")
-            else:
-                error = None
+            except Exception as e:  # a bug too: answer 503 and keep the writer alive
+                error = SpoolUnavailable(f"spool write failed: {e}")
+                # The log may be on the disk that just refused: its failure must not stop
+                # this thread, or every webhook after it would wait for ever.
+                with contextlib.suppress(Exception):
+                    if isinstance(e, OSError):
+                        logger.error("spool write failed", error=str(e), bytes=len(job.data))
+                    else:
+                        logger.exception("spool write failed unexpectedly", bytes=len(job.data))
+            self._failing = error is not None
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                 job.loop.call_soon_threadsafe(_settle, job.future, error)
 
@@ -318,7 +367,13 @@ class Spool:
             segment = next((s for s in self._segments if s.read < s.size), None)
         if segment is None:
             return [], None
-        records, end = _read_records(segment, limit=limit)
+        records: list[Received] = []
+        end = segment.read
+        for record, end in self._records(segment):  # noqa: B007 (the offset after the last)
+            if record is not None:
+                records.append(record)
+            if len(records) >= limit:
+                break
         return records, SpoolCursor(segment.seq, end)
 
     def consumed(self, cursor: SpoolCursor) -> None:
@@ -336,11 +391,84 @@ class Spool:
         lock)."""
         if segment.closed and segment.read >= segment.size:
             try:
-                segment.path.unlink(missing_ok=True)
+                if segment.damaged_at:  # kept for a person to look at
+                    quarantine = self.directory / QUARANTINE
+                    quarantine.mkdir(exist_ok=True)
+                    segment.path.rename(quarantine / segment.path.name)
+                    logger.error(
+                        "damaged spool segment kept aside",
+                        path=str(quarantine / segment.path.name),
+                    )
+                else:
+                    segment.path.unlink(missing_ok=True)
             except OSError as e:  # retried when the next read of it is committed
                 logger.warning("spool segment not deleted", path=str(segment.path), error=str(e))
                 return
             self._segments.remove(segment)
+
+    def _records(self, segment: _Segment) -> Iterator[tuple[Received | None, int]]:
+        """Each whole record of ``segment`` from where its reading stopped, with the offset
+        after it (``None`` for one that cannot be decoded). Damage is skipped: reading goes
+        on at the next whole record (see the module's note)."""
+        offset = segment.read
+        end = segment.size  # only what was completely written: the writer may be appending
+        with segment.path.open("rb") as f:
+            f.seek(offset)
+            while offset < end:
+                head = f.read(_HEAD.size)
+                rest = b""
+                whole = len(head) == _HEAD.size
+                if whole:
+                    length, crc = _HEAD.unpack(head)
+                    whole = _FIXED.size <= length <= end - offset - _HEAD.size
+                    if whole:
+                        rest = f.read(length)
+                        whole = zlib.crc32(rest) == crc
+                if not whole:
+                    f.seek(offset)
+                    after = _resynchronise(f.read(end - offset))
+                    self._damaged(segment, offset, None if after is None else offset + after)
+                    if after is None:
+                        yield None, segment.size  # a torn tail is cut off: size is less
+                        return
+                    offset += after
+                    f.seek(offset)
+                    continue
+                offset += _HEAD.size + length
+                try:
+                    record = _decode(rest)
+                except (struct.error, UnicodeDecodeError):
+                    self._damaged(segment, offset - _HEAD.size - length, offset)
+                    record = None
+                yield (record if record is None or record[0] else None), offset  # probes skipped
+
+    def _damaged(self, segment: _Segment, start: int, resumed: int | None) -> None:
+        """Report damage found in ``segment`` at ``start`` (once); ``resumed``: where whole
+        records begin again (``None``: none until the end)."""
+        if start in segment.damaged_at:
+            return
+        if resumed is None and segment.newest_of_last_run:
+            logger.warning(
+                "spool record cut short by a crash while it was written (never acknowledged);"
+                " dropped",
+                path=str(segment.path),
+                offset=start,
+                bytes=segment.size - start,
+            )
+            # Cut it off, so that a later start (when this is no longer the newest segment)
+            # does not take it for damage.
+            os.truncate(segment.path, start)
+            segment.size = start
+            return
+        segment.damaged_at.add(start)
+        logger.error(
+            "damaged spool record: acknowledged webhooks in it are lost; the segment will be"
+            " kept in quarantine",
+            path=str(segment.path),
+            offset=start,
+            skipped_bytes=(segment.size if resumed is None else resumed) - start,
+        )
+        self._on_damage()
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
@@ -352,58 +480,26 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_result(None)
 
 
+def _resynchronise(data: bytes) -> int | None:
+    """Where the first whole record after the damaged one at the start of ``data`` begins: the
+    first later offset whose length fits and whose checksum holds (``None``: there is none)."""
+    size = len(data)
+    for at in range(1, size - _HEAD.size - _FIXED.size + 1):
+        length, crc = _HEAD.unpack_from(data, at)
+        if not _FIXED.size <= length <= size - at - _HEAD.size:
+            continue  # most offsets inside a record stop here: its bytes are text
+        start = at + _HEAD.size
+        if zlib.crc32(data[start : start + length]) == crc:
+            return at
+    return None
+
+
 def _fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _read_records(segment: _Segment, *, limit: int) -> tuple[list[Received], int]:
-    """Whole records of ``segment`` from where its reading stopped, at most ``limit``; and the
-    offset after the last one returned (the segment's size if it ends in damage)."""
-    records: list[Received] = []
-    offset = segment.read
-    for record, offset in _records(segment):  # noqa: B007 (the offset after the last is kept)
-        if record is not None:
-            records.append(record)
-        if len(records) >= limit:
-            break
-    return records, offset
-
-
-def _records(segment: _Segment) -> Iterator[tuple[Received | None, int]]:
-    """Each whole record of ``segment`` from where its reading stopped, with the offset after
-    it (``None`` for one that cannot be decoded). A damaged or cut-short record ends the
-    segment: the last offset is then its size, so that the segment counts as moved."""
-    offset = segment.read
-    end = segment.size  # only what was completely written: the writer may be appending
-    with segment.path.open("rb") as f:
-        f.seek(offset)
-        while offset < end:
-            head = f.read(_HEAD.size)
-            damaged = len(head) < _HEAD.size
-            if not damaged:
-                length, crc = _HEAD.unpack(head)
-                rest = f.read(length)
-                damaged = len(rest) < length or zlib.crc32(rest) != crc
-            if damaged:
-                logger.warning(
-                    "spool record cut short or damaged: the rest of its segment is skipped"
-                    " (never acknowledged)",
-                    path=str(segment.path),
-                    offset=offset,
-                    skipped_bytes=end - offset,
-                )
-                yield None, end
-                return
-            offset += _HEAD.size + length
-            try:
-                yield _decode(rest), offset
-            except (struct.error, UnicodeDecodeError):
-                logger.warning("spool record unreadable; skipped", path=str(segment.path))
-                yield None, offset
 
 
 class RecentKeys:

@@ -282,6 +282,8 @@ class Store:
         self._local = threading.local()
         self.commits = 0
         self.committed_jobs = 0
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self.lost: str | None = None  # why the file at the path is no longer ours
 
     @property
     def path(self) -> Path:
@@ -290,6 +292,7 @@ class Store:
     async def open(self) -> None:
         """Create the database if needed, migrate it, and start the writer thread."""
         await asyncio.to_thread(self._migrate)
+        self._identity = _identity(self._settings.path)
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
@@ -365,8 +368,54 @@ class Store:
         finally:
             conn.close()
 
+    def _check_file(self) -> str | None:
+        """Why the database file at the path is not the one this store opened, if it is not.
+
+        A file deleted or replaced under a running store still takes commits through the
+        handle already open, and they vanish at the next start, with everything moved out of
+        the spool into it meanwhile. So from then on nothing commits (webhooks wait in the
+        spool, or are answered 503) until a restart opens the file at the path.
+        """
+        if self.lost is None:
+            try:
+                current: tuple[int, int] | None = _identity(self._settings.path)
+            except FileNotFoundError:
+                current = None
+            if current != self._identity:
+                self.lost = (
+                    "the database file was deleted"
+                    if current is None
+                    else "the database file was replaced by another file"
+                )
+                logger.error(
+                    "store lost its database file: refusing every write until a restart",
+                    reason=self.lost,
+                    path=str(self._settings.path),
+                )
+        return self.lost
+
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         outcomes: list[tuple[_Job, Any, BaseException | None]]
+        lost = self._check_file()
+        if lost is not None:
+            refused = StoreUnavailable(f"store refuses writes: {lost}")
+            outcomes = [(job, None, refused) for job in batch]
+        else:
+            outcomes = self._commit(conn, batch)
+        # One wake-up per event loop for the whole batch, not one per job: under load this
+        # is most of the cost of handing results back across threads.
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for (_, fut, loop), result, error in outcomes:
+            by_loop.setdefault(loop, []).append((fut, result, error))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                continue
+
+    def _commit(
+        self, conn: sqlite3.Connection, batch: list[_Job]
+    ) -> list[tuple[_Job, Any, BaseException | None]]:
         try:
             try:
                 outcomes = self._run_batch(conn, batch, isolate=False)
@@ -384,16 +433,7 @@ class Store:
             logger.error("store commit failed", error=str(e), batch=len(batch))
             failure = StoreUnavailable(f"store commit failed: {e}")
             outcomes = [(job, None, failure) for job in batch]
-        # One wake-up per event loop for the whole batch, not one per job: under load this
-        # is most of the cost of handing results back across threads.
-        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        for (_, fut, loop), result, error in outcomes:
-            by_loop.setdefault(loop, []).append((fut, result, error))
-        for loop, settled in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_settle_all, settled)
-            except RuntimeError:  # that loop is closed: nobody is waiting any more
-                continue
+        return outcomes
 
     @staticmethod
     def _run_batch(
@@ -470,6 +510,11 @@ class Store:
         except StoreUnavailable:
             return False
         return True
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
 
 
 def _nothing(conn: sqlite3.Connection) -> None:

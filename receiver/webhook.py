@@ -33,7 +33,7 @@ from receiver.config import Settings, WebhookSettings
 from receiver.logs import debug_enabled
 from receiver.metrics import Metrics
 from receiver.spool import RecentKeys, Spool, Spooled
-from receiver.store import StoreUnavailable
+from receiver.store import Store, StoreUnavailable
 from receiver.worker import Worker
 
 __all__ = [
@@ -257,6 +257,7 @@ class Intake:
     worker: Worker
     spool: Spool
     recent: RecentKeys
+    store: Store
     writer: SpoolWriter = field(init=False)
     credentials: Credentials = field(init=False)
     debug: bool = field(init=False)
@@ -331,6 +332,8 @@ async def receive_alertmanager(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         return _reject(intake, 413, "too_large", f"body larger than {limit} bytes")
     try:
+        if intake.store.lost is not None:  # what the spool holds would never reach it
+            raise StoreUnavailable(intake.store.lost)
         payload, stored = await intake.writer.receive(body)
     except ValidationError as e:
         return _reject(intake, 400, "bad_request", payload_error(e))

@@ -15,6 +15,7 @@ import socket
 import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,12 @@ import pytest
 import pytest_asyncio
 import yaml
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from receiver.config import ServerSettings, TriageSettings
+from receiver.keys import SETTINGS
 from receiver.metrics import Metrics
+from receiver.notify.outbox import DESTINATIONS
 from receiver.runbook import ErrorClass, Severity
 from receiver.triage import classify, severity_of
 
@@ -101,8 +105,8 @@ def test_integration_alerts_speak_the_runbook_vocabulary() -> None:
         assert labels["severity"] in {"critical", "warning"}
         assert "posthog_errors_total" in rule["expr"]
         if labels["error_type"] != ErrorClass.NETWORK:
-            # One alert per status code: the aggregation keeps exactly that label.
-            assert "sum by (status_code)" in rule["expr"]
+            # One alert per status code and integration: the aggregation keeps those labels.
+            assert "sum by (namespace, job, cluster, status_code)" in rule["expr"]
         classes.add(labels["error_type"])
     assert classes == {c.value for c in ErrorClass} - {ErrorClass.UNKNOWN.value}
 
@@ -311,7 +315,8 @@ async def test_example_config_delivers_to_the_receiver_with_its_token(
     am_url, token, received = alertmanager_delivering_here
     now = datetime.now(UTC)
     labels = {"alertname": "PostHogAuthErrors", "error_type": "auth", "status_code": "401",
-              "severity": "critical", "priority": "P1"}  # fmt: skip
+              "severity": "critical", "priority": "P1", "namespace": "posthog",
+              "job": "posthog-integration"}  # fmt: skip
     about_receiver = {"alertname": "PostHogReceiverDown", "severity": "critical"}
     await _post_alerts(
         am_url,
@@ -325,7 +330,8 @@ async def test_example_config_delivers_to_the_receiver_with_its_token(
     assert payload["version"] == "4"
     assert payload["receiver"] == RECEIVER_NAME
     assert payload["status"] == "firing"
-    assert payload["groupLabels"] == {"alertname": "PostHogAuthErrors", "error_type": "auth",
+    # No cluster label on these alerts: it stays out of the group's labels.
+    assert payload["groupLabels"] == {"alertname": "PostHogAuthErrors", "namespace": "posthog",
                                       "status_code": "401"}  # fmt: skip
     assert [a["labels"] for a in payload["alerts"]] == [labels]
     assert payload["truncatedAlerts"] == 0
@@ -340,3 +346,132 @@ async def test_example_config_delivers_to_the_receiver_with_its_token(
             break
     assert headers["Authorization"] == f"Bearer {token}"
     assert payload["alerts"][0]["status"] == "resolved"
+
+
+# --- the self-monitoring rules against a fresh receiver's /metrics ----------------------------
+
+# One selector of a posthog_receiver_* metric in a PromQL expression, and one label matcher.
+SELECTOR = re.compile(r"\b(posthog_receiver_[a-z_]+)\s*(?:\{([^}]*)\})?")
+MATCHER = re.compile(r'([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+# Added by Prometheus from the scrape target, never by the receiver.
+TARGET_LABELS = {"job", "instance", "namespace", "cluster", "pod"}
+
+
+def rule_selectors() -> list[tuple[str, str, dict[str, list[str]]]]:
+    """(alert, metric, {label: every value the rule selects}) for each receiver selector in an
+    expression. Only positive matchers on plain values (``=`` and ``=~"a|b"``) are kept."""
+    found = []
+    for rule in rule_groups()["posthog-incident-receiver"]:
+        for metric, matchers in SELECTOR.findall(rule["expr"]):
+            wanted: dict[str, list[str]] = {}
+            for label, op, value in MATCHER.findall(matchers):
+                if label in TARGET_LABELS or op not in ("=", "=~"):
+                    continue
+                values = value.split("|") if op == "=~" else [value]
+                if all(re.fullmatch(r"\w+", v) for v in values):
+                    wanted[label] = values
+            found.append((rule["alert"], metric, wanted))
+    return found
+
+
+def test_rule_selectors_are_parsed() -> None:
+    """The parser sees every receiver metric the expressions select, with their matchers."""
+    selectors = rule_selectors()
+    assert {metric for _, metric, _ in selectors} == set(
+        re.findall(
+            r"posthog_receiver_[a-z_]+",
+            " ".join(r["expr"] for r in rule_groups()["posthog-incident-receiver"]),
+        )
+    )
+    assert (
+        "PostHogReceiverWebhooksRejected",
+        "posthog_receiver_webhooks_total",
+        {"outcome": ["unauthorized", "bad_request", "too_large", "unsupported_media_type"]},
+    ) in selectors
+
+
+@pytest.mark.asyncio
+async def test_fresh_receiver_exports_every_series_the_rules_select(
+    client: Any,
+) -> None:
+    """A receiver that has seen nothing yet already serves, at 0, every series a self-monitoring
+    rule selects, for every known destination and runbook action: increase() and rate() over a
+    series that first appears at 1 see no increase, so the first failure would not fire."""
+    answer = await client.get("/metrics")
+    assert answer.status == 200
+    series: dict[str, list[dict[str, str]]] = {}
+    for family in text_string_to_metric_families(await answer.text()):
+        for sample in family.samples:
+            series.setdefault(sample.name, []).append(sample.labels)
+    actions = [a.name for a in client.app[SETTINGS].remediation.actions]
+    assert actions
+    missing = []
+    for alert, metric, wanted in rule_selectors():
+        present = series.get(metric, [])
+        combos = [dict(zip(wanted, values, strict=True)) for values in product(*wanted.values())]
+        for combo in combos:
+            matching = [labels for labels in present if combo.items() <= labels.items()]
+            if not matching:
+                missing.append((alert, metric, combo))
+                continue
+            # Grouped by destination or action: each known one has its own series from the start.
+            if "destination" in matching[0]:
+                have = {labels["destination"] for labels in matching}
+                missing += [(alert, metric, {**combo, "destination": d}) for d in
+                            sorted(set(DESTINATIONS) - have)]  # fmt: skip
+            if "action" in matching[0]:
+                have = {labels["action"] for labels in matching}
+                missing += [(alert, metric, {**combo, "action": a}) for a in
+                            sorted(set(actions) - have)]  # fmt: skip
+    assert not missing, missing
+
+
+# --- labels Alertmanager groups by, and the runbook link -------------------------------------
+
+KEPT = {"namespace", "job", "cluster"}
+CHART_VALUES = ROOT / "helm" / "posthog-incident-receiver" / "values.yaml"
+ALERTS_DOC = ROOT / "docs" / "alerts.md"
+
+
+def test_every_aggregation_keeps_namespace_job_and_cluster() -> None:
+    """Each `by (...)` keeps namespace, job and cluster; nothing aggregates them away."""
+    for rules in rule_groups().values():
+        for rule in rules:
+            expr = " ".join(rule["expr"].split())
+            assert " without " not in expr, rule["alert"]
+            clauses = re.findall(r"\b(?:sum|max|min|avg|count) by \(([^)]*)\)", expr)
+            bare = re.findall(r"\b(?:sum|max|min|avg|count) *\(", expr)
+            assert clauses or "absent(" in expr, rule["alert"]
+            assert not bare, (rule["alert"], "aggregates every label away")
+            for clause in clauses:
+                assert {label.strip() for label in clause.split(",")} >= KEPT, rule["alert"]
+
+
+def test_every_alert_links_its_section_of_the_runbook() -> None:
+    """runbook_url is the chart's default base plus the alert's heading in docs/alerts.md."""
+    base = yaml.safe_load(CHART_VALUES.read_text())["prometheusRule"]["runbookBaseUrl"]
+    assert base.endswith("/docs/alerts.md")
+    headings = set(re.findall(r"^## (\w+)$", ALERTS_DOC.read_text(), flags=re.MULTILINE))
+    for rules in rule_groups().values():
+        for rule in rules:
+            assert rule["annotations"]["runbook_url"] == f"{base}#{rule['alert'].lower()}"
+            assert rule["alert"] in headings
+
+
+def _group_bys() -> list[list[str]]:
+    example = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
+    (route,) = [r for r in example["route"]["routes"] if r["receiver"] == RECEIVER_NAME]
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("## Pointing Alertmanager at it", 1)[1].split("```yaml", 1)[1]
+    readme_route = yaml.safe_load(snippet.split("```", 1)[0])["route"]
+    return [route["group_by"], readme_route["group_by"]]
+
+
+def test_alertmanager_group_by_uses_labels_the_alerts_carry() -> None:
+    """Each label the README and the example group by is one the PostHog alerts carry or keep."""
+    carried = {"alertname"} | KEPT | {"status_code"}
+    for rule in rule_groups()["posthog-integration"]:
+        carried |= set(rule["labels"])
+    for group_by in _group_bys():
+        assert set(group_by) <= carried, group_by
+        assert {"alertname", "status_code", "namespace"} <= set(group_by)

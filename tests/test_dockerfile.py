@@ -117,3 +117,16 @@ def test_build_context_holds_only_what_the_build_copies() -> None:
     assert copied == allowed
     for path in allowed:
         assert (ROOT / path).exists(), path
+
+
+def test_builder_installs_the_locked_dependencies_then_the_package_alone() -> None:
+    """The dependencies come only from requirements.lock, hash-checked; the package's own
+    wheel adds none (--no-deps), and pip check proves the lock was complete."""
+    runs = [a for k, a in instructions() if k == "RUN" and "pip" in a]
+    commands = [c.strip() for run in runs for c in run.split("&&")]
+    installs = [c for c in commands if " install " in c]
+    assert installs == [
+        "/opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock",
+        "/opt/venv/bin/pip install --no-deps /tmp/wheels/posthog_incident_receiver-*.whl",
+    ]
+    assert commands[-1] == "/opt/venv/bin/pip check"

@@ -70,3 +70,47 @@ def test_labels_from_alerts_cannot_inject_markup() -> None:
     )
     assert not list(root.iter(f"{SVG}script"))
     assert not list(root.iter("script"))
+
+
+# Every character XML 1.0 forbids in a document (and DEL, which it discourages), a lone
+# surrogate (valid in a JSON string, so in a label), and the non-characters U+FFFE and U+FFFF.
+UNREADABLE = "".join(chr(c) for c in range(0x20) if c not in (0x09, 0x0A, 0x0D))
+UNREADABLE += "\x7f\ud800\udfff\ufffe\uffff"
+
+
+def test_control_characters_in_labels_leave_a_readable_svg() -> None:
+    """Control characters, lone surrogates and markup in labels and the title still give an
+    SVG that encodes as UTF-8 and parses, with each label shown on one line."""
+    hostile = f"a\n{UNREADABLE}<b>&\"'z"
+    svg = render_error_rate_chart(
+        series=[ChartSeries(f"code={hostile}", [(T0, 1.0), (T0 + 60, 2.0)])],
+        markers=[ChartMarker(T0 + 30, hostile)],
+        start=T0,
+        end=T0 + 120,
+        title=hostile,
+        unit=hostile,
+    )
+    root = ET.fromstring(svg.encode("utf-8"))  # noqa: S314 (our own output, parsed to check it)
+    assert not list(root.iter(f"{SVG}b"))
+    label = root.find(f"{SVG}polyline")
+    assert label is not None
+    shown = label.get("data-label") or ""
+    assert shown.startswith("code=a ")
+    assert shown.endswith("<b>&\"'z")
+    title = root.findtext(f"{SVG}title") or ""
+    for text in (shown, title):
+        # What cannot be shown became U+FFFD; whitespace (vertical tab, form feed...) a space.
+        assert not any(
+            c < " " or c in "\x7f\ufffe\uffff" or "\ud800" <= c <= "\udfff" for c in text
+        )
+        assert text.count("\ufffd") == len(UNREADABLE) - 6
+    assert title.startswith("a ")
+    assert title.endswith("<b>&\"'z")
+
+
+def test_very_long_labels_are_cut_in_the_legend() -> None:
+    """A very long series label is cut in the legend, so it stays within the drawing."""
+    root = _chart(series=[ChartSeries("x" * 10_000, [(T0, 1.0)])], markers=[])
+    legend = [t.text or "" for t in root.iter(f"{SVG}text") if (t.text or "").startswith("x")]
+    assert legend
+    assert all(len(text) <= 40 for text in legend)

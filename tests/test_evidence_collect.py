@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import tarfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -404,3 +405,36 @@ async def test_configured_secrets_are_scrubbed_from_collected_logs(
     files = _read(path)
     assert b"ERROR 401 with key [redacted]" in files[f"logs/{POD}/app.errors.log"]
     assert all(secret.encode() not in content for content in files.values())
+
+
+@pytest.mark.asyncio
+async def test_names_from_the_cluster_become_safe_distinct_file_names(
+    tmp_path: Path, store: Store, kmock: KubernetesEmulator
+) -> None:
+    """Containers named to climb out of the bundle, to hide, with control characters, too
+    long, or two that differ only in a replaced character, each get their own safe file."""
+    containers = ("../../../etc/x", "..", ".hidden", "a/b", "a:b", "a_b", "c\x1b[1m", "x" * 300)
+    add_pod(kmock, NS, POD, labels=APP, containers=containers)
+    serve_logs(kmock, {(POD, c): f"ERROR from {c}\n" for c in containers})
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url))
+    incident_id = await open_incident(store)
+    async with collecting(
+        _settings(tmp_path, prometheus_url=None, kubeconfig=kubeconfig), store=store
+    ) as collector:
+        path = await collector.collect(incident_id=incident_id, phase="opened", upstream=None)
+    stem = path.name.removesuffix(".tar.gz")
+    with tarfile.open(path, "r:gz") as tar:
+        names = tar.getnames()
+    assert len(names) == len(set(names))
+    for name in names:
+        top, _, rest = name.partition("/")
+        assert top == stem
+        for part in rest.split("/"):
+            assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}", part), name
+    files = _read(path)
+    logs = {n: content for n, content in files.items() if n.endswith(".errors.log")}
+    # One file per container, each holding its own container's lines, under its extensions.
+    assert len(logs) == len(containers)
+    assert len([n for n in files if n.endswith(".tail.log")]) == len(containers)
+    for c in containers:
+        assert sum(f"ERROR from {c}\n".encode() in content for content in logs.values()) == 1

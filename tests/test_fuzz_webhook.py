@@ -34,6 +34,13 @@ from jsonschema import Draft202012Validator
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
+from receiver.alertmanager import (
+    MAX_ANNOTATION_VALUE_CHARS,
+    MAX_GROUP_KEY_CHARS,
+    MAX_LABEL_NAME_CHARS,
+    MAX_LABEL_VALUE_CHARS,
+    MAX_LABELS,
+)
 from receiver.keys import STORE, WORKER
 from receiver.openapi import load_spec
 from tests.alertmanager_payloads import (
@@ -559,14 +566,28 @@ async def test_valid_notifications_are_always_accepted_and_follow_the_incident_r
 
 
 @pytest.mark.asyncio
-async def test_huge_and_unicode_strings_in_a_valid_notification_are_accepted(
+async def test_unicode_strings_up_to_the_limits_are_accepted_and_longer_ones_refused(
     fuzzer: Fuzzer,
 ) -> None:
-    """Label values, annotations and group keys of any Unicode and up to ~60k characters are 200."""
+    """Label values, annotations, label names and group keys of any Unicode are 200 up to
+    their limit; one character more is a 400 naming the field and the limit."""
+    limits = [
+        (MAX_LABEL_VALUE_CHARS, "alerts.0.labels.huge"),
+        (MAX_ANNOTATION_VALUE_CHARS, "alerts.0.annotations.description"),
+        (MAX_GROUP_KEY_CHARS, "groupKey"),
+        (MAX_LABEL_NAME_CHARS, "alerts.0.labels"),
+    ]
 
     @fuzz(100)
-    @given(doc=valid_payloads(max_alerts=2), text=huge_text, where=st.sampled_from(range(4)))
-    def accepted(doc: dict[str, Any], text: str, where: int) -> None:
+    @given(
+        doc=valid_payloads(max_alerts=2),
+        char=st.characters(),
+        where=st.sampled_from(range(4)),
+        over=st.booleans(),
+    )
+    def bounded(doc: dict[str, Any], char: str, where: int, over: bool) -> None:
+        limit, field = limits[where]
+        text = char * (limit + 1 if over else limit)
         if where == 0:
             doc["alerts"][0]["labels"] = {**doc["alerts"][0]["labels"], "huge": text}
         elif where == 1:
@@ -574,13 +595,76 @@ async def test_huge_and_unicode_strings_in_a_valid_notification_are_accepted(
         elif where == 2:
             doc["groupKey"] = text
         else:
-            doc["alerts"][0]["labels"] = {text[:5000]: "value"}
+            doc["alerts"][0]["labels"] = {text: "value"}
         status, answer = fuzzer.post_json(doc)
-        assert status == 200, answer
+        if not over:
+            assert status == 200, answer
+            return
+        assert status == 400, answer
+        assert field in answer["error"]
+        assert str(limit) in answer["error"]
 
     with no_errors_logged():
-        await fuzzer.explore(accepted)
+        await fuzzer.explore(bounded)
         await fuzzer.still_sound()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("field", "value", "limit"),
+    [
+        ("startsAt", "9999-12-31T23:59:59Z", "2200"),
+        ("startsAt", "1969-12-31T23:59:59Z", "1970"),
+        ("endsAt", "9999-12-31T23:59:59Z", "2200"),
+    ],
+)
+async def test_times_that_cannot_be_real_are_refused_at_the_door(
+    fuzzer: Fuzzer, field: str, value: str, limit: str
+) -> None:
+    """A start in the year 9999 (or before the epoch) is a 400 naming the field, not an
+    incident whose triage fails later where nobody hears of it."""
+    doc = {
+        "version": "4",
+        "groupKey": "{}:{}",
+        "status": "firing",
+        "receiver": "r",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "A"},
+                "startsAt": "2026-01-05T10:00:00Z",
+                "fingerprint": "f1",
+                field: value,
+            }
+        ],
+    }
+    status, answer = await asyncio.to_thread(fuzzer.post_json, doc)
+    assert status == 400, answer
+    assert f"alerts.0.{field}" in answer["error"]
+    assert limit in answer["error"]
+
+
+@pytest.mark.asyncio
+async def test_more_labels_than_the_limit_are_refused(fuzzer: Fuzzer) -> None:
+    """An alert with more labels than the limit is a 400 that says how many are allowed."""
+    doc = {
+        "version": "4",
+        "groupKey": "{}:{}",
+        "status": "firing",
+        "receiver": "r",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {f"l{i}": "v" for i in range(MAX_LABELS + 1)},
+                "startsAt": "2026-01-05T10:00:00Z",
+                "fingerprint": "f1",
+            }
+        ],
+    }
+    status, answer = await asyncio.to_thread(fuzzer.post_json, doc)
+    assert status == 400, answer
+    assert "alerts.0.labels" in answer["error"]
+    assert str(MAX_LABELS) in answer["error"]
 
 
 @pytest.mark.asyncio

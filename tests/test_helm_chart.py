@@ -204,17 +204,17 @@ def test_values_validate_against_the_schema(scenario: str) -> None:
     ("override", "complaint"),
     [
         ({"persistence": {"type": "nfs"}}, "persistence/type"),
-        ({"replicaCount": 3}, "replicaCount"),
+        ({"replicaCount": -1}, "replicaCount"),
+        ({"ha": {"enabled": True, "replicas": 2}}, "ha"),
         ({"rbac": {"create": "yes"}}, "rbac/create"),
         ({"integration": {"deployment": "Not_A_Name"}}, "integration/deployment"),
-        ({"ha": {"enabled": True}, "persistence": {"type": "pvc"}}, "persistence/type"),
         ({"image": {"pullPolicy": "Sometimes"}}, "image/pullPolicy"),
         ({"podSecurityContext": {"runAsUser": 0}}, "podSecurityContext/runAsUser"),
         ({"service": {"port": 80}}, "service/port"),
     ],
 )
 def test_schema_rejects_bad_values(override: dict[str, Any], complaint: str) -> None:
-    """Wrong types, unknown keys, bad enums and HA on a shared volume are refused."""
+    """Wrong types, unknown keys and bad enums are refused."""
     values = deep_merge(DEFAULTS, override)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft7Validator(SCHEMA).validate(values)
@@ -391,33 +391,26 @@ def test_read_only_role_cannot_change_anything() -> None:
     }
 
 
-def test_ha_adds_only_its_own_lease() -> None:
-    """HA adds a Role in the release namespace to create Leases and get/update only its own."""
-    docs = rendered("ha")
-    lease_roles = [
-        r for r in of_kind(docs, "Role") if r["metadata"]["name"].endswith("-leader-election")
-    ]
-    assert len(lease_roles) == 1
-    lease_role = lease_roles[0]
-    assert lease_role["metadata"]["namespace"] == NAMESPACE
-    assert _normalise(lease_role["rules"]) == {
-        ("coordination.k8s.io", "leases", "create", ()),
-        ("coordination.k8s.io", "leases", "get", (f"{RELEASE}-posthog-incident-receiver-leader",)),
-        (
-            "coordination.k8s.io",
-            "leases",
-            "update",
-            (f"{RELEASE}-posthog-incident-receiver-leader",),
-        ),
-    }
-    assert only(docs, "Deployment")["spec"]["replicas"] == 2
-    assert only(docs, "PodDisruptionBudget")["spec"] == {
-        "minAvailable": 1,
-        "unhealthyPodEvictionPolicy": "AlwaysAllow",
-        "selector": only(docs, "Deployment")["spec"]["selector"],
-    }
-    # Without HA there is no Lease access at all.
-    assert not any("leases" in str(r["rules"]) for r in of_kind(rendered("default"), "Role"))
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"ha": {"enabled": True}}, r"ha\.enabled=true is refused: .* each replica would"),
+        ({"replicaCount": 2}, r"replicaCount=2 is refused: each replica would"),
+    ],
+)
+def test_replicas_that_would_act_alone_are_refused(values: dict[str, Any], complaint: str) -> None:
+    """Until replicas coordinate, HA or a second replica fails to render, saying why."""
+    jsonschema.Draft7Validator(SCHEMA).validate(deep_merge(DEFAULTS, values))  # not a typo
+    with pytest.raises(helm.HelmRenderError, match=complaint):
+        render(values)
+
+
+def test_one_replica_by_default_and_none_when_stopped() -> None:
+    """One pod by default, no Lease access; replicaCount=0 stops the receiver."""
+    docs = rendered("default")
+    assert only(docs, "Deployment")["spec"]["replicas"] == 1
+    assert not any("leases" in str(r["rules"]) for r in of_kind(docs, "Role"))
+    assert only(render({"replicaCount": 0}), "Deployment")["spec"]["replicas"] == 0
 
 
 def test_role_follows_the_rendered_config() -> None:
@@ -495,15 +488,45 @@ def test_writable_paths_are_volumes(scenario: str) -> None:
     writable = {path for path, m in mounts.items() if not m.get("readOnly")}
     assert writable == {store_dir, "/tmp"}
     state = volumes[mounts[store_dir]["name"]]
-    if scenario == "pvc":
+    if deep_merge(DEFAULTS, scenario_values(scenario))["persistence"]["type"] == "pvc":
         claim = only(docs, "PersistentVolumeClaim")
         assert state["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
         assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-        # One writer for the SQLite file: never two pods on the same volume.
-        assert only(docs, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     else:
         assert "emptyDir" in state
         assert not of_kind(docs, "PersistentVolumeClaim")
+    # One pod at a time: one writer for the SQLite file on a ReadWriteOnce claim, and never
+    # two receivers acting side by side during an upgrade.
+    assert only(docs, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_state_survives_the_pod_by_default() -> None:
+    """Defaults: the state directory is a PersistentVolumeClaim kept on uninstall; emptyDir is
+    an option, and the install notes say what it loses."""
+    docs = rendered("default")
+    claim = only(docs, "PersistentVolumeClaim")
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    (state,) = [v for v in pod["volumes"] if v["name"] == "state"]
+    assert state == {
+        "name": "state",
+        "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]},
+    }
+    assert (
+        claim["spec"]["resources"]["requests"]["storage"] == DEFAULTS["persistence"]["pvc"]["size"]
+    )
+    out = _chart().render({}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    notes = next(text for path, text in out.items() if path.endswith("NOTES.txt"))
+    assert "emptyDir" not in notes
+    ephemeral = rendered("emptydir")
+    assert not of_kind(ephemeral, "PersistentVolumeClaim")
+    out = _chart().render(
+        scenario_values("emptydir"), name=RELEASE, namespace=NAMESPACE, is_install=True
+    )
+    notes = next(text for path, text in out.items() if path.endswith("NOTES.txt"))
+    for lost in ("journal of applied changes", "never reverted", "undelivered notifications",
+                 "incident history"):  # fmt: skip
+        assert lost in " ".join(notes.split())
 
 
 def test_kill_switch_is_an_optional_config_map_the_config_watches() -> None:
@@ -811,3 +834,13 @@ def test_prometheus_rule_groups_can_be_chosen() -> None:
     docs = render({"prometheusRule": {"enabled": True, "receiver": False}})
     groups = only(docs, "PrometheusRule")["spec"]["groups"]
     assert [g["name"] for g in groups] == ["posthog-integration"]
+
+
+def test_runbook_base_url_moves_every_alert_link() -> None:
+    """prometheusRule.runbookBaseUrl replaces the base of every alert's runbook_url."""
+    base = "https://wiki.example.com/posthog/alerts"
+    docs = render({"prometheusRule": {"enabled": True, "runbookBaseUrl": base}})
+    rules = [r for g in only(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    assert rules
+    for rule in rules:
+        assert rule["annotations"]["runbook_url"] == f"{base}#{rule['alert'].lower()}"

@@ -110,6 +110,35 @@ async def test_fake_statuspage_checks_oauth_and_fields(
 
 
 @pytest.mark.asyncio
+async def test_fake_statuspage_checks_metadata_and_lists_unresolved(
+    fakes: Fakes, http: aiohttp.ClientSession
+) -> None:
+    """Metadata must be namespaces of plain values; the unresolved listing keeps it and pages."""
+    url = f"{fakes.statuspage.url}/v1/pages/{PAGE_ID}/incidents"
+    auth = {"Authorization": f"OAuth {STATUSPAGE_KEY}"}
+    for bad in ({"key": "flat"}, ["x"], {"ns": {"deep": {"er": 1}}}):
+        incident = {"incident": {"name": "n", "metadata": bad}}
+        assert (await post(http, url, incident, **auth))[0] == 422
+    ours = {"incident": {"name": "n", "metadata": {"ns": {"key": "k"}}, "impact_override": "major"}}
+    assert (await post(http, url, ours, **auth))[0] == 201
+    assert (await post(http, url, {"incident": {"name": "other"}}, **auth))[0] == 201
+    (done,) = [i for i, v in fakes.statuspage.incidents.items() if v["name"] == "other"]
+    resolve = {"incident": {"status": "resolved"}}
+    assert (await post(http, f"{url}/{done}", resolve, method="PATCH", **auth))[0] == 200
+
+    async def listing(query: str, **headers: str) -> tuple[int, Any]:
+        async with http.get(f"{url}/unresolved{query}", headers=headers) as response:
+            return response.status, await response.json(content_type=None)
+
+    assert (await listing("", Authorization="OAuth wrong"))[0] == 401
+    assert (await listing("?per_page=101", **auth))[0] == 400
+    status, found = await listing("?page=1&per_page=100", **auth)
+    assert status == 200
+    assert [(i["metadata"], i["impact"]) for i in found] == [({"ns": {"key": "k"}}, "major")]
+    assert (await listing("?page=2&per_page=1", **auth)) == (200, [])
+
+
+@pytest.mark.asyncio
 async def test_fake_slack_answers_like_a_webhook(fakes: Fakes, http: aiohttp.ClientSession) -> None:
     """The webhook says ok to text, no_text without it, and no_service on another path."""
     slack = fakes.slack

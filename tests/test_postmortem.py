@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from receiver.evidence.postmortem import ImpactFigures, render_postmortem
+from receiver.evidence.text import literal
+from tests.rendered_markdown import HOSTILE, HOSTILE_SHOWN, render
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -167,3 +169,67 @@ def test_multi_line_messages_stay_on_one_timeline_line() -> None:
     text = render_postmortem(_incident(timeline=timeline), impact=ImpactFigures(), now=NOW)
     assert "### Injected" not in _sections(text)
     assert "- 10:02 - a ### Injected b" in text
+
+
+def _hostile_incident(value: str) -> dict[str, Any]:
+    """An incident whose every outside text (title, messages, decision) is ``value``."""
+    return _incident(
+        title=value,
+        decision={
+            "verdict": "our_integration",
+            "explanation": value,
+            "steps": [{"question": value, "answer": value, "finding": value}],
+        },
+        timeline=[
+            {"at": "2026-01-01T10:02:00Z", "kind": "incident", "message": value},
+            {"at": "2026-01-01T10:03:00Z", "kind": "action", "message": value},
+        ],
+    )
+
+
+def _hostile_impact(value: str) -> ImpactFigures:
+    return ImpactFigures(
+        error_count=3,
+        error_count_query=f"sum(x{{code=`{value}`}})",
+        affected_users=1,
+        affected_users_query="`count(users)`",
+        notes=[value],
+    )
+
+
+def test_alert_text_renders_as_literal_text() -> None:
+    """Images, links, HTML, code, table cells, headings and control characters in alert data
+    render as the text written: the rendered draft has exactly the elements it has without
+    them, and shows the text in each place it was used."""
+    hostile = render_postmortem(
+        _hostile_incident(HOSTILE), impact=_hostile_impact(HOSTILE), now=NOW
+    )
+    benign = render_postmortem(
+        _hostile_incident("benign"), impact=_hostile_impact("benign"), now=NOW
+    )
+    shown, expected = render(hostile), render(benign)
+    assert [tag for tag, _ in shown.elements] == [tag for tag, _ in expected.elements]
+    assert [a for _, a in shown.elements] == [a for _, a in expected.elements]
+    # Title, two timeline entries, explanation, question, answer, finding, note and query.
+    assert shown.text.count(HOSTILE_SHOWN) == 9
+    assert "code=`" + HOSTILE_SHOWN + "`" in shown.text
+    assert "(`count(users)`)" in shown.text
+    # Our own image is still there, and nothing else loads anything.
+    assert [a for tag, a in shown.elements if tag == "img"] == [
+        [("src", "chart.svg"), ("alt", "Error rate during the incident, with actions marked")]
+    ]
+
+
+def test_alert_text_starting_a_line_cannot_start_a_block() -> None:
+    """Text that would start a heading or a list if it began a line is escaped as such."""
+    for value, tag in (("# h", "h1"), ("- item", "ul"), ("1. item", "ol"), ("+ x", "ul")):
+        rendered = render(literal(value))
+        assert [t for t, _ in rendered.elements] == ["p"], tag
+        assert rendered.text.strip() == value
+
+
+def test_lone_surrogates_and_controls_do_not_break_the_draft() -> None:
+    """A lone surrogate (valid in JSON) or a NUL in a title still gives UTF-8 text."""
+    text = render_postmortem(_incident(title="a\ud800b\x00c"), impact=ImpactFigures(), now=NOW)
+    assert "a\ufffdb\ufffdc" in text
+    text.encode("utf-8")

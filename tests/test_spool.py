@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from receiver.alertmanager import WebhookPayload
 from receiver.config import StoreSettings
@@ -192,9 +193,11 @@ async def test_an_empty_segment_left_by_a_crash_is_removed(tmp_path: Path) -> No
 
 
 @pytest.mark.asyncio
-async def test_a_record_cut_short_by_a_crash_ends_its_segment(tmp_path: Path) -> None:
-    """A torn tail (never acknowledged) is skipped with a warning; everything before it and
-    every later segment is read."""
+async def test_a_record_cut_short_at_the_end_of_the_newest_segment_is_dropped(
+    tmp_path: Path,
+) -> None:
+    """A torn tail of the newest segment (never acknowledged) is cut off with a warning, not
+    counted as a loss; everything before it is read and the segment is deleted once moved."""
     directory = tmp_path / "spool"
     spool = _spool(directory)
     await spool.append(_records(3))
@@ -202,16 +205,97 @@ async def test_a_record_cut_short_by_a_crash_ends_its_segment(tmp_path: Path) ->
     (segment,) = directory.iterdir()
     whole = segment.read_bytes()
     segment.write_bytes(whole + whole[:50])  # half a header and record, as a crash leaves it
-    damaged = directory / "00000009.seg"
-    damaged.write_bytes(whole[:-1] + bytes([whole[-1] ^ 0xFF]))  # last record's crc fails
 
-    again = Spool(directory, sync=False, segment_bytes=MIB, max_bytes=8 * MIB)
+    damage: list[None] = []
+    again = Spool(
+        directory,
+        sync=False,
+        segment_bytes=MIB,
+        max_bytes=8 * MIB,
+        on_damage=lambda: damage.append(None),
+    )
+    with capture_logs() as logs:
+        keys = again.open()
+    try:
+        assert keys == ["k0", "k1", "k2"]
+        assert segment.read_bytes() == whole  # the tear is cut off at once
+        assert [r[0] for r in _drain(again)] == ["k0", "k1", "k2"]
+        assert not segment.exists()
+        assert not (directory / "quarantine").exists()
+        assert damage == []
+        assert not [e for e in logs if e["log_level"] == "error"]
+    finally:
+        again.close()
+
+
+@pytest.mark.asyncio
+async def test_a_damaged_record_in_the_middle_loses_only_itself(tmp_path: Path) -> None:
+    """One flipped byte in the middle of a segment loses that record alone: every other
+    acknowledged webhook, before and after it, is moved; the loss is an ERROR and counted
+    once; the segment is kept in quarantine, not deleted."""
+    directory = tmp_path / "spool"
+    spool = _spool(directory)
+    for start in range(0, 208, 8):  # many writes, as many requests make them
+        await spool.append(_records(8, start=start))
+    spool.close()
+    (segment,) = directory.iterdir()
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    segment.write_bytes(bytes(data))
+
+    damage: list[None] = []
+    again = Spool(
+        directory,
+        sync=False,
+        segment_bytes=MIB,
+        max_bytes=8 * MIB,
+        on_damage=lambda: damage.append(None),
+    )
+    with capture_logs() as logs:
+        keys = again.open()
+        moved = [r[0] for r in _drain(again, limit=50)]
+    try:
+        assert len(keys) == 207
+        assert moved == keys
+        lost = {f"k{i}" for i in range(208)} - set(moved)
+        assert len(lost) == 1
+        assert damage == [None]  # found while opening, not again while moving
+        errors = [e for e in logs if e["log_level"] == "error"]
+        assert any("damaged spool record" in e["event"] for e in errors)
+        assert not segment.exists()
+        assert (directory / "quarantine" / segment.name).read_bytes() == bytes(data)
+    finally:
+        again.close()
+
+
+@pytest.mark.asyncio
+async def test_a_torn_end_of_an_older_segment_is_a_loss(tmp_path: Path) -> None:
+    """Only the newest segment can end in a write a crash cut short; a damaged end of an older
+    one held acknowledged webhooks: counted, quarantined, and the later segments still read."""
+    directory = tmp_path / "spool"
+    spool = _spool(directory)
+    await spool.append(_records(3))
+    spool.close()
+    (first,) = directory.iterdir()
+    whole = first.read_bytes()
+    first.write_bytes(whole[:-1] + bytes([whole[-1] ^ 0xFF]))  # last record's crc fails
+    (directory / "00000009.seg").write_bytes(whole)
+
+    damage: list[None] = []
+    again = Spool(
+        directory,
+        sync=False,
+        segment_bytes=MIB,
+        max_bytes=8 * MIB,
+        on_damage=lambda: damage.append(None),
+    )
     keys = again.open()
     try:
-        assert keys == ["k0", "k1", "k2", "k0", "k1"]
-        assert [r[0] for r in _drain(again)] == ["k0", "k1", "k2", "k0", "k1"]
-        assert not segment.exists()
-        assert not damaged.exists()
+        assert keys == ["k0", "k1", "k0", "k1", "k2"]
+        assert [r[0] for r in _drain(again)] == keys
+        assert damage == [None]
+        assert (directory / "quarantine" / first.name).exists()
+        assert not (directory / "00000009.seg").exists()
     finally:
         again.close()
 

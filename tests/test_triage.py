@@ -242,3 +242,28 @@ def test_unknown_error_class_in_config_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"triage\.rules\.0\.error_class"):
         load_settings(cfg)
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"(?=a)a", r"a(?!b)"])
+def test_a_rule_that_cannot_run_in_linear_time_is_refused(tmp_path: Path, pattern: str) -> None:
+    """Backreferences and lookaround need backtracking: check-config refuses them, naming the
+    rule and saying why."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "webhook: {allow_unauthenticated: true}\n"
+        f"triage:\n  rules:\n    - {{labels: [code], pattern: '{pattern}', error_class: auth}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"triage\.rules\.0.*linear time"):
+        load_settings(cfg)
+
+
+def test_a_backtracking_pattern_matches_a_long_label_at_once() -> None:
+    """``(a+)+$`` against a long label would take Python's engine longer than the age of the
+    universe; the rules' engine answers in linear time (the default runner's timeout bounds
+    this test, no timing assertion)."""
+    settings = TriageSettings(
+        rules=[ClassRule(labels=["reason"], pattern=r"(a+)+$", error_class=ErrorClass.AUTH)]
+    )
+    hostile = {"reason": "a" * 500 + "!"}
+    assert classify(hostile, settings) is ErrorClass.UNKNOWN
+    assert classify({"reason": "A" * 500}, settings) is ErrorClass.AUTH

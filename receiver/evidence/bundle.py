@@ -14,6 +14,12 @@ The manifest says what was collected (each file's size and sha256), what was cut
 and which sources failed and why; ``NOTES.md`` says the same for a person. The archive is
 written to a temporary file and renamed into place, so a crash never leaves half a bundle
 under the final name.
+
+Every name in the archive is a safe file name (:func:`safe_name`), whatever the cluster or an
+alert called the thing it holds: pod and container names become directory and file names, and
+an archive is unpacked by people with ``tar -x``, so a name must never climb out of the
+bundle's directory, hide, or carry control characters. Names that still collide after that are
+made unique.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -30,13 +37,38 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from receiver.evidence.text import literal
 from receiver.redaction import Redactor
 
-__all__ = ["BundleBuilder", "BundleFile", "SourceReport", "WrittenBundle"]
+__all__ = ["BundleBuilder", "BundleFile", "SourceReport", "WrittenBundle", "safe_name"]
 
 MANIFEST = "manifest.json"
 NOTES = "NOTES.md"
 TRUNCATION_MARK = b"\n[... cut here: file size limit reached ...]\n"
+# Well under the 255 bytes file systems allow for one name: a safe name, and each part of a
+# path in the archive, which leaves room for the extensions a caller adds to a safe name.
+NAME_LIMIT = 100
+PART_LIMIT = 200
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_DIGEST_CHARS = 8
+
+
+def safe_name(name: str, *, limit: int = NAME_LIMIT) -> str:
+    """``name`` as one file name: only ``A-Z a-z 0-9 . _ -``, not hidden, at most ``limit``
+    characters.
+
+    A name that had to change (a ``/``, ``..``, a control character, too long) ends in a short
+    hash of the original, so two names that differ only in what was replaced stay apart. A
+    name already safe comes back as it is, so the function can be applied twice.
+    """
+    cleaned = _UNSAFE.sub("_", name)
+    if cleaned.startswith("."):  # ".", ".." and hidden files
+        cleaned = "_" + cleaned[1:]
+    if cleaned == name and 0 < len(name) <= limit:
+        return name
+    # surrogatepass: a lone surrogate (valid in a JSON string) still has a hash.
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
+    return f"{cleaned[: limit - _DIGEST_CHARS - 1] or '_'}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -82,6 +114,12 @@ class BundleBuilder:
     omitted: list[dict[str, Any]] = field(default_factory=list)
     sources: list[SourceReport] = field(default_factory=list)
     content_bytes: int = 0
+    reserved: set[str] = field(default_factory=lambda: {MANIFEST, NOTES})
+
+    def reserve(self, path: str) -> None:
+        """Keep ``path`` for a file added later with ``reserved=True``: a file from outside
+        asking for it first (a query named like it) gets another name, not this one."""
+        self.reserved.add(path)
 
     def add(
         self,
@@ -90,15 +128,27 @@ class BundleBuilder:
         *,
         source: str,
         keep: Literal["head", "tail"] = "head",
+        reserved: bool = False,
     ) -> BundleFile | None:
         """Add a file; ``None`` when it was left out because the bundle is full.
 
-        A file over the size limit keeps its beginning, or its end for ``keep="tail"``
-        (a log's newest lines), cut at a line boundary where one is near.
+        ``path`` is ``/``-separated; each part is made a :func:`safe_name` and a path already
+        taken (or reserved, unless ``reserved`` claims it) gets a number
+        (``app-2.errors.log``), so the file's name in the archive is the returned entry's
+        ``path``. Pass a name from outside through :func:`safe_name` first, so
+        that a ``/`` in it does not make a directory. A file over the size limit keeps its
+        beginning, or its end for ``keep="tail"`` (a log's newest lines), cut at a line
+        boundary where one is near.
         """
-        if path in (MANIFEST, NOTES) or path in self.files:
-            raise ValueError(f"bundle path used twice or reserved: {path}")
-        data = self.redactor.data(content.encode("utf-8") if isinstance(content, str) else content)
+        parts = [safe_name(part, limit=PART_LIMIT) for part in path.split("/") if part]
+        parts = parts or [safe_name("")]
+        path = "/".join(parts)
+        claimed = reserved and path in self.reserved - {MANIFEST, NOTES} and path not in self.files
+        path = path if claimed else self._unique(path)
+        # "replace": a lone surrogate (valid in a JSON string) must not lose the whole bundle.
+        data = self.redactor.data(
+            content.encode("utf-8", "replace") if isinstance(content, str) else content
+        )
         original = len(data)
         truncated = original > self.max_file_bytes
         if truncated:
@@ -120,11 +170,27 @@ class BundleBuilder:
         self.content_bytes += len(data)
         return entry
 
-    def add_json(self, path: str, value: Any, *, source: str) -> BundleFile | None:
+    def _unique(self, path: str) -> str:
+        """``path``, or with ``-2``, ``-3``... before its extensions if already taken."""
+        taken = {*self.reserved, *self.files, *(o["path"] for o in self.omitted)}
+        if path not in taken:
+            return path
+        folder, slash, name = path.rpartition("/")
+        # The number goes before the extensions, so that they still say what the file is.
+        dot = name.find(".", 1)
+        stem, extensions = (name, "") if dot < 0 else (name[:dot], name[dot:])
+        n = 2
+        while f"{folder}{slash}{stem}-{n}{extensions}" in taken:
+            n += 1
+        return f"{folder}{slash}{stem}-{n}{extensions}"
+
+    def add_json(
+        self, path: str, value: Any, *, source: str, reserved: bool = False
+    ) -> BundleFile | None:
         # Strings are redacted before encoding too: JSON escapes a backslash, so a secret that
         # a value holds already escaped (``\/``) would be encoded past its forms.
         text = json.dumps(self.redactor.value(value), indent=2, sort_keys=True, default=str) + "\n"
-        return self.add(path, text, source=source)
+        return self.add(path, text, source=source, reserved=reserved)
 
     def report(
         self,
@@ -154,15 +220,17 @@ class BundleBuilder:
         }
 
     def notes(self, *, title: str) -> str:
-        lines = [f"# Evidence notes: {title}", ""]
+        # The title and the reasons carry alert data and error messages: literal text.
+        lines = [f"# Evidence notes: {literal(title)}", ""]
         problems = [s for s in self.sources if s.status != "collected"]
         if not problems and not self.omitted:
             lines.append("Every source was collected in full.")
         for s in problems:
-            lines.append(f"- **{s.source}**: {s.status.replace('_', ' ')}: {s.detail}")
+            status = s.status.replace("_", " ")
+            lines.append(f"- **{literal(s.source)}**: {status}: {literal(s.detail)}")
         for o in self.omitted:
-            lines.append(f"- **{o['path']}** left out ({o['bytes']} bytes): {o['reason']}")
-        cut = [entry.path for entry, _ in self.files.values() if entry.truncated]
+            lines.append(f"- **{literal(o['path'])}** left out ({o['bytes']} bytes): {o['reason']}")
+        cut = [literal(entry.path) for entry, _ in self.files.values() if entry.truncated]
         if cut:
             lines.append(f"- Cut at {self.max_file_bytes} bytes: {', '.join(cut)}")
         return "\n".join(lines) + "\n"

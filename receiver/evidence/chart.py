@@ -4,6 +4,11 @@ Why our own few lines instead of a plotting library: the chart is one line per s
 over a time axis, with the incident's window shaded and its actions marked; an SVG string is
 enough for that, renders in any browser and in Markdown viewers, diffs as text, and adds no
 heavy dependency to an image that runs in production. Pure: data in, text out.
+
+Labels and titles come from alerts and Prometheus series: every one goes through
+:func:`_text` (or :func:`_attribute`), which replaces what XML 1.0 forbids (control
+characters, lone surrogates) and escapes the rest, so no label can make the document
+unreadable or add markup to it.
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from xml.sax.saxutils import escape, quoteattr
 
+from receiver.evidence.text import printable
+
 __all__ = ["ChartMarker", "ChartSeries", "render_error_rate_chart"]
 
 PALETTE = ("#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
 MARKER_LABEL_LIMIT = 40
+SERIES_LABEL_LIMIT = 40
 MAX_LEGEND = 8
 
 
@@ -34,6 +42,19 @@ class ChartMarker:
 
     at: float
     label: str
+
+
+def _text(value: str, limit: int | None = None) -> str:
+    """``value`` as XML character data: on one line, printable, cut at ``limit``, escaped."""
+    shown = printable(value)
+    if limit is not None and len(shown) > limit:
+        shown = shown[: limit - 1] + "…"
+    return escape(shown)
+
+
+def _attribute(value: str) -> str:
+    """``value`` as a quoted XML attribute value, printable."""
+    return quoteattr(printable(value))
 
 
 def _nice_ceiling(value: float) -> float:
@@ -90,9 +111,9 @@ def render_error_rate_chart(
     out: list[str] = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
         f' viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-        f"<title>{escape(title)}</title>",
+        f"<title>{_text(title)}</title>",
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
-        f'<text x="{left}" y="20" font-size="14" font-weight="bold">{escape(title)}</text>',
+        f'<text x="{left}" y="20" font-size="14" font-weight="bold">{_text(title)}</text>',
     ]
     if incident_start is not None:
         x0 = x(incident_start)
@@ -124,7 +145,7 @@ def render_error_rate_chart(
     out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#333"/>')
     out.append(
         f'<text x="14" y="{top + plot_h / 2:.1f}" text-anchor="middle"'
-        f' transform="rotate(-90 14 {top + plot_h / 2:.1f})">{escape(unit)}</text>'
+        f' transform="rotate(-90 14 {top + plot_h / 2:.1f})">{_text(unit)}</text>'
     )
     # Lines.
     if not finite:
@@ -139,7 +160,7 @@ def render_error_rate_chart(
         )
         if pts:
             out.append(
-                f'<polyline class="series" data-label={quoteattr(s.label)} fill="none"'
+                f'<polyline class="series" data-label={_attribute(s.label)} fill="none"'
                 f' stroke="{color}" stroke-width="1.8" points="{pts}"/>'
             )
     # Markers: a dashed line each, labels numbered to keep the plot readable.
@@ -147,9 +168,8 @@ def render_error_rate_chart(
         if not start <= m.at <= end:
             continue
         xx = x(m.at)
-        label = m.label if len(m.label) <= MARKER_LABEL_LIMIT else m.label[:39] + "…"
         out.append(
-            f'<g class="marker"><title>{escape(f"{_hhmm(m.at)} {m.label}")}</title>'
+            f'<g class="marker"><title>{_text(f"{_hhmm(m.at)} {m.label}")}</title>'
             f'<line x1="{xx:.1f}" y1="{top}" x2="{xx:.1f}" y2="{top + plot_h}" stroke="#555"'
             ' stroke-dasharray="4 3"/>'
             f'<text x="{xx + 2:.1f}" y="{top + 10}" fill="#555">{n}</text></g>'
@@ -159,7 +179,7 @@ def render_error_rate_chart(
         if n <= 9:
             out.append(
                 f'<text x="{legend_x}" y="{legend_y}" fill="#555">'
-                f"{n}. {_hhmm(m.at)} {escape(label)}</text>"
+                f"{n}. {_hhmm(m.at)} {_text(m.label, MARKER_LABEL_LIMIT)}</text>"
             )
     # Legend of the series, top right.
     for i, s in enumerate(series[:MAX_LEGEND]):
@@ -169,7 +189,7 @@ def render_error_rate_chart(
         out.append(
             f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 16}" y2="{ly - 4}" stroke="{color}"'
             ' stroke-width="2"/>'
-            f'<text x="{lx + 20}" y="{ly}">{escape(s.label)}</text>'
+            f'<text x="{lx + 20}" y="{ly}">{_text(s.label, SERIES_LABEL_LIMIT)}</text>'
         )
     out.append("</svg>")
     return "\n".join(out) + "\n"

@@ -32,7 +32,7 @@ import structlog
 
 from receiver.cluster import ClusterEvent, PodLogs
 from receiver.config import EvidenceSettings, Settings
-from receiver.evidence.bundle import BundleBuilder
+from receiver.evidence.bundle import BundleBuilder, safe_name
 from receiver.evidence.chart import ChartMarker, ChartSeries, render_error_rate_chart
 from receiver.evidence.postmortem import (
     ImpactFigures,
@@ -64,7 +64,6 @@ Phase = Literal["opened", "resolved"]
 SUMMARY = "metrics/summary.json"
 CHART = "chart.svg"
 POSTMORTEM = "postmortem.md"
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class IncidentNotFound(LookupError):
@@ -179,10 +178,6 @@ def _series_label(labels: dict[str, str]) -> str:
     if not shown:
         return labels.get("__name__", "value")
     return ", ".join(f"{k}={v}" for k, v in sorted(shown.items()))
-
-
-def _safe(name: str) -> str:
-    return _SAFE.sub("_", name)[:100] or "_"
 
 
 class EvidenceCollector:
@@ -331,6 +326,8 @@ class EvidenceCollector:
             max_bundle_bytes=settings.max_bundle_bytes,
             redactor=self._redactor,
         )
+        # The summary is written after the queries, and a query may be named "summary".
+        builder.reserve(SUMMARY)
         log = logger.bind(incident_id=incident_id, phase=phase)
 
         # Most useful first: what is left out at the size limit is the bulk (logs).
@@ -345,7 +342,7 @@ class EvidenceCollector:
         summary, ((pod_logs, tails), events) = await asyncio.gather(
             self._metrics(builder, window), self._cluster(builder)
         )
-        builder.add_json(SUMMARY, summary, source="prometheus")
+        builder.add_json(SUMMARY, summary, source="prometheus", reserved=True)
         if events is not None:
             builder.add_json("events.json", [_event_dict(e) for e in events], source="events")
         builder.add(CHART, _chart(incident, summary, at=at), source="chart")
@@ -355,7 +352,7 @@ class EvidenceCollector:
         builder.add(POSTMORTEM, draft, source="postmortem")
         self._add_logs(builder, pod_logs, tails)
 
-        stem = f"{_safe(incident_id)}-{phase}-{datetime.fromtimestamp(at, UTC):%Y%m%dT%H%M%SZ}"
+        stem = f"{safe_name(incident_id)}-{phase}-{datetime.fromtimestamp(at, UTC):%Y%m%dT%H%M%SZ}"
         meta = {
             "format": 1,
             "incident_id": incident_id,
@@ -514,7 +511,7 @@ class EvidenceCollector:
             )
             body = "\n".join(errors) + ("\n" if errors else "")
             builder.add(
-                f"logs/{_safe(p.pod)}/{_safe(p.container)}.errors.log",
+                f"logs/{safe_name(p.pod)}/{safe_name(p.container)}.errors.log",
                 header + body,
                 source="pod_logs",
                 keep="tail",
@@ -523,7 +520,7 @@ class EvidenceCollector:
             if p.error is not None:
                 continue
             builder.add(
-                f"logs/{_safe(p.pod)}/{_safe(p.container)}.tail.log",
+                f"logs/{safe_name(p.pod)}/{safe_name(p.container)}.tail.log",
                 "\n".join(p.lines) + ("\n" if p.lines else ""),
                 source="pod_logs",
                 keep="tail",

@@ -5,6 +5,10 @@ and the triage decision) and the impact figures read from Prometheus go in, Mark
 out. The root cause is only ever a hypothesis here: the decision tree says where it ended, a
 person confirms or corrects it. Anything the service cannot know (revenue, owners) is left for
 a person to fill in, visibly.
+
+Everything that comes from an alert or from outside (titles, labels, reasons, messages,
+queries) goes through :mod:`receiver.evidence.text`, so it shows as the text it is and
+never as Markdown or HTML.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from receiver.evidence.text import code, literal
 from receiver.runbook import ErrorClass, Verdict
 
 __all__ = [
@@ -154,9 +159,9 @@ def _duration(seconds: float) -> str:
     return f"{h} {m}" if hours else m
 
 
-def _one_line(text: str) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= MESSAGE_LIMIT else flat[: MESSAGE_LIMIT - 1] + "…"
+def _one_line(text: object) -> str:
+    """Outside text as literal Markdown on one line, cut at ``MESSAGE_LIMIT`` characters."""
+    return literal(str(text), limit=MESSAGE_LIMIT)
 
 
 def _count(value: float) -> str:
@@ -300,12 +305,12 @@ def render_postmortem(
 
     out.append("### Impact")
     if impact.error_count is not None:
-        query = f" (`{impact.error_count_query}`)" if impact.error_count_query else ""
+        query = f" ({code(impact.error_count_query)})" if impact.error_count_query else ""
         out.append(f"- Errors during the incident: {_count(impact.error_count)}{query}")
     else:
         out.append("- Errors during the incident: unknown")
     if impact.affected_users is not None:
-        query = f" (`{impact.affected_users_query}`)" if impact.affected_users_query else ""
+        query = f" ({code(impact.affected_users_query)})" if impact.affected_users_query else ""
         out.append(f"- Users affected: {_count(impact.affected_users)}{query}")
     elif impact.affected_users_query:
         out.append("- Users affected: unknown (the affected-users query returned nothing)")

@@ -10,7 +10,6 @@ no connection and says why, and each part reports what it could not do.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from kubernetes_asyncio.config import ConfigException
 from receiver.config import KubernetesSettings
 from receiver.kube.calls import RetryPolicy
 from receiver.kube.errors import KubeError, KubeInvalid
+from receiver.kube.service_account import ServiceAccount, configure_in_cluster
 
 __all__ = ["ClusterAccess", "KubeConnection", "connect", "open_cluster"]
 
@@ -32,17 +32,14 @@ NO_CLUSTER = "no cluster configured"
 
 
 async def connect(*, kubeconfig: Path | None, context: str | None = None) -> client.ApiClient:
-    """An API client: from ``kubeconfig`` when given, else in-cluster when running in a pod,
-    else the default kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``)."""
+    """An API client from ``kubeconfig``, else the default kubeconfig (``$KUBECONFIG`` or
+    ``~/.kube/config``)."""
     configuration = client.Configuration()
-    if kubeconfig is not None:
-        await config.load_kube_config(
-            config_file=str(kubeconfig), context=context, client_configuration=configuration
-        )
-    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        await config.load_kube_config(context=context, client_configuration=configuration)
+    await config.load_kube_config(
+        config_file=str(kubeconfig) if kubeconfig is not None else None,
+        context=context,
+        client_configuration=configuration,
+    )
     return client.ApiClient(configuration=configuration)
 
 
@@ -60,17 +57,16 @@ class KubeConnection:
         loaded."""
         if settings.mode == "none":
             return None
-        if settings.mode == "in_cluster" and not os.environ.get("KUBERNETES_SERVICE_HOST"):
-            # connect() would fall back to a kubeconfig: not what "in_cluster" promises.
-            raise KubeInvalid(
-                "mode in_cluster, but not running in a pod (KUBERNETES_SERVICE_HOST is not set)",
-                operation="connect",
-            )
         try:
-            api = await connect(
-                kubeconfig=settings.kubeconfig if settings.mode == "kubeconfig" else None,
-                context=settings.context,
-            )
+            if settings.mode == "in_cluster":
+                configuration = client.Configuration()
+                namespace = configure_in_cluster(
+                    configuration, ServiceAccount(settings.service_account_dir)
+                )
+                logger.info("connecting as the pod's service account", namespace=namespace)
+                api = client.ApiClient(configuration=configuration)
+            else:
+                api = await connect(kubeconfig=settings.kubeconfig, context=settings.context)
         except (ConfigException, OSError, ValueError) as e:
             raise KubeInvalid(
                 f"cannot load the cluster configuration: {str(e)[:200]}", operation="connect"

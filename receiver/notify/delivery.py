@@ -23,6 +23,7 @@ import aiohttp
 from receiver.redaction import Redactor
 
 __all__ = [
+    "Answer",
     "DeliveryError",
     "Message",
     "PermanentFailure",
@@ -63,11 +64,17 @@ class Message:
     payload: dict[str, Any]
     attempts: int
     created_at: float
+    scope: str = ""  # what the destination remembers is kept per scope (the incident's if "")
+
+    @property
+    def state_key(self) -> str:
+        return self.scope or self.incident_id
 
 
 @dataclass(frozen=True)
 class Sent:
-    """A delivered message, and what the destination wants remembered for the incident."""
+    """A delivered message, and what the destination wants remembered for its scope (an
+    empty value forgets a key)."""
 
     remember: dict[str, str] = field(default_factory=dict)
     skipped: str | None = None  # a reason, when there was nothing to send after all
@@ -106,6 +113,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 @dataclass(frozen=True)
 class Answer:
+    """A service's answer: its status and its body."""
+
     status: int
     body: str
 

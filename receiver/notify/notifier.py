@@ -12,14 +12,19 @@ What goes where:
 ============  =====================  ==========================  ===========================
 call          PagerDuty              status page                 Slack
 ============  =====================  ==========================  ===========================
-opened        trigger                create (severities, after   message
+opened        trigger                news for the one public     message
+                                     incident (severities, after
                                      the hold-off)
-changed       trigger (update)       update on a state change    -
-action_taken  change event (applied  update on a state change    message
+changed       trigger (update)       news on a state change      -
+action_taken  change event (applied  news on a state change      message
               or reverted), once an
               acknowledge (optional)
-resolved      resolve                resolved (if it was there)  message
+resolved      resolve                news (if it was there)      message
 ============  =====================  ==========================  ===========================
+
+The status page tells customers one story: every incident's news goes to the one public
+incident of the configured component (``receiver.notify.public_incident``), which follows the
+highest severity open and resolves with the last incident.
 """
 
 from __future__ import annotations
@@ -202,6 +207,8 @@ class Notifier:
             payload,
             self._key(snapshot, event, destination, kind),
             not_before=snapshot.opened_at + hold_off,
+            # One public incident for all: every incident's news joins one queue and memory.
+            scope=statuspage.story_scope(sp) if destination == "statuspage" and sp else None,
         )
 
     # -- storing --------------------------------------------------------------------------

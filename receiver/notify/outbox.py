@@ -4,10 +4,14 @@ Why stored first: a page or a status-page update decided while a destination is 
 just before the service restarts, must still arrive. The notifier writes messages in the same
 store as everything else; :class:`OutboxWorker` delivers them and records each outcome.
 
-Order: messages share an ordering key per (destination, incident). Only the oldest pending
+Order: messages share an ordering key per (destination, scope); the scope is the incident,
+unless a destination tells one story for many incidents (the status page's one public
+incident: every incident's status-page messages share its scope). Only the first pending
 message of a key is ever attempted, so a later message never overtakes an earlier one that is
-still undelivered (a status-page update never races its create, a resolve never precedes its
-trigger). Different keys are delivered concurrently.
+still undelivered (a resolve never precedes its trigger); within a key, a message whose
+hold-off ends sooner goes first (one incident's messages share their hold-off, so they keep
+their order). Different keys are delivered concurrently. What a destination remembers
+(``notify_state``) is kept per scope too.
 
 Retries: a temporary failure (429, 5xx, Statuspage's 420, timeouts, network errors) sets
 ``next_attempt_at`` with exponential back-off and jitter, or exactly the destination's
@@ -16,9 +20,9 @@ and other 4xx) is not retried: the message is marked ``failed``, logged and coun
 messages behind it proceed. Temporary failures are retried for as long as it takes.
 Finished messages are kept for ``outbox.retention_hours`` (the incident's record), then pruned.
 
-Hold-off: a message may carry a ``not_before`` time (the status page's hold-off). A
-status-page incident that resolved before its hold-off ended, and never reached the page, is
-dropped whole (``skipped``): a flapping alert never reaches customers.
+Hold-off: a message may carry a ``not_before`` time (the status page's hold-off). The
+status-page messages of an incident that resolved before its hold-off ended, and never reached
+the status page, are dropped (``skipped``): a flapping alert never reaches customers.
 
 Delivery is at least once: a crash between a destination's answer and the commit that records
 it sends that message again after the restart (PagerDuty deduplicates by ``dedup_key``).
@@ -85,10 +89,16 @@ class Draft:
     payload: dict[str, Any]
     idempotency_key: str
     not_before: float = 0.0
+    scope: str | None = None  # shared by many incidents' messages; the incident's otherwise
 
     def ordering_key(self, incident_id: str) -> str:
         system = self.kind.partition(".")[0]
-        return f"{self.destination}:{system}:{incident_id}"
+        return f"{self.destination}:{system}:{self.scope or incident_id}"
+
+
+def _scope(ordering_key: str) -> str:
+    """The scope an ordering key was made of (destinations and systems have no colon)."""
+    return ordering_key.split(":", 2)[-1]
 
 
 # -- the tables ----------------------------------------------------------------------------
@@ -135,7 +145,14 @@ def set_state(
     *,
     now: float,
 ) -> None:
+    """Remember ``values``; an empty value forgets its key."""
     for key, value in values.items():
+        if not value:
+            conn.execute(
+                "DELETE FROM notify_state WHERE destination = ? AND incident_id = ? AND key = ?",
+                (destination, incident_id, key),
+            )
+            continue
         conn.execute(
             "INSERT INTO notify_state (destination, incident_id, key, value, updated_at)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (destination, incident_id, key)"
@@ -170,12 +187,14 @@ class _Head:
 
 
 def _heads(conn: sqlite3.Connection) -> list[_Head]:
-    """The oldest pending message of every ordering key."""
+    """The first pending message of every ordering key: the soonest hold-off, then the oldest."""
     rows = conn.execute(
-        "SELECT o.id, o.destination, o.incident_id, o.kind, o.payload, o.attempts,"
-        " o.created_at, o.not_before, o.next_attempt_at FROM outbox o"
-        " JOIN (SELECT min(id) AS id FROM outbox WHERE state = 'pending'"
-        "       GROUP BY ordering_key) h ON o.id = h.id ORDER BY o.id"
+        "SELECT id, destination, incident_id, ordering_key, kind, payload, attempts, created_at,"
+        " not_before, next_attempt_at FROM ("
+        "   SELECT *, row_number() OVER ("
+        "     PARTITION BY ordering_key ORDER BY not_before, id) AS n"
+        "   FROM outbox WHERE state = 'pending')"
+        " WHERE n = 1 ORDER BY id"
     ).fetchall()
     return [
         _Head(
@@ -187,6 +206,7 @@ def _heads(conn: sqlite3.Connection) -> list[_Head]:
                 payload=json.loads(r["payload"]),
                 attempts=r["attempts"],
                 created_at=r["created_at"],
+                scope=_scope(r["ordering_key"]),
             ),
             due_at=max(r["not_before"], r["next_attempt_at"]),
         )
@@ -209,12 +229,17 @@ def _drop_flapping(conn: sqlite3.Connection) -> dict[str, int]:
     reached the status page; the count skipped per destination."""
     skipped: dict[str, int] = {}
     for r in _flapping(conn):
-        if "incident_id" in get_state(conn, r["destination"], r["incident_id"]):
-            continue  # already on the status page: it must be resolved there too
+        seen = conn.execute(
+            "SELECT 1 FROM outbox WHERE ordering_key = ? AND incident_id = ?"
+            " AND state IN ('sent', 'skipped') LIMIT 1",
+            (r["ordering_key"], r["incident_id"]),
+        ).fetchone()
+        if seen is not None:
+            continue  # the status page has its news already: it must hear the resolve too
         cur = conn.execute(
             "UPDATE outbox SET state = 'skipped', last_error = ?"
-            " WHERE ordering_key = ? AND state = 'pending'",
-            ("resolved within the status-page hold-off", r["ordering_key"]),
+            " WHERE ordering_key = ? AND incident_id = ? AND state = 'pending'",
+            ("resolved within the status-page hold-off", r["ordering_key"], r["incident_id"]),
         )
         skipped[r["destination"]] = skipped.get(r["destination"], 0) + cur.rowcount
     return skipped
@@ -235,7 +260,7 @@ def _record_sent(conn: sqlite3.Connection, message: Message, sent: Sent, *, now:
         ("skipped" if sent.skipped else "sent", now, sent.skipped, message.id),
     )
     if sent.remember:
-        set_state(conn, message.destination, message.incident_id, sent.remember, now=now)
+        set_state(conn, message.destination, message.state_key, sent.remember, now=now)
 
 
 def _record_retry(
@@ -267,7 +292,9 @@ def build_senders(
     if settings.pagerduty is not None:
         senders["pagerduty"] = PagerDutySender(settings.pagerduty, redactor=redactor, clock=clock)
     if settings.statuspage is not None:
-        senders["statuspage"] = StatuspageSender(settings.statuspage, redactor=redactor)
+        senders["statuspage"] = StatuspageSender(
+            settings.statuspage, redactor=redactor, clock=clock
+        )
     if settings.slack is not None:
         senders["slack"] = SlackSender(settings.slack, redactor=redactor)
     return senders
@@ -405,7 +432,7 @@ class OutboxWorker:
         log = logger.bind(**_context(message))
         async with self._limit:
             state = await self._store.read(
-                lambda c: get_state(c, message.destination, message.incident_id)
+                lambda c: get_state(c, message.destination, message.state_key)
             )
             try:
                 sent = await sender.send(self._http(), message, state)

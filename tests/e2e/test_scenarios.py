@@ -113,7 +113,7 @@ async def test_vendor_incident_fallback_and_status_page_no_restart(tmp_path: Pat
             lambda: opened[0]["status"] == "resolved", what="status-page incident resolved"
         )
         assert stack.statuspage.component_status == "operational"
-        assert len(stack.statuspage.incidents) == 1, "one status-page incident per incident"
+        assert len(stack.statuspage.incidents) == 1, "one public status-page incident"
         assert stack.cluster.restarted_at() is None
         await eventually(lambda: stack.pages("resolve"), what="PagerDuty resolve")
 

@@ -1,11 +1,14 @@
 """A fake Atlassian Statuspage manage API v1 (incidents), as strict as its contract.
 
 ``Authorization: OAuth <key>`` on every request (401 otherwise); ``POST
-/v1/pages/{page_id}/incidents`` creates (201, with the incident's ``id``) and ``PATCH
-.../incidents/{incident_id}`` updates (200); unknown pages and incidents are 404. Incident
-fields are checked: ``name`` required on create and at most 255 characters, ``status`` one of
-investigating/identified/monitoring/resolved, ``impact_override`` in its enum, ``body`` at most
-25000 characters, ``components`` mapping known component ids to a component status.
+/v1/pages/{page_id}/incidents`` creates (201, with the incident's ``id``), ``PATCH
+.../incidents/{incident_id}`` updates (200) and ``GET .../incidents/unresolved`` lists the
+incidents not resolved, newest first, ``per_page`` (1 to 100) at a time from ``page`` (1 on);
+unknown pages and incidents are 404. Incident fields are checked: ``name`` required on create
+and at most 255 characters, ``status`` one of investigating/identified/monitoring/resolved,
+``impact_override`` in its enum, ``body`` at most 25000 characters, ``components`` mapping
+known component ids to a component status, ``metadata`` an object of objects (namespaces) of
+plain values. ``impact`` follows ``impact_override``; ``metadata`` is kept and listed.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class FakeStatuspage(FakeService):
         self.component_status = "operational"
         self.incidents: dict[str, dict[str, Any]] = {}
         self.app.router.add_post("/v1/pages/{page_id}/incidents", self._create)
+        self.app.router.add_get("/v1/pages/{page_id}/incidents/unresolved", self._unresolved)
         self.app.router.add_patch("/v1/pages/{page_id}/incidents/{incident_id}", self._update)
 
     def _check(self, request: web.Request) -> web.Response | None:
@@ -92,6 +96,8 @@ class FakeStatuspage(FakeService):
             incident["deliver_notifications"], bool
         ):
             return "deliver_notifications must be a boolean"
+        if "metadata" in incident:
+            return _metadata_problem(incident["metadata"])
         return None
 
     async def _body(self, request: web.Request) -> tuple[Any, web.Response | None]:
@@ -103,9 +109,11 @@ class FakeStatuspage(FakeService):
         return body, None
 
     def _apply(self, incident: dict[str, Any], change: dict[str, Any]) -> None:
-        for key in ("name", "status", "impact_override"):
+        for key in ("name", "status", "impact_override", "metadata"):
             if key in change:
                 incident[key] = change[key]
+        if "impact_override" in change:
+            incident["impact"] = change["impact_override"]
         if change.get("components"):
             self.component_status = change["components"][self.component_id]
             incident["components"] = [{"id": self.component_id, "status": self.component_status}]
@@ -128,6 +136,8 @@ class FakeStatuspage(FakeService):
             "page_id": self.page_id,
             "status": "investigating",
             "impact": "none",
+            "metadata": {},
+            "created_at": f"{self.clock():017.6f}",
             "components": [],
             "incident_updates": [],
             "shortlink": f"https://stspg.io/{incident_id}",
@@ -150,3 +160,35 @@ class FakeStatuspage(FakeService):
         self.record(request, body)
         self._apply(incident, body["incident"])
         return web.json_response(incident, status=200)
+
+    async def _unresolved(self, request: web.Request) -> web.Response:
+        if problem := self._check(request):
+            return problem
+        try:
+            page = int(request.query.get("page", "1"))
+            per_page = int(request.query.get("per_page", "100"))
+        except ValueError:
+            return self.reject(400, "page and per_page must be integers", as_json={"error": "x"})
+        if page < 1 or not 1 <= per_page <= 100:
+            return self.reject(400, "page or per_page out of range", as_json={"error": "x"})
+        self.record(request, None)
+        open_ones = [i for i in self.incidents.values() if i["status"] != "resolved"]
+        open_ones.sort(key=lambda i: i["created_at"], reverse=True)
+        return web.json_response(open_ones[(page - 1) * per_page : page * per_page])
+
+    def unresolved(self) -> list[dict[str, Any]]:
+        """The incidents customers see as still open."""
+        return [i for i in self.incidents.values() if i["status"] != "resolved"]
+
+
+def _metadata_problem(metadata: Any) -> str | None:
+    """Statuspage's metadata: an object whose values are objects (namespaces) of plain values."""
+    if not isinstance(metadata, dict):
+        return "metadata must be an object"
+    for namespace, values in metadata.items():
+        if not isinstance(values, dict):
+            return f"metadata {namespace} must be an object"
+        for value in values.values():
+            if not isinstance(value, str | int | float | bool):
+                return f"metadata {namespace} values must be strings, numbers or booleans"
+    return None

@@ -79,14 +79,6 @@ app.kubernetes.io/part-of: posthog-incident-response
 {{- end }}
 {{- end }}
 
-{{- define "receiver.replicas" -}}
-{{- if .Values.ha.enabled }}{{ .Values.ha.replicas }}{{ else }}1{{ end }}
-{{- end }}
-
-{{- define "receiver.leaseName" -}}
-{{- default (printf "%s-leader" (include "receiver.fullname" .)) .Values.ha.leaseName }}
-{{- end }}
-
 {{/*
 Which files the Secret volume provides: a list of {key, file} where "key" is the key in the
 Secret and "file" the file name under the secrets directory. The webhook token is always

@@ -30,9 +30,10 @@ from receiver.incidents import IncidentEvent, recent_dedup_keys
 from receiver.keys import METRICS, OUTBOX, SETTINGS, SPOOL, STORE, WORKER
 from receiver.kube.client import ClusterAccess, open_cluster
 from receiver.kube.workload import IntegrationWorkload
-from receiver.logs import debug_enabled, register_secrets
+from receiver.logs import debug_enabled
 from receiver.metrics import Metrics
 from receiver.notify.outbox import DESTINATIONS
+from receiver.redaction import Redactor
 from receiver.remediation import open_remediator
 from receiver.remediation.outcome import Status
 from receiver.responder import IncidentResponder, RevertChecks
@@ -42,7 +43,7 @@ from receiver.upstream import UpstreamReader
 from receiver.webhook import INTAKE, Intake, receive_alertmanager
 from receiver.worker import Responder, Worker
 
-__all__ = ["SECURITY_HEADERS", "add_security_headers", "create_app", "secret_values"]
+__all__ = ["SECURITY_HEADERS", "add_security_headers", "create_app"]
 
 logger = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -54,18 +55,6 @@ class RecordingResponder:
     async def handle(self, event: IncidentEvent) -> None:
         # Debug: the worker already logs what each notification changed, at info.
         logger.debug("incident event", incident_id=event.incident_id, kind=event.kind)
-
-
-def secret_values(settings: Settings) -> list[str]:
-    """Every configured secret value, for log redaction."""
-    found: list[str] = []
-    hook = settings.webhook
-    if hook.bearer_token is not None:
-        found.append(hook.bearer_token.secret.get_secret_value())
-    if hook.basic_auth is not None:
-        found.append(hook.basic_auth.password.secret.get_secret_value())
-    found.extend(notify.secret_values(settings.notify))
-    return found
 
 
 def _new_request_id() -> str:
@@ -82,6 +71,7 @@ async def open_responder(
     *,
     cluster: ClusterAccess,
     evidence: EvidenceCollector,
+    redactor: Redactor,
 ) -> IncidentResponder:
     """The responder built from ``settings``, its clients registered on ``stack`` to close;
     triage and remediation share ``cluster``, the process's connection."""
@@ -98,6 +88,7 @@ async def open_responder(
         metrics=app[METRICS],
         public_url=settings.server.public_url,
         prometheus_urls=notify.prometheus_urls(settings),
+        redactor=redactor,
     )
     outbox.start()
     stack.push_async_callback(outbox.stop)
@@ -221,8 +212,18 @@ def _api_allowed(request: web.Request) -> bool:
     )
 
 
-def create_app(settings: Settings, *, responder: Responder | None = None) -> web.Application:
-    """Build the application for ``settings``; nothing is opened until it starts."""
+def create_app(
+    settings: Settings,
+    *,
+    responder: Responder | None = None,
+    redactor: Redactor | None = None,
+) -> web.Application:
+    """Build the application for ``settings``; nothing is opened until it starts.
+
+    ``redactor`` (by default one built from ``settings``) redacts what the application writes:
+    the outbox's errors and evidence. The process's log lines are redacted by the one given
+    to :func:`~receiver.logs.configure_logging`, the same one when ``serve`` runs.
+    """
     app = web.Application(client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = Metrics(
@@ -230,7 +231,7 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
         actions=[action.name for action in settings.remediation.actions],
         action_statuses=get_args(Status),
     )
-    register_secrets(secret_values(settings))
+    redaction = redactor if redactor is not None else Redactor.from_settings(settings)
 
     # Built here, opened below: nothing is touched before the application starts.
     store = Store(settings.store)
@@ -252,7 +253,11 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
                 cluster = await clients.enter_async_context(open_cluster(settings.kubernetes))
                 # The evidence collector is shared by the responder and the evidence endpoints.
                 collector = EvidenceCollector.from_settings(
-                    settings, store=store, cluster=cluster.connection, metrics=app[METRICS]
+                    settings,
+                    store=store,
+                    cluster=cluster.connection,
+                    redactor=redaction,
+                    metrics=app[METRICS],
                 )
                 clients.push_async_callback(collector.close)
                 app[EVIDENCE] = collector
@@ -261,7 +266,13 @@ def create_app(settings: Settings, *, responder: Responder | None = None) -> web
                     metrics=app[METRICS],
                     responder=responder
                     or await open_responder(
-                        app, settings, store, clients, cluster=cluster, evidence=collector
+                        app,
+                        settings,
+                        store,
+                        clients,
+                        cluster=cluster,
+                        evidence=collector,
+                        redactor=redaction,
                     ),
                     inbox_retention_seconds=settings.store.inbox_retention_hours * 3600,
                     settings=settings.worker,

@@ -118,6 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
     from receiver.keys import METRICS
     from receiver.listener import serve
     from receiver.logs import configure_logging
+    from receiver.redaction import Redactor
 
     settings = _load(args.config)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -125,10 +126,12 @@ def _serve(args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"server": settings.server.model_copy(update=overrides)}
         )
-    configure_logging(settings.logging)
+    # One redactor for the process: its log lines, the outbox's errors and evidence.
+    redactor = Redactor.from_settings(settings)
+    configure_logging(settings.logging, redactor=redactor)
     loop = install_fast_loop()
     structlog.get_logger(__name__).info("serving", event_loop=loop, port=settings.server.port)
-    app = create_app(settings)
+    app = create_app(settings, redactor=redactor)
     app.on_startup.append(tune_collector)  # after the application's own startup
     refused = app[METRICS].connections_refused.inc
     asyncio.run(serve(app, settings.server, on_refused=refused))
@@ -248,12 +251,16 @@ async def _explain_with_plans(payload: WebhookPayload, settings: Settings) -> Tr
 
 def _triage(args: argparse.Namespace) -> int:
     from receiver.logs import configure_logging
+    from receiver.redaction import Redactor
 
     settings = _load(args.config)
     payload = _read_payload(args.payload)
     # The report is the output: logs go to stderr, and only problems unless debugging.
     level = "debug" if settings.logging.level == "debug" else "warning"
-    configure_logging(settings.logging.model_copy(update={"level": level}))
+    configure_logging(
+        settings.logging.model_copy(update={"level": level}),
+        redactor=Redactor.from_settings(settings),
+    )
     report = asyncio.run(_explain_with_plans(payload, settings))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
@@ -269,10 +276,14 @@ def _with_collector(
     from receiver.evidence import EvidenceCollector, IncidentNotFound
     from receiver.kube.client import open_cluster
     from receiver.logs import configure_logging
+    from receiver.redaction import Redactor
     from receiver.store import Store, StoreUnavailable
 
     settings = _load(args.config)
-    configure_logging(settings.logging)  # to stderr: stdout carries the draft
+    # The draft and the bundle are redacted as the service's are, for every secret that can
+    # be resolved here (a secret this machine cannot read, it cannot look for either).
+    redactor = Redactor.from_settings(settings)
+    configure_logging(settings.logging, redactor=redactor)  # to stderr: stdout carries the draft
 
     async def run() -> int:
         store = Store(settings.store)
@@ -280,7 +291,7 @@ def _with_collector(
         try:
             async with open_cluster(settings.kubernetes) as cluster:
                 collector = EvidenceCollector.from_settings(
-                    settings, store=store, cluster=cluster.connection
+                    settings, store=store, cluster=cluster.connection, redactor=redactor
                 )
                 try:
                     return await use(collector)

@@ -126,6 +126,11 @@ class SecretSource(_Group):
         assert self._resolved is not None
         return self._resolved
 
+    def resolved(self) -> SecretStr | None:
+        """The secret if it could be resolved, else ``None``: redaction covers every secret
+        that exists, and needs none of them to."""
+        return self._resolved
+
 
 class ServerSettings(_Group):
     """The HTTP listener."""

@@ -1,56 +1,28 @@
 """Structured logging: JSON lines in production, readable console output on a terminal.
 
-Secrets must never reach a log line. Every configured secret is registered here at start-up
-and a final processor replaces any occurrence of one, in any field, with ``[redacted]``: a
-safety net under the rule that code never logs secrets in the first place.
+Secrets must never reach a log line. The :class:`~receiver.redaction.Redactor` built from the
+settings is the final processor before rendering: it replaces any occurrence of a secret, in
+any field, with ``[redacted]``, a safety net under the rule that code never logs secrets in
+the first place.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
 
 from receiver.config import LoggingSettings
+from receiver.redaction import Redactor
 
-__all__ = ["configure_logging", "debug_enabled", "redact_secrets", "register_secrets"]
-
-_secrets: set[str] = set()
-REDACTED = "[redacted]"
+__all__ = ["configure_logging", "debug_enabled"]
 
 
-def register_secrets(values: Iterable[str]) -> None:
-    """Remember secret values so that they are scrubbed from every log event."""
-    _secrets.update(v for v in values if v and len(v) >= 4)
-
-
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        for secret in _secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
-    if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrub(v) for v in value]
-    return value
-
-
-def redact_secrets(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    """structlog processor: replace registered secret values with ``[redacted]``."""
-    if not _secrets:
-        return event_dict
-    return {k: _scrub(v) for k, v in event_dict.items()}
-
-
-def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
-    """Configure structlog (and route stdlib logging through the same output)."""
+def configure_logging(settings: LoggingSettings, *, redactor: Redactor, stream: Any = None) -> None:
+    """Configure structlog (and route stdlib logging through the same output), every line
+    redacted by ``redactor``."""
     out = stream or sys.stderr
     console = settings.format == "console" or (settings.format == "auto" and out.isatty())
     level = getattr(logging, settings.level.upper())
@@ -64,7 +36,7 @@ def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
-        redact_secrets,
+        redactor.log_processor,
     ]
     structlog.configure(
         processors=[*shared, renderer],

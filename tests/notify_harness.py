@@ -13,6 +13,7 @@ from receiver.config import NotifySettings, StoreSettings
 from receiver.metrics import Metrics
 from receiver.notify import IncidentSnapshot, Notifier, OutboxWorker, build_notifier
 from receiver.notify.outbox import list_messages
+from receiver.redaction import Redactor
 from receiver.runbook import ErrorClass, Severity
 from receiver.store import Store
 from tests.fakes.pagerduty import FakePagerDuty
@@ -121,6 +122,7 @@ class Harness:
             metrics=self.metrics,
             public_url=PUBLIC_URL,
             prometheus_urls=(PROMETHEUS_URL,),
+            redactor=Redactor.from_settings(self.settings),
             clock=self.clock,
         )
 

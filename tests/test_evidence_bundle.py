@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from receiver.evidence.bundle import TRUNCATION_MARK, BundleBuilder, safe_name
+from receiver.redaction import Redactor
 from tests.rendered_markdown import HOSTILE, HOSTILE_SHOWN, render
 
 
@@ -27,7 +28,7 @@ def _open(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
 
 def test_manifest_lists_every_file_with_size_and_sha256(tmp_path: Path) -> None:
     """Each file's size and sha256 in the manifest match the archived content."""
-    b = BundleBuilder(max_file_bytes=10_000, max_bundle_bytes=100_000)
+    b = BundleBuilder(max_file_bytes=10_000, max_bundle_bytes=100_000, redactor=Redactor())
     b.add("incident.json", '{"id": "inc-1"}\n', source="timeline")
     b.add_json("metrics/q.json", {"series": []}, source="prometheus:q")
     b.report("timeline", "collected")
@@ -47,7 +48,7 @@ def test_manifest_lists_every_file_with_size_and_sha256(tmp_path: Path) -> None:
 
 def test_a_file_over_the_limit_is_cut_and_marked(tmp_path: Path) -> None:
     """A file longer than max_file_bytes is cut to the limit and marked truncated."""
-    b = BundleBuilder(max_file_bytes=2048, max_bundle_bytes=100_000)
+    b = BundleBuilder(max_file_bytes=2048, max_bundle_bytes=100_000, redactor=Redactor())
     text = "".join(f"line {n:05d}\n" for n in range(1000))
     head = b.add("head.log", text, source="pod_logs")
     tail = b.add("tail.log", text, source="pod_logs", keep="tail")
@@ -68,7 +69,7 @@ def test_a_file_over_the_limit_is_cut_and_marked(tmp_path: Path) -> None:
 
 def test_files_past_the_bundle_limit_are_left_out_and_listed(tmp_path: Path) -> None:
     """Once the bundle's content reaches max_bundle_bytes, later files are omitted and listed."""
-    b = BundleBuilder(max_file_bytes=4096, max_bundle_bytes=10_000)
+    b = BundleBuilder(max_file_bytes=4096, max_bundle_bytes=10_000, redactor=Redactor())
     for n in range(5):
         b.add(f"logs/pod-{n}.log", "x" * 4000, source="pod_logs")
     manifest, files = _open(b.write(tmp_path, stem="s", meta={}, created_at=0).path)
@@ -81,7 +82,7 @@ def test_files_past_the_bundle_limit_are_left_out_and_listed(tmp_path: Path) -> 
 
 def test_failed_sources_are_in_the_manifest_and_the_notes(tmp_path: Path) -> None:
     """A failed source is listed with its reason in manifest.json and NOTES.md."""
-    b = BundleBuilder(max_file_bytes=4096, max_bundle_bytes=10_000)
+    b = BundleBuilder(max_file_bytes=4096, max_bundle_bytes=10_000, redactor=Redactor())
     b.report("prometheus:errors", "failed", "cannot reach Prometheus")
     b.report("pod_logs", "partial", "pod-a/app: 403 Forbidden")
     b.report("events", "collected", "3 events")
@@ -101,7 +102,7 @@ def test_the_same_content_gives_the_same_archive(tmp_path: Path) -> None:
     """Two bundles of identical content and time are byte-identical (reproducible)."""
     digests = set()
     for name in ("a", "b"):
-        b = BundleBuilder(max_file_bytes=4096, max_bundle_bytes=10_000)
+        b = BundleBuilder(max_file_bytes=4096, max_bundle_bytes=10_000, redactor=Redactor())
         b.add("x.txt", "same\n", source="t")
         digests.add(b.write(tmp_path / name, stem="s", meta={}, created_at=100).sha256)
     assert len(digests) == 1
@@ -154,7 +155,7 @@ def test_names_from_outside_become_safe_unique_file_names(tmp_path: Path) -> Non
     """Pod, container and other outside names, used as they are or as a whole path, become
     member names that stay inside the bundle, are not hidden, carry no control characters,
     are at most 100 characters a part and never collide."""
-    b = BundleBuilder(max_file_bytes=10_000, max_bundle_bytes=1_000_000)
+    b = BundleBuilder(max_file_bytes=10_000, max_bundle_bytes=1_000_000, redactor=Redactor())
     added = []
     for name in HOSTILE_NAMES:
         added.append(b.add(f"logs/{safe_name(name)}/{safe_name(name)}.tail.log", name, source="x"))
@@ -182,7 +183,7 @@ def test_safe_name_keeps_safe_names_and_is_stable() -> None:
 def test_a_path_used_twice_or_reserved_gets_a_number(tmp_path: Path) -> None:
     """A second file under a taken name gets a number before its extensions; a reserved name
     goes only to the file that claims it, and manifest.json and NOTES.md stay ours."""
-    b = BundleBuilder(max_file_bytes=10_000, max_bundle_bytes=100_000)
+    b = BundleBuilder(max_file_bytes=10_000, max_bundle_bytes=100_000, redactor=Redactor())
     b.reserve("metrics/summary.json")
     first = b.add("logs/p/app.errors.log", "1", source="pod_logs")
     second = b.add("logs/p/app.errors.log", "2", source="pod_logs")
@@ -203,9 +204,35 @@ def test_a_path_used_twice_or_reserved_gets_a_number(tmp_path: Path) -> None:
 
 def test_notes_show_titles_and_reasons_as_text(tmp_path: Path) -> None:
     """A title or a failure reason carrying Markdown or HTML shows as text in NOTES.md."""
-    b = BundleBuilder(max_file_bytes=10_000, max_bundle_bytes=100_000)
+    b = BundleBuilder(max_file_bytes=10_000, max_bundle_bytes=100_000, redactor=Redactor())
     b.report("pod_logs", "failed", HOSTILE)
     _, files = _open(b.write(tmp_path, stem="s", meta={"title": HOSTILE}, created_at=0).path)
     shown = render(files["NOTES.md"].decode())
     assert [tag for tag, _ in shown.elements] == ["h1", "ul", "li", "strong"]
     assert shown.text.count(HOSTILE_SHOWN) == 2
+
+
+def test_secrets_are_redacted_in_files_manifest_and_notes(tmp_path: Path) -> None:
+    """A secret in a file, a JSON file (escaped) or a source's failure reason is archived as
+    [redacted], and the manifest's sizes and checksums are those of what was archived."""
+    secret = "https://hooks.slack.com/services/T0/B0/tok3nTok3nTok3n"
+    b = BundleBuilder(max_file_bytes=4096, max_bundle_bytes=10_000, redactor=Redactor([secret]))
+    b.add("logs/pod.log", f"ERROR posting to {secret}\n", source="pod_logs")
+    b.add_json("events.json", [{"message": f"webhook {secret} refused"}], source="events")
+    b.report("pod_logs", "partial", f"pod-a/app: 403 for {secret}")
+    manifest, files = _open(b.write(tmp_path, stem="s", meta={}, created_at=0).path)
+    assert files["logs/pod.log"] == b"ERROR posting to [redacted]\n"
+    # json.dumps leaves '/' alone; the escaped form of other characters is covered too.
+    assert b"webhook [redacted] refused" in files["events.json"]
+    assert "pod-a/app: 403 for [redacted]" in files["NOTES.md"].decode()
+    assert manifest["failed_sources"] == [
+        {"source": "pod_logs", "reason": "pod-a/app: 403 for [redacted]"}
+    ]
+    for entry in manifest["files"]:
+        content = files[entry["path"]]
+        assert (entry["bytes"], entry["sha256"]) == (
+            len(content),
+            hashlib.sha256(content).hexdigest(),
+        )
+    for content in files.values():
+        assert b"tok3nTok3nTok3n" not in content

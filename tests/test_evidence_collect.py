@@ -23,6 +23,7 @@ from receiver.config import (
     KubernetesSettings,
     RemediationSettings,
     RemediationTarget,
+    SecretSource,
     Settings,
     StoreSettings,
     WebhookSettings,
@@ -30,8 +31,8 @@ from receiver.config import (
 from receiver.evidence import EvidenceCollector, IncidentNotFound, bundles_for
 from receiver.incidents import get_incident
 from receiver.kube.client import open_cluster
-from receiver.logs import register_secrets
 from receiver.metrics import Metrics
+from receiver.redaction import Redactor
 from receiver.runbook import ErrorClass, Severity
 from receiver.store import Store
 from tests.fakes.errors_exporter import ErrorsExporter, running_exporter
@@ -127,7 +128,11 @@ async def collecting(
     """A collector as the application builds it: through one cluster connection."""
     async with open_cluster(settings.kubernetes) as cluster:
         collector = EvidenceCollector.from_settings(
-            settings, store=store, cluster=cluster.connection, metrics=metrics
+            settings,
+            store=store,
+            cluster=cluster.connection,
+            redactor=Redactor.from_settings(settings),
+            metrics=metrics,
         )
         try:
             yield collector
@@ -383,20 +388,19 @@ async def test_postmortem_on_demand_collects_and_follows_resolution(
 
 
 @pytest.mark.asyncio
-async def test_registered_secrets_are_scrubbed_from_collected_logs(
+async def test_configured_secrets_are_scrubbed_from_collected_logs(
     tmp_path: Path, store: Store, kmock: KubernetesEmulator
 ) -> None:
     """A configured secret that a pod logged is replaced by [redacted] in the bundle."""
     secret = "phc_evidence_test_secret_value_1234"
-    register_secrets([secret])
     add_pod(kmock, NS, POD, labels=APP)
     serve_logs(kmock, {(POD, "app"): f"ERROR 401 with key {secret}\nINFO ok {secret}\n"})
     add_event(kmock, NS, "ev-1", kind="Pod", object_name=POD, reason="BackOff", message=secret)
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url))
     incident_id = await open_incident(store)
-    async with collecting(
-        _settings(tmp_path, prometheus_url=None, kubeconfig=kubeconfig), store=store
-    ) as collector:
+    settings = _settings(tmp_path, prometheus_url=None, kubeconfig=kubeconfig)
+    hook = WebhookSettings(bearer_token=SecretSource(value=secret))
+    async with collecting(settings.model_copy(update={"webhook": hook}), store=store) as collector:
         path = await collector.collect(incident_id=incident_id, phase="opened", upstream=None)
     files = _read(path)
     assert b"ERROR 401 with key [redacted]" in files[f"logs/{POD}/app.errors.log"]

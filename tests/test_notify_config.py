@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from receiver.config import ConfigError, load_settings
-from receiver.notify import secret_values
+from receiver.redaction import configured_secrets
 from receiver.runbook import Severity
 
 ROUTING_KEY = "0123456789abcdef0123456789abcdef"
@@ -28,7 +28,7 @@ def test_embedded_default_configures_no_destination(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("POSTHOG_RECEIVER_WEBHOOK_TOKEN", "a-token-for-tests")
     notify = load_settings(None).notify
     assert (notify.pagerduty, notify.statuspage, notify.slack) == (None, None, None)
-    assert secret_values(notify) == []
+    assert configured_secrets(notify) == []
 
 
 def test_all_destinations_load_with_secrets_from_env_and_files(
@@ -66,8 +66,13 @@ def test_all_destinations_load_with_secrets_from_env_and_files(
     assert notify.statuspage.api_base == "https://api.statuspage.io/v1"
     assert notify.statuspage.severities == (Severity.P1,)
     assert notify.statuspage.templates.impact == {Severity.P1: "everything being down"}
-    assert sorted(secret_values(notify)) == sorted(
-        [ROUTING_KEY, "oauth-key-from-file", "https://hooks.slack.com/services/T0/B0/xyz"]
+    assert sorted(configured_secrets(notify)) == sorted(
+        [
+            ROUTING_KEY,
+            "oauth-key-from-file",
+            "https://hooks.slack.com/services/T0/B0/xyz",
+            "/services/T0/B0/xyz",  # the webhook's path alone posts to it
+        ]
     )
 
 

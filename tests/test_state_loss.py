@@ -115,7 +115,7 @@ def test_readiness_follows_whether_the_spool_can_be_written(
     # but not a large webhook (as a nearly full disk).
     resource.prlimit(pid, resource.RLIMIT_FSIZE, (log_size + 32_768, hard))
     big = _group(1)
-    big["alerts"][0]["annotations"]["description"] = "x" * 200_000
+    big["alerts"][0]["annotations"] = {f"note{i}": "x" * 16_000 for i in range(13)}
     try:
         assert rx.post_webhook(big).status == 503
         for _ in range(2):  # stays not ready without further webhooks

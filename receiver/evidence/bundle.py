@@ -6,6 +6,10 @@ at ``max_file_bytes`` (and marked truncated); once the bundle's content reaches
 ``max_bundle_bytes``, further files are left out and listed as omitted. Sources are added most
 useful first (timeline, metrics, events, then logs), so what is left out is the bulk.
 
+Every file, the manifest and the notes pass through the bundle's
+:class:`~receiver.redaction.Redactor` before anything is measured or cut: collected logs and
+events are other programs' output, and may hold a configured secret.
+
 The manifest says what was collected (each file's size and sha256), what was cut or left out,
 and which sources failed and why; ``NOTES.md`` says the same for a person. The archive is
 written to a temporary file and renamed into place, so a crash never leaves half a bundle
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from receiver.evidence.text import literal
+from receiver.redaction import Redactor
 
 __all__ = ["BundleBuilder", "BundleFile", "SourceReport", "WrittenBundle", "safe_name"]
 
@@ -99,10 +104,12 @@ class WrittenBundle:
 
 @dataclass
 class BundleBuilder:
-    """Collects files in memory within the size limits, then writes one archive."""
+    """Collects files in memory within the size limits, then writes one archive; every
+    secret ``redactor`` knows is replaced in what it holds."""
 
     max_file_bytes: int
     max_bundle_bytes: int
+    redactor: Redactor
     files: dict[str, tuple[BundleFile, bytes]] = field(default_factory=dict)
     omitted: list[dict[str, Any]] = field(default_factory=list)
     sources: list[SourceReport] = field(default_factory=list)
@@ -139,7 +146,9 @@ class BundleBuilder:
         claimed = reserved and path in self.reserved - {MANIFEST, NOTES} and path not in self.files
         path = path if claimed else self._unique(path)
         # "replace": a lone surrogate (valid in a JSON string) must not lose the whole bundle.
-        data = content.encode("utf-8", "replace") if isinstance(content, str) else content
+        data = self.redactor.data(
+            content.encode("utf-8", "replace") if isinstance(content, str) else content
+        )
         original = len(data)
         truncated = original > self.max_file_bytes
         if truncated:
@@ -178,7 +187,9 @@ class BundleBuilder:
     def add_json(
         self, path: str, value: Any, *, source: str, reserved: bool = False
     ) -> BundleFile | None:
-        text = json.dumps(value, indent=2, sort_keys=True, default=str) + "\n"
+        # Strings are redacted before encoding too: JSON escapes a backslash, so a secret that
+        # a value holds already escaped (``\/``) would be encoded past its forms.
+        text = json.dumps(self.redactor.value(value), indent=2, sort_keys=True, default=str) + "\n"
         return self.add(path, text, source=source, reserved=reserved)
 
     def report(
@@ -230,9 +241,11 @@ class BundleBuilder:
         """Write ``<directory>/<stem>.tar.gz`` atomically; files sit under ``<stem>/``."""
         directory.mkdir(parents=True, exist_ok=True)
         final = directory / f"{stem}.tar.gz"
-        notes = self.notes(title=str(meta.get("title", stem))).encode("utf-8")
+        notes = self.redactor.text(self.notes(title=str(meta.get("title", stem)))).encode("utf-8")
         manifest = self.manifest(meta={**meta, "created_at": _iso(created_at), "notes": NOTES})
-        payload = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+        # Source details are error texts (a failed query, a refused log read).
+        listing = json.dumps(self.redactor.value(manifest), indent=2, sort_keys=True) + "\n"
+        payload = self.redactor.text(listing).encode("utf-8")
         members = [(MANIFEST, payload), (NOTES, notes)]
         members += [(entry.path, data) for entry, data in self.files.values()]
         fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=directory)

@@ -44,9 +44,9 @@ from receiver.incidents import add_timeline, get_incident
 from receiver.kube.client import KubeConnection
 from receiver.kube.errors import KubeError
 from receiver.kube.logs import PodLogReader
-from receiver.logs import redact_secrets
 from receiver.metrics import Metrics
 from receiver.prometheus import PrometheusClient, PrometheusError, Series
+from receiver.redaction import Redactor
 from receiver.store import Store, now
 
 __all__ = [
@@ -180,11 +180,6 @@ def _series_label(labels: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(shown.items()))
 
 
-def _scrub(text: str) -> str:
-    """Registered secrets out of collected text, as out of our own logs."""
-    return str(redact_secrets(None, "", {"text": text})["text"])
-
-
 class EvidenceCollector:
     """Collects bundles and drafts postmortems for incidents in ``store``."""
 
@@ -193,12 +188,14 @@ class EvidenceCollector:
         *,
         settings: EvidenceSettings,
         store: Store,
+        redactor: Redactor,
         logs: LogSource | None = None,
         prometheus: PrometheusClient | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = now,
     ) -> None:
         self._settings = settings
+        self._redactor = redactor
         self._counters = metrics
         self._store = store
         self._logs = logs
@@ -213,11 +210,12 @@ class EvidenceCollector:
         *,
         store: Store,
         cluster: KubeConnection | None,
+        redactor: Redactor,
         metrics: Metrics | None = None,
     ) -> EvidenceCollector:
         """A collector with the configured sources: the remediation target's logs and events
         through ``cluster`` (the process's connection, closed by its owner) when there is one,
-        Prometheus when its URL is set."""
+        Prometheus when its URL is set; what it writes is redacted by ``redactor``."""
         evidence = settings.evidence
         target = settings.remediation.target
         source: LogSource | None = None
@@ -233,7 +231,14 @@ class EvidenceCollector:
         client = (
             PrometheusClient(prom.url, timeout_seconds=prom.timeout_seconds) if prom.url else None
         )
-        return cls(settings=evidence, store=store, logs=source, prometheus=client, metrics=metrics)
+        return cls(
+            settings=evidence,
+            store=store,
+            redactor=redactor,
+            logs=source,
+            prometheus=client,
+            metrics=metrics,
+        )
 
     async def close(self) -> None:
         if self._prometheus is not None:
@@ -265,12 +270,13 @@ class EvidenceCollector:
         """The postmortem draft (Markdown), from the current timeline and the bundle's metrics;
         the chart it references is :meth:`chart`, and ``chart.svg`` in the bundle."""
         incident, impact, _ = await self._draft_inputs(incident_id)
-        return render_postmortem(incident, impact=impact, chart_path=CHART, now=self._now_dt())
+        draft = render_postmortem(incident, impact=impact, chart_path=CHART, now=self._now_dt())
+        return self._redactor.text(draft)
 
     async def chart(self, incident_id: str) -> str:
         """The error-rate chart (SVG) with the incident's actions marked."""
         incident, _, summary = await self._draft_inputs(incident_id)
-        return _chart(incident, summary, at=self._clock())
+        return self._redactor.text(_chart(incident, summary, at=self._clock()))
 
     async def records(self, incident_id: str) -> list[BundleRecord]:
         return await self._store.read(lambda c: bundles_for(c, incident_id))
@@ -316,7 +322,9 @@ class EvidenceCollector:
         at = self._clock()
         window = _window(incident, margin=settings.prometheus.margin_minutes * 60, at=at)
         builder = BundleBuilder(
-            max_file_bytes=settings.max_file_bytes, max_bundle_bytes=settings.max_bundle_bytes
+            max_file_bytes=settings.max_file_bytes,
+            max_bundle_bytes=settings.max_bundle_bytes,
+            redactor=self._redactor,
         )
         # The summary is written after the queries, and a query may be named "summary".
         builder.reserve(SUMMARY)
@@ -501,7 +509,7 @@ class EvidenceCollector:
                 + (" (log read cut at limitBytes)" if p.truncated else "")
                 + "\n"
             )
-            body = _scrub("\n".join(errors) + ("\n" if errors else ""))
+            body = "\n".join(errors) + ("\n" if errors else "")
             builder.add(
                 f"logs/{safe_name(p.pod)}/{safe_name(p.container)}.errors.log",
                 header + body,
@@ -513,7 +521,7 @@ class EvidenceCollector:
                 continue
             builder.add(
                 f"logs/{safe_name(p.pod)}/{safe_name(p.container)}.tail.log",
-                _scrub("\n".join(p.lines) + ("\n" if p.lines else "")),
+                "\n".join(p.lines) + ("\n" if p.lines else ""),
                 source="pod_logs",
                 keep="tail",
             )
@@ -545,7 +553,7 @@ def _event_dict(e: ClusterEvent) -> dict[str, Any]:
         "at": e.at.isoformat() if e.at else None,
         "type": e.type,
         "reason": e.reason,
-        "message": _scrub(e.message),
+        "message": e.message,
         "object": e.object,
         "count": e.count,
     }

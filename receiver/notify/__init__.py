@@ -7,13 +7,14 @@ delivers them, retrying until each destination has them. One module per outside 
 
 Wiring, in the application's lifecycle (after the store is open)::
 
-    register_secrets(notify.secret_values(settings.notify))
+    redactor = Redactor.from_settings(settings)  # shared with logging and evidence
     notifier, outbox = notify.build_notifier(
         settings.notify,
         store=store,
         metrics=metrics,
         public_url=settings.server.public_url,
         prometheus_urls=notify.prometheus_urls(settings),
+        redactor=redactor,
     )
     outbox.start()
     ...
@@ -30,6 +31,7 @@ from receiver.metrics import Metrics
 from receiver.notify.notifier import Notifier
 from receiver.notify.outbox import OutboxWorker
 from receiver.notify.snapshot import IncidentSnapshot
+from receiver.redaction import Redactor
 from receiver.store import Store
 
 __all__ = [
@@ -38,7 +40,6 @@ __all__ = [
     "OutboxWorker",
     "build_notifier",
     "prometheus_urls",
-    "secret_values",
 ]
 
 
@@ -49,11 +50,15 @@ def build_notifier(
     metrics: Metrics,
     public_url: str,
     prometheus_urls: Sequence[str] = (),
+    redactor: Redactor,
     clock: Callable[[], float] = time.time,
 ) -> tuple[Notifier, OutboxWorker]:
     """The notifier and its outbox worker, wired together (the worker is not started);
-    ``prometheus_urls`` are the configured Prometheus', whose host alert links may name."""
-    worker = OutboxWorker(store=store, metrics=metrics, settings=settings, clock=clock)
+    ``prometheus_urls`` are the configured Prometheus', whose host alert links may name; the
+    errors the outbox stores are redacted by ``redactor``."""
+    worker = OutboxWorker(
+        store=store, metrics=metrics, settings=settings, redactor=redactor, clock=clock
+    )
     notifier = Notifier(
         store=store,
         settings=settings,
@@ -69,15 +74,3 @@ def prometheus_urls(settings: Settings) -> tuple[str, ...]:
     """The Prometheus the receiver is configured to query: links from alerts may go there."""
     urls = (settings.evidence.prometheus.url, settings.remediation.verify.prometheus_url)
     return tuple(url for url in urls if url)
-
-
-def secret_values(settings: NotifySettings) -> list[str]:
-    """The configured notification secrets, for log redaction."""
-    found: list[str] = []
-    if settings.pagerduty is not None:
-        found.append(settings.pagerduty.routing_key.secret.get_secret_value())
-    if settings.statuspage is not None:
-        found.append(settings.statuspage.api_key.secret.get_secret_value())
-    if settings.slack is not None:
-        found.append(settings.slack.webhook_url.secret.get_secret_value())
-    return found

@@ -5,7 +5,8 @@ Every destination module maps its service's answers onto two errors: :class:`Tem
 honouring ``Retry-After``) and :class:`PermanentFailure` (400 and other 4xx: retrying cannot
 help, so the message is recorded as failed and counted). Error texts never carry URLs,
 headers or request bodies, so no credential can leak through them; response bodies are cut
-short.
+short, after the :class:`~receiver.redaction.Redactor` replaced any secret a service echoes
+back (in any of its encodings: the cut must not leave half a secret behind).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
+
+from receiver.redaction import Redactor
 
 __all__ = [
     "Answer",
@@ -133,13 +136,13 @@ async def http_call(
     timeout_seconds: float,
     ok: tuple[int, ...],
     temporary: tuple[int, ...] = (429,),
-    redact: tuple[str, ...] = (),
+    redactor: Redactor,
 ) -> Answer:
     """Send one JSON request; raise :class:`DeliveryError` unless the status is in ``ok``.
 
     5xx and the ``temporary`` statuses are temporary failures; other statuses are permanent.
-    An error keeps the start of the answer's body, with any of the ``redact`` strings (the
-    credentials of the call) replaced, in case the service echoes them back.
+    An error keeps the start of the answer's body, with every secret ``redactor`` knows
+    replaced, in case the service echoes one back.
     """
     try:
         async with session.request(
@@ -160,11 +163,7 @@ async def http_call(
         raise TemporaryFailure(f"{service}: network error ({type(e).__name__})") from None
     if status in ok:
         return Answer(status, body)
-    short = " ".join(body.split())
-    for secret in redact:
-        if secret:
-            short = short.replace(secret, "[redacted]")
-    short = short[:MAX_ERROR_BODY]
+    short = redactor.text(" ".join(body.split()))[:MAX_ERROR_BODY]
     text = f"{service} answered {status}: {short}" if short else f"{service} answered {status}"
     if status >= 500 or status in temporary:
         raise TemporaryFailure(text, retry_after=retry_after)

@@ -57,6 +57,7 @@ from receiver.notify.log import LogSender
 from receiver.notify.pagerduty import PagerDutySender
 from receiver.notify.slack import SlackSender
 from receiver.notify.statuspage import StatuspageSender
+from receiver.redaction import Redactor
 from receiver.store import Store, StoreUnavailable
 
 __all__ = [
@@ -282,15 +283,20 @@ def _record_failed(conn: sqlite3.Connection, message_id: int, *, error: str) -> 
 # -- the worker ----------------------------------------------------------------------------
 
 
-def build_senders(settings: NotifySettings, *, clock: Clock = time.time) -> dict[str, Sender]:
-    """One sender per configured destination, and the log for the others."""
+def build_senders(
+    settings: NotifySettings, *, redactor: Redactor, clock: Clock = time.time
+) -> dict[str, Sender]:
+    """One sender per configured destination, and the log for the others; errors they report
+    are redacted by ``redactor``."""
     senders: dict[str, Sender] = {"log": LogSender()}
     if settings.pagerduty is not None:
-        senders["pagerduty"] = PagerDutySender(settings.pagerduty, clock=clock)
+        senders["pagerduty"] = PagerDutySender(settings.pagerduty, redactor=redactor, clock=clock)
     if settings.statuspage is not None:
-        senders["statuspage"] = StatuspageSender(settings.statuspage, clock=clock)
+        senders["statuspage"] = StatuspageSender(
+            settings.statuspage, redactor=redactor, clock=clock
+        )
     if settings.slack is not None:
-        senders["slack"] = SlackSender(settings.slack)
+        senders["slack"] = SlackSender(settings.slack, redactor=redactor)
     return senders
 
 
@@ -315,6 +321,7 @@ class OutboxWorker:
         store: Store,
         metrics: Metrics,
         settings: NotifySettings,
+        redactor: Redactor,
         senders: Mapping[str, Sender] | None = None,
         clock: Clock = time.time,
     ) -> None:
@@ -322,7 +329,9 @@ class OutboxWorker:
         self._metrics = metrics
         self._settings = settings.outbox
         self._senders = (
-            dict(senders) if senders is not None else build_senders(settings, clock=clock)
+            dict(senders)
+            if senders is not None
+            else build_senders(settings, redactor=redactor, clock=clock)
         )
         self._clock = clock
         self._wake = asyncio.Event()

@@ -32,6 +32,7 @@ from receiver.config import PagerDutySettings
 from receiver.notify.delivery import Message, Sent, http_call
 from receiver.notify.snapshot import IncidentSnapshot, action_summary, iso_utc
 from receiver.notify.untrusted import cut, one_line
+from receiver.redaction import Redactor
 from receiver.runbook import Severity
 
 __all__ = [
@@ -330,8 +331,11 @@ class PagerDutySender:
 
     destination = "pagerduty"
 
-    def __init__(self, settings: PagerDutySettings, *, clock: Any = time.time) -> None:
+    def __init__(
+        self, settings: PagerDutySettings, *, redactor: Redactor, clock: Any = time.time
+    ) -> None:
         self._settings = settings
+        self._redactor = redactor
         self._limit = RateLimit(settings.rate_limit_per_minute)
         self._clock = clock
 
@@ -353,6 +357,6 @@ class PagerDutySender:
             json_body=body,
             timeout_seconds=self._settings.timeout_seconds,
             ok=(200, 201, 202),
-            redact=(key,),
+            redactor=self._redactor,
         )
         return Sent()

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 
@@ -26,6 +26,7 @@ from receiver.config import SlackSettings
 from receiver.notify.delivery import Message, Sent, http_call
 from receiver.notify.snapshot import IMPACT, IncidentSnapshot, action_summary
 from receiver.notify.untrusted import ELLIPSIS, one_line
+from receiver.redaction import Redactor
 from receiver.runbook import Severity
 
 __all__ = ["SlackSender", "escape", "incident_message"]
@@ -131,8 +132,9 @@ class SlackSender:
 
     destination = "slack"
 
-    def __init__(self, settings: SlackSettings) -> None:
+    def __init__(self, settings: SlackSettings, *, redactor: Redactor) -> None:
         self._settings = settings
+        self._redactor = redactor
 
     def ready_in(self) -> float:
         return 0.0
@@ -149,6 +151,6 @@ class SlackSender:
             json_body=message.payload,
             timeout_seconds=self._settings.timeout_seconds,
             ok=(200,),
-            redact=(url, urlsplit(url).path),
+            redactor=self._redactor,
         )
         return Sent()

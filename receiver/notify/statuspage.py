@@ -51,6 +51,7 @@ from receiver.notify.public_incident import (
     story_key,
 )
 from receiver.notify.snapshot import IncidentSnapshot
+from receiver.redaction import Redactor
 from receiver.runbook import Severity
 
 __all__ = [
@@ -125,9 +126,14 @@ class StatuspageSender:
     destination = "statuspage"
 
     def __init__(
-        self, settings: StatuspageSettings, *, clock: Callable[[], float] = time.time
+        self,
+        settings: StatuspageSettings,
+        *,
+        redactor: Redactor,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
+        self._redactor = redactor
         self._clock = clock
         self._key = story_key(settings.component_id)
 
@@ -141,7 +147,7 @@ class StatuspageSender:
         story = before.with_news(message.incident_id, _news(message))
         if story is None:
             return Sent(skipped="older than what the status page has for this incident")
-        api = _Api(session, self._settings)
+        api = _Api(session, self._settings, self._redactor)
         severities = self._settings.severities
         shown_impact = before.shown.impact if before.shown is not None else None
         told = story.telling(severities, shown_impact=shown_impact)
@@ -200,9 +206,12 @@ class StatuspageSender:
 class _Api:
     """The three calls the public incident needs, with the key and its redaction."""
 
-    def __init__(self, session: aiohttp.ClientSession, settings: StatuspageSettings) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, settings: StatuspageSettings, redactor: Redactor
+    ) -> None:
         self._session = session
         self._settings = settings
+        self._redactor = redactor
         self._secret = settings.api_key.secret.get_secret_value()
         self._base = f"{settings.api_base}/pages/{quote(settings.page_id, safe='')}/incidents"
 
@@ -219,7 +228,7 @@ class _Api:
             timeout_seconds=self._settings.timeout_seconds,
             ok=ok,
             temporary=TEMPORARY,
-            redact=(self._secret,),
+            redactor=self._redactor,
         )
 
     async def find_unresolved(self, key: str) -> tuple[str, str] | None:

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from receiver import __version__
-from receiver.config import ConfigError, Settings, load_settings
+from receiver.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    require_secrets,
+    secret_problems,
+)
 
 if TYPE_CHECKING:
     from receiver.alertmanager import WebhookPayload
@@ -53,8 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
 
-    check = sub.add_parser("check-config", help="validate a configuration and exit")
+    check = sub.add_parser(
+        "check-config",
+        help="validate a configuration and exit",
+        description=(
+            "Validate a configuration: every problem is listed, each naming its field. "
+            "Secrets that cannot be read are warnings (serve needs them; the other commands "
+            "do not); exit status 0 when the configuration can be used, 2 otherwise."
+        ),
+    )
     _add_config(check)
+    check.add_argument(
+        "--require-secrets",
+        action="store_true",
+        help="a secret that cannot be read is an error (use where the receiver will serve)",
+    )
 
     triage = sub.add_parser(
         "triage",
@@ -89,12 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_error(error: ConfigError) -> SystemExit:
+    for line in error.lines():
+        print(f"posthog-receiver: config error: {line}", file=sys.stderr)
+    return SystemExit(EXIT_CONFIG)
+
+
 def _load(path: Path | None) -> Settings:
     try:
         return load_settings(path)
     except ConfigError as e:
-        print(f"posthog-receiver: config error: {e}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
+        raise _config_error(e) from None
 
 
 def install_fast_loop() -> str:
@@ -119,6 +143,11 @@ def _serve(args: argparse.Namespace) -> int:
     from receiver.logs import configure_logging
 
     settings = _load(args.config)
+    try:
+        # Read every secret now: a missing one stops the start here, named, not at first use.
+        require_secrets(settings, args.config)
+    except ConfigError as e:
+        raise _config_error(e) from None
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         settings = settings.model_copy(
@@ -168,6 +197,18 @@ async def tune_collector(app: object) -> None:
 
 def _check_config(args: argparse.Namespace) -> int:
     settings = _load(args.config)
+    if args.require_secrets:
+        try:
+            require_secrets(settings, args.config)
+        except ConfigError as e:
+            raise _config_error(e) from None
+    else:
+        for problem in secret_problems(settings):
+            print(
+                f"posthog-receiver: warning: {problem} (serve needs it; --require-secrets "
+                "makes this an error)",
+                file=sys.stderr,
+            )
     source = args.config or "embedded default"
     print(f"config OK: {source} (store: {settings.store.path})")
     return 0

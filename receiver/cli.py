@@ -311,22 +311,32 @@ def _triage(args: argparse.Namespace) -> int:
 def _with_collector(
     args: argparse.Namespace, use: Callable[[EvidenceCollector], Awaitable[int]]
 ) -> int:
-    """Run ``use(collector)`` against the local store named by ``--config``."""
+    """Run ``use(collector)`` against the local store named by ``--config``, read-only.
+
+    The store must exist already (it is never created or migrated here). A bundle the store
+    does not have yet is collected into a scratch directory and not recorded: the command
+    leaves the receiver's state as it found it.
+    """
+    import tempfile
+
     from receiver.evidence import EvidenceCollector, IncidentNotFound
     from receiver.kube.client import open_cluster
     from receiver.logs import configure_logging
-    from receiver.store import Store, StoreUnavailable
+    from receiver.store import Store, StoreNotReadable, StoreUnavailable
 
     settings = _load(args.config)
     configure_logging(settings.logging)  # to stderr: stdout carries the draft
 
-    async def run() -> int:
+    async def run(scratch: Path) -> int:
         store = Store(settings.store)
-        await store.open()
+        await store.open_read_only()
+        evidence = settings.evidence.model_copy(update={"directory": scratch})
         try:
             async with open_cluster(settings.kubernetes) as cluster:
                 collector = EvidenceCollector.from_settings(
-                    settings, store=store, cluster=cluster.connection
+                    settings.model_copy(update={"evidence": evidence}),
+                    store=store,
+                    cluster=cluster.connection,
                 )
                 try:
                     return await use(collector)
@@ -336,7 +346,11 @@ def _with_collector(
             await store.close()
 
     try:
-        return asyncio.run(run())
+        with tempfile.TemporaryDirectory(prefix="posthog-receiver-evidence-") as scratch:
+            return asyncio.run(run(Path(scratch)))
+    except StoreNotReadable as e:
+        print(f"posthog-receiver: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except IncidentNotFound:
         print(f"posthog-receiver: no incident {args.incident_id}", file=sys.stderr)
         return EXIT_NOT_FOUND

@@ -264,7 +264,7 @@ class EvidenceCollector:
     async def bundle(self, incident_id: str) -> Path:
         """The incident's latest bundle: the resolved one for a resolved incident, collected
         now if it does not exist yet."""
-        return (await self._current(incident_id)).path
+        return await self._current(incident_id)
 
     async def postmortem(self, incident_id: str) -> str:
         """The postmortem draft (Markdown), from the current timeline and the bundle's metrics;
@@ -297,20 +297,17 @@ class EvidenceCollector:
                 return record
         return None
 
-    async def _current(self, incident_id: str) -> BundleRecord:
+    async def _current(self, incident_id: str) -> Path:
         incident = await self._incident(incident_id)
         phase: Phase = "resolved" if incident.get("status") == "resolved" else "opened"
-        await self.collect(incident_id=incident_id, phase=phase, upstream=None)
-        record = await self._existing(incident_id, phase)
-        assert record is not None  # just written
-        return record
+        return await self.collect(incident_id=incident_id, phase=phase, upstream=None)
 
     async def _draft_inputs(
         self, incident_id: str
     ) -> tuple[dict[str, Any], ImpactFigures, dict[str, Any]]:
-        record = await self._current(incident_id)
+        path = await self._current(incident_id)
         incident = await self._incident(incident_id)
-        summary = await asyncio.to_thread(_read_summary, record.path)
+        summary = await asyncio.to_thread(_read_summary, path)
         return incident, _impact(summary), summary
 
     async def _collect(
@@ -368,7 +365,8 @@ class EvidenceCollector:
             failed_sources=written.failed_sources,
         )
         files = len(builder.files) + 2
-        await self._store.write(lambda c: _record(c, record, files))
+        if not self._store.read_only:  # a read-only store (the command line's) only reads
+            await self._store.write(lambda c: _record(c, record, files))
         if self._counters is not None:
             self._counters.evidence_bundles.labels(phase).inc()
             for source in written.failed_sources:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -240,6 +240,42 @@ def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+_STATUS_WORDS = {"dry_run": "dry run"}
+
+
+def _action_line(item: Mapping[str, Any]) -> list[str]:
+    """One planned action: name, target and status, then why (and the change, if known)."""
+    status = str(item.get("status", ""))
+    lines = [
+        f"  - {item.get('action')} on {item.get('target')}: {_STATUS_WORDS.get(status, status)}"
+    ]
+    before, after = item.get("before"), item.get("after")
+    if before is not None or after is not None:
+        was = "not read" if before is None else before
+        lines.append(f"    change: {was} → {_cell(after)}")
+    if item.get("reason"):
+        lines.append(f"    {item['reason']}")
+    return lines
+
+
+def _notification_line(item: Mapping[str, Any]) -> list[str]:
+    """One message that would be queued: where, what, on which occasion, after what wait."""
+    delay = item.get("delay_seconds") or 0
+    wait = f", held {delay} s" if delay else ""
+    return [
+        f"  - {item.get('destination')}: {item.get('kind')} (on {item.get('on')}{wait})",
+        f"    {item.get('summary')}",
+    ]
+
+
+def _plan_lines(item: Mapping[str, Any]) -> list[str]:
+    if "action" in item and "status" in item:
+        return _action_line(item)
+    if "destination" in item and "kind" in item:
+        return _notification_line(item)
+    return ["  - " + ", ".join(f"{k}: {_cell(v)}" for k, v in item.items())]
+
+
 def render_report(report: TriageReport) -> str:
     """The human-readable form: aligned fields, then the decision path."""
     assessed = len(report.alerts)
@@ -273,8 +309,7 @@ def render_report(report: TriageReport) -> str:
             continue
         lines.append(title)
         for item in items:
-            fields = ", ".join(f"{k}={_cell(v)}" for k, v in item.items())
-            lines.append(f"  - {fields}")
+            lines += _plan_lines(item)
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from receiver.runbook import ErrorClass, Severity, Verdict
+from receiver.wording import quoted
 
 __all__ = [
     "ActionKind",
@@ -540,7 +541,8 @@ class RemediationSettings(_Group):
                     raise ValueError(f"action {action.name}: {action.env} is not in env_allowlist")
                 if action.value not in allowed:
                     raise ValueError(
-                        f"action {action.name}: value {action.value!r} not allowed for {action.env}"
+                        f"action {action.name}: value {quoted(action.value or '')} not allowed for "
+                        f"{action.env}"
                     )
             if action.kind == "copy_api_key" and self.target.source_secret is None:
                 raise ValueError(f"action {action.name}: copy_api_key needs target.source_secret")
@@ -570,7 +572,7 @@ class ClassRule(_Group):
         try:
             self._regex = re.compile(self.pattern, re.IGNORECASE)
         except re.error as e:
-            raise ValueError(f"pattern {self.pattern!r} is not a valid regex: {e}") from None
+            raise ValueError(f"pattern {quoted(self.pattern)} is not a valid regex: {e}") from None
         return self
 
     @property
@@ -881,7 +883,8 @@ class StatuspageTemplates(_Group):
                 text.format(impact="", timestamp="")
             except (KeyError, IndexError, ValueError) as e:
                 raise ValueError(
-                    f"{field}: only {{impact}} and {{timestamp}} may be used ({e!r})"
+                    f"{field}: only {{impact}} and {{timestamp}} may be used "
+                    f"({type(e).__name__}: {e})"
                 ) from None
         return self
 

@@ -135,7 +135,7 @@ async def test_rate_limited_enables_queuing_and_revert_removes_it(
 
     outcomes = await rate_limited(remediator, incident)
     assert statuses(outcomes) == [("enable_request_queuing", "applied")]
-    assert (outcomes[0].before, outcomes[0].after) == ("(absent)", "'queue'")
+    assert (outcomes[0].before, outcomes[0].after) == ("unset", '"queue"')
     assert env_of(cluster) == {"LOG_LEVEL": "info", "RATE_LIMIT_MODE": "queue"}
 
     await resolve_incident(store, incident)
@@ -411,7 +411,12 @@ async def test_dry_run_changes_nothing(cluster: ClusterEmulator, store: Store, m
 @pytest.mark.parametrize(
     ("dry_run", "status", "reason"),
     [
-        (True, "dry_run", "dry run: would apply; no cluster configured, so nothing was checked"),
+        (
+            True,
+            "dry_run",
+            'dry run: would set RATE_LIMIT_MODE to "queue"; its current value was not read '
+            "(no cluster configured)",
+        ),
         (False, "skipped", "no cluster configured"),
     ],
 )
@@ -638,7 +643,7 @@ async def test_revert_leaves_a_value_someone_changed_since(
 
     outcomes = await revert_now(remediator, incident)
     assert [(o.status, o.reason) for o in outcomes] == [
-        ("skipped", "RATE_LIMIT_MODE was changed since to 'drop'; left as is")
+        ("skipped", 'RATE_LIMIT_MODE was changed since to "drop"; left as is')
     ]
     assert env_of(cluster)["RATE_LIMIT_MODE"] == "drop"
 
@@ -683,7 +688,7 @@ async def test_value_needed_by_another_open_incident_is_handed_over(
     ]
     held = await rate_limited(remediator, second)
     assert [(o.status, o.reason) for o in held] == [
-        ("skipped", "RATE_LIMIT_MODE is already 'queue'")
+        ("skipped", 'RATE_LIMIT_MODE is already "queue"')
     ]
 
     await resolve_incident(store, first)
@@ -921,7 +926,7 @@ async def test_ignored_label_selection_is_recorded(
     outcomes = await rate_limited(remediator, incident, runbook_action="scale_to_zero")
     assert outcomes == []
     assert [e["message"] for e in await timeline(store, incident)] == [
-        "ignored: label runbook_action='scale_to_zero' names no applicable configured action"
+        'ignored: label runbook_action="scale_to_zero" names no applicable configured action'
     ]
     assert cluster.writes("deployments") == []
 

@@ -48,6 +48,7 @@ from receiver.logs import redact_secrets
 from receiver.metrics import Metrics
 from receiver.prometheus import PrometheusClient, PrometheusError, Series
 from receiver.store import Store, now
+from receiver.wording import quoted
 
 __all__ = [
     "BundleRecord",
@@ -497,7 +498,8 @@ class EvidenceCollector:
             errors = [line for line in p.lines if pattern.search(line)]
             errors = errors[-logs.max_error_lines :]
             header = (
-                f"# {p.pod}/{p.container}: {len(errors)} lines matching {logs.error_pattern!r}"
+                f"# {p.pod}/{p.container}: {len(errors)} lines matching "
+                f"{quoted(logs.error_pattern)}"
                 f" in the last {logs.since_seconds}s"
                 + (" (log read cut at limitBytes)" if p.truncated else "")
                 + "\n"

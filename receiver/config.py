@@ -52,6 +52,7 @@ __all__ = [
     "NotifySettings",
     "OutboxSettings",
     "PagerDutySettings",
+    "PrometheusSettings",
     "RemediationSettings",
     "RemediationTarget",
     "ResponderSettings",
@@ -467,20 +468,50 @@ def _default_actions() -> list[RunbookActionSettings]:
     ]
 
 
+def _moved(data: Any, moves: dict[str, str]) -> Any:
+    """Refuse keys that moved elsewhere, naming where they are now (``extra="forbid"`` alone
+    would only call them unknown)."""
+    if isinstance(data, dict):
+        for old, new in moves.items():
+            if old in data:
+                raise ValueError(f"'{old}' has moved: set '{new}' instead")
+    return data
+
+
+class PrometheusSettings(_Group):
+    """The Prometheus that remediation's verify query and the evidence's metrics read."""
+
+    url: str | None = Field(
+        default=None,
+        description=(
+            "Prometheus base URL; unset: evidence has no metrics (a note says so) and "
+            "remediation.verify cannot be used."
+        ),
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of each query.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+
 class VerifySettings(_Group):
-    """Optional check after an action that the error rate falls."""
+    """Optional check after an action that the error rate falls (read from ``prometheus``)."""
 
     promql: str | None = Field(
         default=None,
         description="Query giving the error rate, e.g. sum(rate(posthog_errors_total[5m])).",
     )
-    prometheus_url: str = Field(
-        default="http://127.0.0.1:9090", description="Prometheus base URL for that query."
-    )
     window_seconds: float = Field(
         default=300.0, gt=0, description="How long the rate has to start falling."
     )
     poll_seconds: float = Field(default=15.0, gt=0, description="Interval between queries.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_prometheus(cls, data: Any) -> Any:
+        return _moved(data, {"prometheus_url": "prometheus.url"})
 
 
 class RemediationSettings(_Group):
@@ -989,13 +1020,9 @@ class EvidenceQuery(_Group):
 
 
 class EvidencePrometheusSettings(_Group):
-    """Metrics captured for the evidence bundle and the postmortem's impact section."""
+    """Metrics captured for the evidence bundle and the postmortem's impact section, from the
+    Prometheus of the top-level ``prometheus`` group."""
 
-    url: str | None = Field(
-        default=None,
-        description="Prometheus base URL; unset: no metrics, the bundle says so in a note.",
-    )
-    timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of each query.")
     margin_minutes: float = Field(
         default=15.0,
         ge=0,
@@ -1030,6 +1057,13 @@ class EvidencePrometheusSettings(_Group):
             "Unset: the postmortem leaves the number to be filled in."
         ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_prometheus(cls, data: Any) -> Any:
+        return _moved(
+            data, {"url": "prometheus.url", "timeout_seconds": "prometheus.timeout_seconds"}
+        )
 
     @model_validator(mode="after")
     def _unique_names(self) -> EvidencePrometheusSettings:
@@ -1132,12 +1166,19 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
     remediation: RemediationSettings = RemediationSettings()
     notify: NotifySettings = NotifySettings()
     triage: TriageSettings = TriageSettings()
     evidence: EvidenceSettings = EvidenceSettings()
 
     responder: ResponderSettings = ResponderSettings()
+
+    @model_validator(mode="after")
+    def _verify_has_prometheus(self) -> Settings:
+        if self.remediation.verify.promql is not None and self.prometheus.url is None:
+            raise ValueError("remediation.verify.promql needs prometheus.url")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -20,6 +20,7 @@ from receiver.config import (
     EvidencePrometheusSettings,
     EvidenceSettings,
     KubernetesSettings,
+    PrometheusSettings,
     RemediationSettings,
     RemediationTarget,
     Settings,
@@ -100,7 +101,7 @@ def _settings(
     **overrides: Any,
 ) -> Settings:
     logs = EvidenceLogsSettings(tail_lines=3, **(log_options or {}))
-    prom = EvidencePrometheusSettings(url=prometheus_url, timeout_seconds=2, margin_minutes=1)
+    prom = EvidencePrometheusSettings(margin_minutes=1)
     evidence = EvidenceSettings(
         directory=tmp_path / "evidence", logs=logs, prometheus=prom, **overrides
     )
@@ -116,6 +117,7 @@ def _settings(
             target=RemediationTarget(namespace=NS, pod_selector="app=posthog-integration")
         ),
         evidence=evidence,
+        prometheus=PrometheusSettings(url=prometheus_url, timeout_seconds=2),
     )
 
 

@@ -12,7 +12,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from receiver.config import KubernetesSettings, load_settings
+from receiver.config import (
+    KubernetesSettings,
+    PrometheusSettings,
+    Settings,
+    WebhookSettings,
+    load_settings,
+)
 from receiver.incidents import get_incident
 from receiver.kube.client import ClusterAccess, KubeConnection, open_cluster
 from receiver.kube.workload import IntegrationWorkload
@@ -790,6 +796,34 @@ async def test_error_rate_falling_confirms_the_action(
     fake, client = await prometheus_with([4.0, 4.0, 1.5])
     remediator = await make(prometheus=client, verify=VERIFY)
     outcomes = await rate_limited(remediator, await open_incident(store))
+    assert statuses(outcomes) == [("enable_request_queuing", "applied")]
+    assert fake.queries[:3] == [VERIFY["promql"]] * 3
+
+
+@pytest.mark.asyncio
+async def test_verify_reads_the_top_level_prometheus(
+    cluster: ClusterEmulator, store: Store, kube: KubeConnection
+) -> None:
+    """open_remediator sends remediation.verify's query to prometheus.url, the one
+    Prometheus setting (the evidence reads the same one)."""
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
+    fake = FakePrometheus([4.0, 4.0, 1.5])
+    app = web.Application()
+    app.router.add_get("/api/v1/query", fake.query)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        settings = Settings(
+            webhook=WebhookSettings(allow_unauthenticated=True),
+            prometheus=PrometheusSettings(url=str(server.make_url("/")), timeout_seconds=2),
+            remediation=remediation_settings(verify=VERIFY),
+        )
+        async with open_remediator(
+            settings, store=store, cluster=ClusterAccess(kube)
+        ) as remediator:
+            outcomes = await rate_limited(remediator, await open_incident(store))
+    finally:
+        await server.close()
     assert statuses(outcomes) == [("enable_request_queuing", "applied")]
     assert fake.queries[:3] == [VERIFY["promql"]] * 3
 

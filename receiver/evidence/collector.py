@@ -235,7 +235,7 @@ class EvidenceCollector:
                 label_selector=target.pod_selector,
                 container=evidence.logs.container,
             )
-        prom = evidence.prometheus
+        prom = settings.prometheus
         client = (
             PrometheusClient(prom.url, timeout_seconds=prom.timeout_seconds) if prom.url else None
         )

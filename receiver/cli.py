@@ -6,12 +6,18 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from receiver import __version__
-from receiver.config import ConfigError, Settings, load_settings
+from receiver.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    require_secrets,
+    secret_problems,
+)
 
 if TYPE_CHECKING:
     from receiver.alertmanager import WebhookPayload
@@ -53,8 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
 
-    check = sub.add_parser("check-config", help="validate a configuration and exit")
+    check = sub.add_parser(
+        "check-config",
+        help="validate a configuration and exit",
+        description=(
+            "Validate a configuration: every problem is listed, each naming its field. "
+            "Secrets that cannot be read are warnings (serve needs them; the other commands "
+            "do not); exit status 0 when the configuration can be used, 2 otherwise."
+        ),
+    )
     _add_config(check)
+    check.add_argument(
+        "--require-secrets",
+        action="store_true",
+        help="a secret that cannot be read is an error (use where the receiver will serve)",
+    )
 
     triage = sub.add_parser(
         "triage",
@@ -89,12 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_error(error: ConfigError) -> SystemExit:
+    for line in error.lines():
+        print(f"posthog-receiver: config error: {line}", file=sys.stderr)
+    return SystemExit(EXIT_CONFIG)
+
+
 def _load(path: Path | None) -> Settings:
     try:
         return load_settings(path)
     except ConfigError as e:
-        print(f"posthog-receiver: config error: {e}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
+        raise _config_error(e) from None
 
 
 def install_fast_loop() -> str:
@@ -121,6 +145,11 @@ def _serve(args: argparse.Namespace) -> int:
     from receiver.redaction import Redactor
 
     settings = _load(args.config)
+    try:
+        # Read every secret now: a missing one stops the start here, named, not at first use.
+        require_secrets(settings, args.config)
+    except ConfigError as e:
+        raise _config_error(e) from None
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         settings = settings.model_copy(
@@ -166,6 +195,18 @@ async def tune_collector(app: object) -> None:
 
 def _check_config(args: argparse.Namespace) -> int:
     settings = _load(args.config)
+    if args.require_secrets:
+        try:
+            require_secrets(settings, args.config)
+        except ConfigError as e:
+            raise _config_error(e) from None
+    else:
+        for problem in secret_problems(settings):
+            print(
+                f"posthog-receiver: warning: {problem} (serve needs it; --require-secrets "
+                "makes this an error)",
+                file=sys.stderr,
+            )
     source = args.config or "embedded default"
     print(f"config OK: {source} (store: {settings.store.path})")
     return 0
@@ -195,6 +236,42 @@ def _read_payload(path: Path) -> WebhookPayload:
 
 def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
+
+
+_STATUS_WORDS = {"dry_run": "dry run"}
+
+
+def _action_line(item: Mapping[str, Any]) -> list[str]:
+    """One planned action: name, target and status, then why (and the change, if known)."""
+    status = str(item.get("status", ""))
+    lines = [
+        f"  - {item.get('action')} on {item.get('target')}: {_STATUS_WORDS.get(status, status)}"
+    ]
+    before, after = item.get("before"), item.get("after")
+    if before is not None or after is not None:
+        was = "not read" if before is None else before
+        lines.append(f"    change: {was} → {_cell(after)}")
+    if item.get("reason"):
+        lines.append(f"    {item['reason']}")
+    return lines
+
+
+def _notification_line(item: Mapping[str, Any]) -> list[str]:
+    """One message that would be queued: where, what, on which occasion, after what wait."""
+    delay = item.get("delay_seconds") or 0
+    wait = f", held {delay} s" if delay else ""
+    return [
+        f"  - {item.get('destination')}: {item.get('kind')} (on {item.get('on')}{wait})",
+        f"    {item.get('summary')}",
+    ]
+
+
+def _plan_lines(item: Mapping[str, Any]) -> list[str]:
+    if "action" in item and "status" in item:
+        return _action_line(item)
+    if "destination" in item and "kind" in item:
+        return _notification_line(item)
+    return ["  - " + ", ".join(f"{k}: {_cell(v)}" for k, v in item.items())]
 
 
 def render_report(report: TriageReport) -> str:
@@ -230,8 +307,7 @@ def render_report(report: TriageReport) -> str:
             continue
         lines.append(title)
         for item in items:
-            fields = ", ".join(f"{k}={_cell(v)}" for k, v in item.items())
-            lines.append(f"  - {fields}")
+            lines += _plan_lines(item)
     return "\n".join(lines)
 
 
@@ -272,12 +348,19 @@ def _triage(args: argparse.Namespace) -> int:
 def _with_collector(
     args: argparse.Namespace, use: Callable[[EvidenceCollector], Awaitable[int]]
 ) -> int:
-    """Run ``use(collector)`` against the local store named by ``--config``."""
+    """Run ``use(collector)`` against the local store named by ``--config``, read-only.
+
+    The store must exist already (it is never created or migrated here). A bundle the store
+    does not have yet is collected into a scratch directory and not recorded: the command
+    leaves the receiver's state as it found it.
+    """
+    import tempfile
+
     from receiver.evidence import EvidenceCollector, IncidentNotFound
     from receiver.kube.client import open_cluster
     from receiver.logs import configure_logging
     from receiver.redaction import Redactor
-    from receiver.store import Store, StoreUnavailable
+    from receiver.store import Store, StoreNotReadable, StoreUnavailable
 
     settings = _load(args.config)
     # The draft and the bundle are redacted as the service's are, for every secret that can
@@ -285,13 +368,17 @@ def _with_collector(
     redactor = Redactor.from_settings(settings)
     configure_logging(settings.logging, redactor=redactor)  # to stderr: stdout carries the draft
 
-    async def run() -> int:
+    async def run(scratch: Path) -> int:
         store = Store(settings.store)
-        await store.open()
+        await store.open_read_only()
+        evidence = settings.evidence.model_copy(update={"directory": scratch})
         try:
             async with open_cluster(settings.kubernetes) as cluster:
                 collector = EvidenceCollector.from_settings(
-                    settings, store=store, cluster=cluster.connection, redactor=redactor
+                    settings.model_copy(update={"evidence": evidence}),
+                    store=store,
+                    cluster=cluster.connection,
+                    redactor=redactor,
                 )
                 try:
                     return await use(collector)
@@ -301,7 +388,11 @@ def _with_collector(
             await store.close()
 
     try:
-        return asyncio.run(run())
+        with tempfile.TemporaryDirectory(prefix="posthog-receiver-evidence-") as scratch:
+            return asyncio.run(run(Path(scratch)))
+    except StoreNotReadable as e:
+        print(f"posthog-receiver: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except IncidentNotFound:
         print(f"posthog-receiver: no incident {args.incident_id}", file=sys.stderr)
         return EXIT_NOT_FOUND

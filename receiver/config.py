@@ -3,8 +3,10 @@
 Why a single model: every component receives exactly the group it needs, passed explicitly,
 and ``check-config`` can validate everything up front, before anything is started. Secrets
 are never written in the YAML itself in production: a :class:`SecretSource` points at an
-environment variable or a file (a mounted Kubernetes Secret) and is resolved at load time
-into a :class:`pydantic.SecretStr`, which never prints its value.
+environment variable or a file (a mounted Kubernetes Secret). Loading checks only where each
+secret comes from; reading them is a separate step (:func:`require_secrets`) that ``serve``
+takes at start, so the read-only commands work where the secrets are not available. A read
+secret is a :class:`pydantic.SecretStr`, which never prints its value.
 
 Environment overrides use the prefix ``POSTHOG_RECEIVER__`` and ``__`` between levels, e.g.
 ``POSTHOG_RECEIVER__SERVER__PORT=9000`` or ``POSTHOG_RECEIVER__REMEDIATION__DRY_RUN=false``.
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -33,6 +37,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from receiver.runbook import ErrorClass, Severity, Verdict
+from receiver.wording import quoted
 
 __all__ = [
     "ActionKind",
@@ -48,11 +53,16 @@ __all__ = [
     "NotifySettings",
     "OutboxSettings",
     "PagerDutySettings",
+    "PrometheusSettings",
     "RemediationSettings",
     "RemediationTarget",
     "ResponderSettings",
+    "RoutingKeySource",
     "RunbookActionSettings",
+    "SecretProblem",
     "SecretSource",
+    "SecretUnavailable",
+    "SecretUrlSource",
     "ServerSettings",
     "Settings",
     "SlackSettings",
@@ -66,13 +76,24 @@ __all__ = [
     "WorkerSettings",
     "example_config_path",
     "load_settings",
+    "require_secrets",
+    "secret_problems",
 ]
 
 ENV_PREFIX = "POSTHOG_RECEIVER__"
 
 
 class ConfigError(Exception):
-    """A configuration that cannot be used; the message names the offending field."""
+    """A configuration that cannot be used: every problem found, each naming its field."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """One line per problem, each starting with the file it is about."""
+        return [f"{self.source}: {problem}" for problem in self.problems]
 
 
 class _Group(BaseModel):
@@ -81,10 +102,17 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SecretUnavailable(Exception):
+    """A secret that cannot be read now; the message names its source, never a value."""
+
+
 class SecretSource(_Group):
     """Where a secret comes from: exactly one of ``env``, ``file`` or (for local use) ``value``.
 
-    The secret is read once, when the configuration is loaded.
+    Validation checks only the shape, so that commands which never use a secret (``triage``,
+    ``postmortem``, ``evidence``, ``check-config``) work where it is not available, e.g. on a
+    laptop. The secret is read by :meth:`resolve`; ``serve`` resolves every secret at start
+    (:func:`require_secrets`) and fails there, naming the field, if one cannot be read.
     """
 
     env: str | None = Field(default=None, description="Environment variable holding the secret.")
@@ -97,39 +125,86 @@ class SecretSource(_Group):
     _resolved: SecretStr | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _resolve(self) -> SecretSource:
+    def _shape(self) -> SecretSource:
         given = [name for name in ("env", "file", "value") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError("set exactly one of 'env', 'file' or 'value'")
+        if self.value is not None:
+            # Written in the file itself: nothing to resolve later, so check it now.
+            raw = self.value.get_secret_value()
+            if not raw:
+                raise ValueError("inline secret value is empty")
+            self.check(raw)
+        return self
+
+    def check(self, raw: str) -> None:
+        """Raise :class:`ValueError` if ``raw`` cannot be this secret (subclasses say why)."""
+
+    def describe(self) -> str:
+        """Where the secret comes from, for people (never its value)."""
+        if self.env is not None:
+            return f"environment variable {self.env}"
+        if self.file is not None:
+            return f"file {self.file}"
+        return "inline value"
+
+    def resolve(self) -> SecretStr:
+        """Read the secret now (and remember it); :class:`SecretUnavailable` if it cannot be."""
         if self.env is not None:
             raw = os.environ.get(self.env)
             if not raw:
-                raise ValueError(f"environment variable {self.env} is not set or empty")
+                raise SecretUnavailable(f"environment variable {self.env} is not set or empty")
         elif self.file is not None:
             try:
                 raw = self.file.read_text(encoding="utf-8").strip()
             except OSError as e:
-                raise ValueError(f"cannot read secret file {self.file}: {e.strerror}") from None
+                raise SecretUnavailable(
+                    f"cannot read secret file {self.file}: {e.strerror}"
+                ) from None
             if not raw:
-                raise ValueError(f"secret file {self.file} is empty")
+                raise SecretUnavailable(f"secret file {self.file} is empty")
         else:
-            assert self.value is not None
+            assert self.value is not None  # the shape was validated
             raw = self.value.get_secret_value()
-            if not raw:
-                raise ValueError("inline secret value is empty")
+        try:
+            self.check(raw)
+        except ValueError as e:
+            raise SecretUnavailable(f"{self.describe()}: {e}") from None
         self._resolved = SecretStr(raw)
-        return self
+        return self._resolved
 
     @property
     def secret(self) -> SecretStr:
-        """The resolved secret."""
-        assert self._resolved is not None
+        """The secret, read on first use (``serve`` reads every one at start)."""
+        if self._resolved is None:
+            return self.resolve()
         return self._resolved
 
     def resolved(self) -> SecretStr | None:
         """The secret if it could be resolved, else ``None``: redaction covers every secret
         that exists, and needs none of them to."""
+        if self._resolved is None:
+            try:
+                return self.resolve()
+            except SecretUnavailable:
+                return None
         return self._resolved
+
+
+class RoutingKeySource(SecretSource):
+    """A PagerDuty routing key: the 32-character integration key."""
+
+    def check(self, raw: str) -> None:
+        if len(raw) != 32:
+            raise ValueError("must be the 32-character integration key")
+
+
+class SecretUrlSource(SecretSource):
+    """A URL that is itself the credential (a Slack incoming webhook)."""
+
+    def check(self, raw: str) -> None:
+        if not raw.startswith(("https://", "http://")):
+            raise ValueError("must hold an http(s) URL")
 
 
 class ServerSettings(_Group):
@@ -424,20 +499,50 @@ def _default_actions() -> list[RunbookActionSettings]:
     ]
 
 
+def _moved(data: Any, moves: dict[str, str]) -> Any:
+    """Refuse keys that moved elsewhere, naming where they are now (``extra="forbid"`` alone
+    would only call them unknown)."""
+    if isinstance(data, dict):
+        for old, new in moves.items():
+            if old in data:
+                raise ValueError(f"'{old}' has moved: set '{new}' instead")
+    return data
+
+
+class PrometheusSettings(_Group):
+    """The Prometheus that remediation's verify query and the evidence's metrics read."""
+
+    url: str | None = Field(
+        default=None,
+        description=(
+            "Prometheus base URL; unset: evidence has no metrics (a note says so) and "
+            "remediation.verify cannot be used."
+        ),
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of each query.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+
 class VerifySettings(_Group):
-    """Optional check after an action that the error rate falls."""
+    """Optional check after an action that the error rate falls (read from ``prometheus``)."""
 
     promql: str | None = Field(
         default=None,
         description="Query giving the error rate, e.g. sum(rate(posthog_errors_total[5m])).",
     )
-    prometheus_url: str = Field(
-        default="http://127.0.0.1:9090", description="Prometheus base URL for that query."
-    )
     window_seconds: float = Field(
         default=300.0, gt=0, description="How long the rate has to start falling."
     )
     poll_seconds: float = Field(default=15.0, gt=0, description="Interval between queries.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_prometheus(cls, data: Any) -> Any:
+        return _moved(data, {"prometheus_url": "prometheus.url"})
 
 
 class RemediationSettings(_Group):
@@ -498,7 +603,8 @@ class RemediationSettings(_Group):
                     raise ValueError(f"action {action.name}: {action.env} is not in env_allowlist")
                 if action.value not in allowed:
                     raise ValueError(
-                        f"action {action.name}: value {action.value!r} not allowed for {action.env}"
+                        f"action {action.name}: value {quoted(action.value or '')} not allowed for "
+                        f"{action.env}"
                     )
             if action.kind == "copy_api_key" and self.target.source_secret is None:
                 raise ValueError(f"action {action.name}: copy_api_key needs target.source_secret")
@@ -534,7 +640,7 @@ class ClassRule(_Group):
         except re2.error as e:
             reason = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
             raise ValueError(
-                f"pattern {self.pattern!r} is not a valid regex for RE2 ({reason}); RE2"
+                f"pattern {quoted(self.pattern)} is not a valid regex for RE2 ({reason}); RE2"
                 " matches in linear time, so backreferences and lookaround are refused"
             ) from None
         return self
@@ -769,7 +875,7 @@ HOST_NAME = re.compile(
 class PagerDutySettings(_Group):
     """PagerDuty Events API v2: alerts (trigger, acknowledge, resolve) and change events."""
 
-    routing_key: SecretSource = Field(
+    routing_key: RoutingKeySource = Field(
         description="The 32-character integration key of an Events API v2 integration."
     )
     events_url: str = Field(
@@ -821,8 +927,6 @@ class PagerDutySettings(_Group):
                         f"link_hosts: '{host}' is not a host name (no scheme, port or path)"
                     )
             object.__setattr__(self, "link_hosts", tuple(h.lower() for h in self.link_hosts))
-        if len(self.routing_key.secret.get_secret_value()) != 32:
-            raise ValueError("routing_key must be the 32-character integration key")
         return self
 
 
@@ -886,7 +990,8 @@ class StatuspageTemplates(_Group):
                 text.format(impact="", timestamp="")
             except (KeyError, IndexError, ValueError) as e:
                 raise ValueError(
-                    f"{field}: only {{impact}} and {{timestamp}} may be used ({e!r})"
+                    f"{field}: only {{impact}} and {{timestamp}} may be used "
+                    f"({type(e).__name__}: {e})"
                 ) from None
         return self
 
@@ -945,7 +1050,7 @@ def _not_a_mention(value: str, expected: str) -> str:
 class SlackSettings(_Group):
     """Slack incoming webhook: the runbook's internal incident message."""
 
-    webhook_url: SecretSource = Field(
+    webhook_url: SecretUrlSource = Field(
         description="The incoming webhook URL (it is the credential: keep it secret)."
     )
     incident_commander: str | None = Field(
@@ -985,12 +1090,6 @@ class SlackSettings(_Group):
                     _not_a_mention(mention, "<@U…>, <!subteam^S…>, <!here> or <!channel>")
                 )
         return value
-
-    @model_validator(mode="after")
-    def _url(self) -> SlackSettings:
-        if not self.webhook_url.secret.get_secret_value().startswith(("https://", "http://")):
-            raise ValueError("webhook_url must hold an http(s) URL")
-        return self
 
 
 class OutboxSettings(_Group):
@@ -1043,13 +1142,9 @@ class EvidenceQuery(_Group):
 
 
 class EvidencePrometheusSettings(_Group):
-    """Metrics captured for the evidence bundle and the postmortem's impact section."""
+    """Metrics captured for the evidence bundle and the postmortem's impact section, from the
+    Prometheus of the top-level ``prometheus`` group."""
 
-    url: str | None = Field(
-        default=None,
-        description="Prometheus base URL; unset: no metrics, the bundle says so in a note.",
-    )
-    timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of each query.")
     margin_minutes: float = Field(
         default=15.0,
         ge=0,
@@ -1084,6 +1179,13 @@ class EvidencePrometheusSettings(_Group):
             "Unset: the postmortem leaves the number to be filled in."
         ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_prometheus(cls, data: Any) -> Any:
+        return _moved(
+            data, {"url": "prometheus.url", "timeout_seconds": "prometheus.timeout_seconds"}
+        )
 
     @model_validator(mode="after")
     def _unique_names(self) -> EvidencePrometheusSettings:
@@ -1186,12 +1288,19 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
     remediation: RemediationSettings = RemediationSettings()
     notify: NotifySettings = NotifySettings()
     triage: TriageSettings = TriageSettings()
     evidence: EvidenceSettings = EvidenceSettings()
 
     responder: ResponderSettings = ResponderSettings()
+
+    @model_validator(mode="after")
+    def _verify_has_prometheus(self) -> Settings:
+        if self.remediation.verify.promql is not None and self.prometheus.url is None:
+            raise ValueError("remediation.verify.promql needs prometheus.url")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -1211,34 +1320,79 @@ def example_config_path() -> Path:
     return Path(str(resources.files("receiver").joinpath("receiver.example.yaml")))
 
 
-def _format_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    msg = first["msg"].removeprefix("Value error, ")
-    more = len(err.errors()) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{where}: {msg}{suffix}"
+def _where(loc: Sequence[int | str]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _problems(err: ValidationError) -> list[str]:
+    """Every problem pydantic found, each as ``field.path: message``."""
+    return [f"{_where(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors()]
 
 
 def load_settings(path: Path | None) -> Settings:
     """Load and validate settings from ``path`` (the embedded default when ``None``).
 
-    Raises :class:`ConfigError` with a one-line message naming the offending field.
+    Raises :class:`ConfigError` listing every problem, each naming the offending field.
+    Secrets are not read here: see :func:`require_secrets`.
     """
     source = path or example_config_path()
     try:
         text = source.read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigError(f"cannot read config file {source}: {e.strerror}") from None
+        raise ConfigError(str(source), [f"cannot read config file: {e.strerror}"]) from None
     try:
         data: Any = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{source}: not valid YAML{where}") from None
+        raise ConfigError(str(source), [f"not valid YAML{where}"]) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of setting groups")
+        raise ConfigError(str(source), ["the top level must be a mapping of setting groups"])
     try:
         return Settings(**data)
     except ValidationError as e:
-        raise ConfigError(f"{source}: {_format_error(e)}") from None
+        raise ConfigError(str(source), _problems(e)) from None
+
+
+@dataclass(frozen=True)
+class SecretProblem:
+    """A configured secret that cannot be read now."""
+
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
+def _secret_sources(model: BaseModel, path: str) -> Iterator[tuple[str, SecretSource]]:
+    """Every :class:`SecretSource` in ``model``, with its dotted field path."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        where = f"{path}.{name}" if path else name
+        if isinstance(value, SecretSource):
+            yield where, value
+        elif isinstance(value, BaseModel):
+            yield from _secret_sources(value, where)
+
+
+def secret_problems(settings: Settings) -> list[SecretProblem]:
+    """Read every configured secret; those that cannot be read, each with its field and why.
+
+    Secrets that can be read are remembered, so that serving uses what was checked.
+    """
+    problems: list[SecretProblem] = []
+    for field, source in _secret_sources(settings, ""):
+        try:
+            source.resolve()
+        except SecretUnavailable as e:
+            problems.append(SecretProblem(field, str(e)))
+    return problems
+
+
+def require_secrets(settings: Settings, source: Path | None) -> None:
+    """Read every configured secret, as serving needs them; :class:`ConfigError` naming each
+    one that cannot be read (``source`` is the config file named in the message)."""
+    problems = secret_problems(settings)
+    if problems:
+        raise ConfigError(str(source or example_config_path()), [str(p) for p in problems])

@@ -51,6 +51,7 @@ from receiver.cluster import ApiKeyReport, ClusterView, PodsReport
 from receiver.health import HealthState, HealthStatus
 from receiver.runbook import ErrorClass, Verdict
 from receiver.upstream import UpstreamStatus
+from receiver.wording import quoted
 
 __all__ = [
     "API_ERROR_CLASSES",
@@ -249,7 +250,7 @@ async def _health_step(path: _Path, health: HealthSource | None) -> Answer:
     if status is None:
         return path.record(Q_HEALTH, Answer.UNKNOWN, f"not read ({error})", {"error": error})
     evidence = status.as_dict()
-    shown = f"'{status.path}' = {status.value!r}" if status.value is not None else ""
+    shown = f"'{status.path}' = {quoted(status.value)}" if status.value is not None else ""
     match status.state:
         case HealthState.HEALTHY:
             return path.record(Q_HEALTH, Answer.YES, shown or "healthy", evidence)

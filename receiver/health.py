@@ -20,6 +20,7 @@ import aiohttp
 
 from receiver.config import HealthCheckSettings
 from receiver.httpjson import fetch_json, shown_url
+from receiver.wording import quoted
 
 __all__ = ["HealthReader", "HealthState", "HealthStatus", "value_at"]
 
@@ -131,7 +132,7 @@ class HealthReader:
         healthy = value.strip().lower() in {v.strip().lower() for v in self.settings.healthy_values}
         if healthy:
             return status(HealthState.HEALTHY, None, value)
-        return status(HealthState.UNHEALTHY, f"'{path}' is {value!r}", value)
+        return status(HealthState.UNHEALTHY, f"'{path}' is {quoted(value)}", value)
 
     async def close(self) -> None:
         if self._own_session and self.session is not None:

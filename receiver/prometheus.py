@@ -94,7 +94,9 @@ class PrometheusClient:
                         f"Prometheus answered {resp.status} with a body that is not JSON"
                     ) from None
         except (TimeoutError, aiohttp.ClientError) as e:
-            raise PrometheusUnavailable(f"cannot reach Prometheus at {self._base}: {e!r}") from e
+            raise PrometheusUnavailable(
+                f"cannot reach Prometheus at {self._base}: {type(e).__name__}: {e}"
+            ) from e
         if not isinstance(body, dict) or body.get("status") != "success":
             error = body.get("error", "unknown error") if isinstance(body, dict) else "bad body"
             raise PrometheusQueryError(f"query refused: {str(error)[:ERROR_BODY_LIMIT]}")

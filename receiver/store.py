@@ -20,6 +20,11 @@ records the cost of each.
 
 Reads run on a separate thread with their own connection; WAL lets them proceed while the
 writer commits.
+
+The command line's read-only commands (``postmortem``, ``evidence``) open the store with
+:meth:`Store.open_read_only`: an existing database at the current schema, opened by SQLite
+read-only, so that pointing one at the wrong place or at a database of another version never
+creates or migrates a database beside the one serving.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import structlog
 
 from receiver.config import StoreSettings
 
-__all__ = ["MIGRATIONS", "Store", "StoreUnavailable"]
+__all__ = ["MIGRATIONS", "Store", "StoreNotReadable", "StoreUnavailable"]
 
 T = TypeVar("T")
 logger = structlog.get_logger(__name__)
@@ -242,6 +247,10 @@ class StoreUnavailable(Exception):
     """The store could not complete an operation (disk full, locked, closed): transient."""
 
 
+class StoreNotReadable(Exception):
+    """No database to read: none at the path, or one at another schema version."""
+
+
 class _JobFailed(Exception):
     """A job raised in a batch run without savepoints; the batch is run again isolated."""
 
@@ -249,12 +258,25 @@ class _JobFailed(Exception):
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 
-def _connect(path: Path, synchronous: str, busy_timeout: float) -> sqlite3.Connection:
-    conn = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
-    )
+def _connect(
+    path: Path, synchronous: str, busy_timeout: float, *, read_only: bool = False
+) -> sqlite3.Connection:
+    if read_only:
+        # SQLite's own read-only mode: it neither creates the file nor writes to it.
+        conn = sqlite3.connect(
+            f"{path.absolute().as_uri()}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=busy_timeout,
+        )
+    else:
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+        )
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
+    if not read_only:  # the database is WAL already; only its writer may change that
+        conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
@@ -280,6 +302,7 @@ class Store:
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
+        self._read_only = False
         self.commits = 0
         self.committed_jobs = 0
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
@@ -289,6 +312,11 @@ class Store:
     def path(self) -> Path:
         return self._settings.path
 
+    @property
+    def read_only(self) -> bool:
+        """Opened with :meth:`open_read_only`: reads only, every write is refused."""
+        return self._read_only
+
     async def open(self) -> None:
         """Create the database if needed, migrate it, and start the writer thread."""
         await asyncio.to_thread(self._migrate)
@@ -296,6 +324,42 @@ class Store:
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+
+    async def open_read_only(self) -> None:
+        """Open an existing database for reading only; nothing is created or migrated.
+
+        Raises :class:`StoreNotReadable` when there is no database at the path, or when its
+        schema is not the one this version reads (``serve`` migrates an older one).
+        """
+        await asyncio.to_thread(self._check_readable)
+        self._read_only = True
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+
+    def _check_readable(self) -> None:
+        path = self._settings.path
+        if not path.is_file():
+            raise StoreNotReadable(
+                f"no state database at {path}: nothing to read (the receiver creates it "
+                "when it serves; check store.path)"
+            )
+        try:
+            conn = self._connect(read_only=True)
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error as e:
+            raise StoreNotReadable(f"cannot read the state database at {path}: {e}") from None
+        if version < len(MIGRATIONS):
+            raise StoreNotReadable(
+                f"the state database at {path} has schema version {version}, older than this "
+                f"version's {len(MIGRATIONS)}: serving with this version migrates it"
+            )
+        if version > len(MIGRATIONS):
+            raise StoreNotReadable(
+                f"the state database at {path} has schema version {version}, written by a "
+                f"newer receiver (this one reads {len(MIGRATIONS)})"
+            )
 
     async def close(self) -> None:
         """Finish queued writes, then stop the threads. A write asked for meanwhile (queued
@@ -340,9 +404,9 @@ class Store:
         finally:
             conn.close()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
         s = self._settings
-        return _connect(s.path, s.synchronous, s.busy_timeout_seconds)
+        return _connect(s.path, s.synchronous, s.busy_timeout_seconds, read_only=read_only)
 
     def _write_loop(self) -> None:
         conn = self._connect()
@@ -467,6 +531,8 @@ class Store:
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer thread; return once its transaction is committed."""
+        if self._read_only:
+            raise StoreUnavailable("store is open read-only")
         if self._writer is None or not self._writer.is_alive():
             raise StoreUnavailable("store is not open")
         loop = asyncio.get_running_loop()
@@ -481,7 +547,7 @@ class Store:
     def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
+            conn = self._connect(read_only=self._read_only)
             conn.execute("PRAGMA query_only=ON")
             self._local.conn = conn
         return conn

@@ -26,6 +26,7 @@ import aiohttp
 
 from receiver.config import UpstreamStatusSettings
 from receiver.httpjson import fetch_json, shown_url
+from receiver.wording import quoted
 
 __all__ = ["Indicator", "UpstreamIncident", "UpstreamReader", "UpstreamStatus"]
 
@@ -157,7 +158,7 @@ def parse_status(body: Any, *, url: str, fetched_at: datetime) -> UpstreamStatus
     except ValueError:
         indicator = None
     if indicator is None or indicator is Indicator.UNKNOWN:
-        return unknown(f"unknown indicator {str(raw)[:40]!r}", description)
+        return unknown(f"unknown indicator {quoted(str(raw)[:40])}", description)
     return UpstreamStatus(
         indicator,
         description,

@@ -88,19 +88,6 @@ def test_check_config_accepts_the_embedded_default() -> None:
             id="cross-field",
         ),
         pytest.param(
-            GOOD,
-            {"POSTHOG_RECEIVER_WEBHOOK_TOKEN": ""},
-            "webhook.bearer_token: environment variable POSTHOG_RECEIVER_WEBHOOK_TOKEN is not "
-            "set or empty",
-            id="missing-env-secret",
-        ),
-        pytest.param(
-            {"webhook": {"bearer_token": {"file": "/nonexistent/token"}}},
-            {},
-            "webhook.bearer_token: cannot read secret file /nonexistent/token",
-            id="missing-secret-file",
-        ),
-        pytest.param(
             {"store": {"path": "x.sqlite3"}},
             {},
             "webhook: Field required",

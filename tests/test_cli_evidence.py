@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from receiver.config import load_settings
-from receiver.store import Store
+from receiver.store import MIGRATIONS, Store
 from tests.incident_payloads import open_incident
 
 
@@ -62,7 +64,7 @@ def test_postmortem_prints_the_draft(tmp_path: Path) -> None:
 
 
 def test_evidence_writes_the_bundle(tmp_path: Path) -> None:
-    """The evidence command collects a bundle when missing and copies it to the output file."""
+    """The evidence command collects a bundle when missing and writes it to the output file."""
     config = _config(tmp_path)
     incident_id = _incident(config)
     output = tmp_path / "out" / "bundle.tar.gz"
@@ -74,12 +76,46 @@ def test_evidence_writes_the_bundle(tmp_path: Path) -> None:
         handle = tar.extractfile(manifest)
         assert handle is not None
         assert json.loads(handle.read())["incident_id"] == incident_id
-    assert len(list((tmp_path / "evidence").glob("*.tar.gz"))) == 1
+    # A read-only command: the bundle is not added to the receiver's state.
+    assert not (tmp_path / "evidence").exists()
 
 
 def test_an_unknown_incident_exits_non_zero(tmp_path: Path) -> None:
     """Asking for an incident that does not exist exits 1 with a readable message."""
-    done = _cli("postmortem", "--config", str(_config(tmp_path)), "inc-nope")
+    config = _config(tmp_path)
+    _incident(config)  # the store exists, with another incident
+    done = _cli("postmortem", "--config", str(config), "inc-nope")
     assert done.returncode == 1
     assert "no incident inc-nope" in done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["postmortem", "evidence"])
+def test_without_a_state_database_nothing_is_created(tmp_path: Path, command: str) -> None:
+    """With no state database, postmortem and evidence say so and exit non-zero; they create
+    no database, no state directory and no bundle."""
+    config = _config(tmp_path)
+    output = tmp_path / "bundle.tar.gz"
+    extra = ["-o", str(output)] if command == "evidence" else []
+    done = _cli(command, "--config", str(config), "inc-any", *extra)
+    assert done.returncode == 4
+    assert f"no state database at {tmp_path / 'receiver.sqlite3'}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["receiver.yaml"]
+
+
+def test_an_older_schema_is_not_migrated(tmp_path: Path) -> None:
+    """A database at an older schema version is reported, not migrated by a read-only command."""
+    config = _config(tmp_path)
+    database = tmp_path / "receiver.sqlite3"
+    conn = sqlite3.connect(database)
+    conn.executescript(f"{MIGRATIONS[0]}\nPRAGMA user_version=1;")
+    conn.close()
+    done = _cli("postmortem", "--config", str(config), "inc-any")
+    assert done.returncode == 4
+    assert "schema version 1, older than" in done.stderr
+    conn = sqlite3.connect(database)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    finally:
+        conn.close()

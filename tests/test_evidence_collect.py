@@ -21,6 +21,7 @@ from receiver.config import (
     EvidencePrometheusSettings,
     EvidenceSettings,
     KubernetesSettings,
+    PrometheusSettings,
     RemediationSettings,
     RemediationTarget,
     SecretSource,
@@ -102,7 +103,7 @@ def _settings(
     **overrides: Any,
 ) -> Settings:
     logs = EvidenceLogsSettings(tail_lines=3, **(log_options or {}))
-    prom = EvidencePrometheusSettings(url=prometheus_url, timeout_seconds=2, margin_minutes=1)
+    prom = EvidencePrometheusSettings(margin_minutes=1)
     evidence = EvidenceSettings(
         directory=tmp_path / "evidence", logs=logs, prometheus=prom, **overrides
     )
@@ -118,6 +119,7 @@ def _settings(
             target=RemediationTarget(namespace=NS, pod_selector="app=posthog-integration")
         ),
         evidence=evidence,
+        prometheus=PrometheusSettings(url=prometheus_url, timeout_seconds=2),
     )
 
 

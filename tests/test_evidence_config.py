@@ -28,7 +28,7 @@ def test_a_config_without_evidence_still_loads(tmp_path: Path) -> None:
     path = tmp_path / "old.yaml"
     path.write_text("webhook: {allow_unauthenticated: true}\n", encoding="utf-8")
     settings = load_settings(path)
-    assert settings.evidence.prometheus.url is None
+    assert settings.prometheus.url is None
     assert settings.kubernetes.mode == "none"  # so no logs are read, whatever logs.enabled says
 
 

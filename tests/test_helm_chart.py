@@ -604,11 +604,12 @@ PLAUSIBLE_SECRETS = {
 
 
 def check_config(path: Path) -> tuple[int, str, str]:
-    """`posthog-receiver check-config --config PATH` in this process: (code, stdout, stderr)."""
+    """`posthog-receiver check-config --require-secrets --config PATH` in this process, as
+    for a pod's start (every secret file must be readable): (code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = cli.main(["check-config", "--config", str(path)])
+            code = cli.main(["check-config", "--require-secrets", "--config", str(path)])
         except SystemExit as e:
             code = int(e.code or 0)
     return code, out.getvalue(), err.getvalue()
@@ -652,7 +653,13 @@ def test_rendered_config_passes_check_config(scenario: str, tmp_path: Path) -> N
         # Once through the installed console script too, exactly as the pod runs it.
         env = {k: v for k, v in os.environ.items() if not k.startswith("POSTHOG_RECEIVER")}
         result = subprocess.run(
-            [*_posthog_receiver(), "check-config", "--config", str(config_file)],
+            [
+                *_posthog_receiver(),
+                "check-config",
+                "--require-secrets",
+                "--config",
+                str(config_file),
+            ],
             capture_output=True,
             text=True,
             env=env,
@@ -673,6 +680,15 @@ def test_check_config_catches_a_config_the_model_does_not_know(tmp_path: Path) -
     code, _, err = check_config(config_file)
     assert code != 0
     assert "server.no_such_setting" in err
+
+
+def test_prometheus_url_is_the_one_prometheus_setting() -> None:
+    """prometheusUrl becomes the receiver's top-level prometheus.url, read by both
+    remediation's verify query and the evidence; the old keys are not rendered."""
+    config = rendered_config(render({"prometheusUrl": "http://prometheus.monitoring:9090"}))
+    assert config["prometheus"] == {"url": "http://prometheus.monitoring:9090"}
+    assert "verify" not in config["remediation"]
+    assert "prometheus" not in config["evidence"]
 
 
 def test_values_config_is_merged_over_the_chart_settings() -> None:

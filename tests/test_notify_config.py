@@ -81,7 +81,7 @@ def test_all_destinations_load_with_secrets_from_env_and_files(
     [
         (
             "  pagerduty: {routing_key: {value: too-short-a-key}}",
-            "notify.pagerduty: routing_key must be the 32-character integration key",
+            "notify.pagerduty.routing_key: must be the 32-character integration key",
         ),
         (
             f"  pagerduty: {{routing_key: {{value: {ROUTING_KEY}}}, events_url: events.pd}}",
@@ -89,7 +89,7 @@ def test_all_destinations_load_with_secrets_from_env_and_files(
         ),
         (
             "  slack: {webhook_url: {value: not-a-url-secret}}",
-            "notify.slack: webhook_url must hold an http(s) URL",
+            "notify.slack.webhook_url: must hold an http(s) URL",
         ),
         (
             "  statuspage: {page_id: p, component_id: c, api_key: {value: k},"

@@ -12,7 +12,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from receiver.config import KubernetesSettings, load_settings
+from receiver.config import (
+    KubernetesSettings,
+    PrometheusSettings,
+    Settings,
+    WebhookSettings,
+    load_settings,
+)
 from receiver.incidents import get_incident
 from receiver.kube.client import ClusterAccess, KubeConnection, open_cluster
 from receiver.kube.workload import IntegrationWorkload
@@ -135,7 +141,7 @@ async def test_rate_limited_enables_queuing_and_revert_removes_it(
 
     outcomes = await rate_limited(remediator, incident)
     assert statuses(outcomes) == [("enable_request_queuing", "applied")]
-    assert (outcomes[0].before, outcomes[0].after) == ("(absent)", "'queue'")
+    assert (outcomes[0].before, outcomes[0].after) == ("unset", '"queue"')
     assert env_of(cluster) == {"LOG_LEVEL": "info", "RATE_LIMIT_MODE": "queue"}
 
     await resolve_incident(store, incident)
@@ -411,7 +417,12 @@ async def test_dry_run_changes_nothing(cluster: ClusterEmulator, store: Store, m
 @pytest.mark.parametrize(
     ("dry_run", "status", "reason"),
     [
-        (True, "dry_run", "dry run: would apply; no cluster configured, so nothing was checked"),
+        (
+            True,
+            "dry_run",
+            'dry run: would set RATE_LIMIT_MODE to "queue"; its current value was not read '
+            "(no cluster configured)",
+        ),
         (False, "skipped", "no cluster configured"),
     ],
 )
@@ -638,7 +649,7 @@ async def test_revert_leaves_a_value_someone_changed_since(
 
     outcomes = await revert_now(remediator, incident)
     assert [(o.status, o.reason) for o in outcomes] == [
-        ("skipped", "RATE_LIMIT_MODE was changed since to 'drop'; left as is")
+        ("skipped", 'RATE_LIMIT_MODE was changed since to "drop"; left as is')
     ]
     assert env_of(cluster)["RATE_LIMIT_MODE"] == "drop"
 
@@ -683,7 +694,7 @@ async def test_value_needed_by_another_open_incident_is_handed_over(
     ]
     held = await rate_limited(remediator, second)
     assert [(o.status, o.reason) for o in held] == [
-        ("skipped", "RATE_LIMIT_MODE is already 'queue'")
+        ("skipped", 'RATE_LIMIT_MODE is already "queue"')
     ]
 
     await resolve_incident(store, first)
@@ -785,6 +796,34 @@ async def test_error_rate_falling_confirms_the_action(
     fake, client = await prometheus_with([4.0, 4.0, 1.5])
     remediator = await make(prometheus=client, verify=VERIFY)
     outcomes = await rate_limited(remediator, await open_incident(store))
+    assert statuses(outcomes) == [("enable_request_queuing", "applied")]
+    assert fake.queries[:3] == [VERIFY["promql"]] * 3
+
+
+@pytest.mark.asyncio
+async def test_verify_reads_the_top_level_prometheus(
+    cluster: ClusterEmulator, store: Store, kube: KubeConnection
+) -> None:
+    """open_remediator sends remediation.verify's query to prometheus.url, the one
+    Prometheus setting (the evidence reads the same one)."""
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
+    fake = FakePrometheus([4.0, 4.0, 1.5])
+    app = web.Application()
+    app.router.add_get("/api/v1/query", fake.query)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        settings = Settings(
+            webhook=WebhookSettings(allow_unauthenticated=True),
+            prometheus=PrometheusSettings(url=str(server.make_url("/")), timeout_seconds=2),
+            remediation=remediation_settings(verify=VERIFY),
+        )
+        async with open_remediator(
+            settings, store=store, cluster=ClusterAccess(kube)
+        ) as remediator:
+            outcomes = await rate_limited(remediator, await open_incident(store))
+    finally:
+        await server.close()
     assert statuses(outcomes) == [("enable_request_queuing", "applied")]
     assert fake.queries[:3] == [VERIFY["promql"]] * 3
 
@@ -921,7 +960,7 @@ async def test_ignored_label_selection_is_recorded(
     outcomes = await rate_limited(remediator, incident, runbook_action="scale_to_zero")
     assert outcomes == []
     assert [e["message"] for e in await timeline(store, incident)] == [
-        "ignored: label runbook_action='scale_to_zero' names no applicable configured action"
+        'ignored: label runbook_action="scale_to_zero" names no applicable configured action'
     ]
     assert cluster.writes("deployments") == []
 

@@ -50,7 +50,7 @@ def test_dry_run_is_the_default() -> None:
                 "env": "RATE_LIMIT_MODE",
                 "value": "drop",
             },
-            "value 'drop' not allowed for RATE_LIMIT_MODE",
+            'value "drop" not allowed for RATE_LIMIT_MODE',
         ),
         (
             {"name": "copy", "kind": "copy_api_key", "error_classes": ["auth"]},

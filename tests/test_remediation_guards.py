@@ -71,7 +71,7 @@ def test_cooldown_over_allows() -> None:
         ),
         (
             PlannedAction("x", "set_env", "RATE_LIMIT_MODE", "drop"),
-            "value 'drop' is not allowed for RATE_LIMIT_MODE",
+            'value "drop" is not allowed for RATE_LIMIT_MODE',
         ),
     ],
 )
@@ -147,7 +147,7 @@ def test_labels_only_narrow_configured_entries() -> None:
     )
     assert [a.name for a in chosen.actions] == ["enable_fallback"]
     assert chosen.notes == [
-        "label runbook_action='delete_everything' names no applicable configured action"
+        'label runbook_action="delete_everything" names no applicable configured action'
     ]
     narrowed = plan(
         actions,

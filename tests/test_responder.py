@@ -652,7 +652,7 @@ async def test_triage_lists_what_would_be_done_and_does_nothing(
     assert [(a["action"], a["status"]) for a in report["actions"]] == [
         ("enable_request_queuing", "dry_run")
     ]
-    assert report["actions"][0]["after"] == "'queue'"
+    assert report["actions"][0]["after"] == '"queue"'
     sent = [(n["destination"], n["kind"], n["on"]) for n in report["notifications"]]
     assert ("pagerduty", "pagerduty.trigger", "opened") in sent
     assert ("log", "slack.message", "enable_request_queuing dry_run") in sent

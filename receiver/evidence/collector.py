@@ -48,6 +48,7 @@ from receiver.metrics import Metrics
 from receiver.prometheus import PrometheusClient, PrometheusError, Series
 from receiver.redaction import Redactor
 from receiver.store import Store, now
+from receiver.wording import quoted
 
 __all__ = [
     "BundleRecord",
@@ -227,7 +228,7 @@ class EvidenceCollector:
                 label_selector=target.pod_selector,
                 container=evidence.logs.container,
             )
-        prom = evidence.prometheus
+        prom = settings.prometheus
         client = (
             PrometheusClient(prom.url, timeout_seconds=prom.timeout_seconds) if prom.url else None
         )
@@ -264,7 +265,7 @@ class EvidenceCollector:
     async def bundle(self, incident_id: str) -> Path:
         """The incident's latest bundle: the resolved one for a resolved incident, collected
         now if it does not exist yet."""
-        return (await self._current(incident_id)).path
+        return await self._current(incident_id)
 
     async def postmortem(self, incident_id: str) -> str:
         """The postmortem draft (Markdown), from the current timeline and the bundle's metrics;
@@ -298,20 +299,17 @@ class EvidenceCollector:
                 return record
         return None
 
-    async def _current(self, incident_id: str) -> BundleRecord:
+    async def _current(self, incident_id: str) -> Path:
         incident = await self._incident(incident_id)
         phase: Phase = "resolved" if incident.get("status") == "resolved" else "opened"
-        await self.collect(incident_id=incident_id, phase=phase, upstream=None)
-        record = await self._existing(incident_id, phase)
-        assert record is not None  # just written
-        return record
+        return await self.collect(incident_id=incident_id, phase=phase, upstream=None)
 
     async def _draft_inputs(
         self, incident_id: str
     ) -> tuple[dict[str, Any], ImpactFigures, dict[str, Any]]:
-        record = await self._current(incident_id)
+        path = await self._current(incident_id)
         incident = await self._incident(incident_id)
-        summary = await asyncio.to_thread(_read_summary, record.path)
+        summary = await asyncio.to_thread(_read_summary, path)
         return incident, _impact(summary), summary
 
     async def _collect(
@@ -373,7 +371,8 @@ class EvidenceCollector:
             failed_sources=written.failed_sources,
         )
         files = len(builder.files) + 2
-        await self._store.write(lambda c: _record(c, record, files))
+        if not self._store.read_only:  # a read-only store (the command line's) only reads
+            await self._store.write(lambda c: _record(c, record, files))
         if self._counters is not None:
             self._counters.evidence_bundles.labels(phase).inc()
             for source in written.failed_sources:
@@ -504,7 +503,8 @@ class EvidenceCollector:
             errors = [line for line in p.lines if pattern.search(line)]
             errors = errors[-logs.max_error_lines :]
             header = (
-                f"# {p.pod}/{p.container}: {len(errors)} lines matching {logs.error_pattern!r}"
+                f"# {p.pod}/{p.container}: {len(errors)} lines matching "
+                f"{quoted(logs.error_pattern)}"
                 f" in the last {logs.since_seconds}s"
                 + (" (log read cut at limitBytes)" if p.truncated else "")
                 + "\n"

@@ -27,6 +27,7 @@ from kubernetes_asyncio import client
 
 from receiver.kube.calls import RetryPolicy, call, operation, patch_options
 from receiver.kube.errors import KubeConflict, KubeNotFound
+from receiver.wording import quoted
 
 __all__ = [
     "RESTARTED_AT",
@@ -52,11 +53,12 @@ class EnvValue:
     from_reference: bool = False  # valueFrom: a ConfigMap/Secret/field reference
 
     def describe(self) -> str:
+        """The value as people read it: quoted, or what stands in for it."""
         if not self.present:
-            return "(absent)"
+            return "unset"
         if self.from_reference:
-            return "(from a reference)"
-        return repr(self.value or "")
+            return "set from a reference"
+        return quoted(self.value or "")
 
 
 ABSENT = EnvValue(present=False)
@@ -245,7 +247,7 @@ async def set_env(
         dep = await _read(api, namespace=namespace, name=name, policy=policy)
         state = _state(dep)
         if container not in state.env:
-            raise KubeNotFound(f"no container {container!r} in the Deployment", operation=op)
+            raise KubeNotFound(f"no container {quoted(container)} in the Deployment", operation=op)
         before = state.env_value(container, env)
         if before == target or (expected is not None and before != expected):
             return EnvChange(before, target, changed=False, generation=None)

@@ -88,4 +88,6 @@ async def translated(operation: str, call: Callable[[], Awaitable[T]]) -> T:
     except ApiException as e:
         raise _from_api_exception(e, operation) from e
     except (TimeoutError, aiohttp.ClientError, OSError) as e:
-        raise KubeUnavailable(f"cannot reach the API server: {e!r}", operation=operation) from e
+        raise KubeUnavailable(
+            f"cannot reach the API server: {type(e).__name__}: {e}", operation=operation
+        ) from e

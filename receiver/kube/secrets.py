@@ -23,6 +23,7 @@ from kubernetes_asyncio import client
 
 from receiver.kube.calls import RetryPolicy, call, operation, patch_options
 from receiver.kube.errors import KubeConflict, KubeError, KubeNotFound
+from receiver.wording import quoted
 
 __all__ = [
     "UPDATED_AT",
@@ -121,12 +122,13 @@ async def copy_key(
     value = (src.data or {}).get(source_key) if src is not None else None
     if not value:
         raise KubeNotFound(
-            f"source Secret {source!r} has no non-empty key {source_key!r}", operation=op
+            f"source Secret {quoted(source)} has no non-empty key {quoted(source_key)}",
+            operation=op,
         )
     for _ in range(conflict_attempts):
         live = await _read(api, namespace=namespace, name=target, policy=policy)
         if live is None:
-            raise KubeNotFound(f"Secret {target!r} does not exist", operation=op)
+            raise KubeNotFound(f"Secret {quoted(target)} does not exist", operation=op)
         if (live.data or {}).get(target_key) == value:
             return "already_equal"
         body = {

@@ -72,5 +72,4 @@ def build_notifier(
 
 def prometheus_urls(settings: Settings) -> tuple[str, ...]:
     """The Prometheus the receiver is configured to query: links from alerts may go there."""
-    urls = (settings.evidence.prometheus.url, settings.remediation.verify.prometheus_url)
-    return tuple(url for url in urls if url)
+    return (settings.prometheus.url,) if settings.prometheus.url else ()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from receiver.remediation.plan import PlannedAction
 from receiver.runbook import Verdict
+from receiver.wording import quoted
 
 __all__ = [
     "Facts",
@@ -43,7 +44,7 @@ def not_allowlisted(action: PlannedAction, *, allowlist: Mapping[str, Sequence[s
     if allowed is None:
         return f"{action.env} is not in the env allowlist"
     if action.value not in allowed:
-        return f"value {action.value!r} is not allowed for {action.env}"
+        return f"value {quoted(action.value or '')} is not allowed for {action.env}"
     return None
 
 

@@ -56,5 +56,12 @@ class ActionOutcome:
 
     @property
     def summary(self) -> str:
-        change = f" ({self.before} -> {self.after})" if self.before or self.after else ""
+        if self.before and self.after:
+            change = f" ({self.before} → {self.after})"
+        elif self.after:
+            change = f" (to {self.after})"
+        elif self.before:
+            change = f" (was {self.before})"
+        else:
+            change = ""
         return f"{self.action} on {self.target}: {self.status}{change}: {self.reason}"

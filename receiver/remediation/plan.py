@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from receiver.config import ActionKind, RunbookActionSettings
 from receiver.runbook import ErrorClass, Verdict
+from receiver.wording import quoted
 
 __all__ = ["Plan", "PlannedAction", "plan"]
 
@@ -65,7 +66,7 @@ def plan(
         known = {e.name for e in chosen}
         for name in sorted(wanted - known):
             notes.append(
-                f"label {select_label}={name[:60]!r} names no applicable configured action"
+                f"label {select_label}={quoted(name[:60])} names no applicable configured action"
             )
         chosen = [e for e in chosen if e.name in wanted]
     return Plan(

@@ -41,6 +41,7 @@ from receiver.remediation.outcome import EVENT_REASONS, ActionOutcome, Status
 from receiver.remediation.plan import PlannedAction, plan
 from receiver.runbook import ErrorClass, Verdict
 from receiver.store import Store, now
+from receiver.wording import quoted
 
 __all__ = ["Remediator"]
 
@@ -286,13 +287,7 @@ class Remediator:
 
         if self._workload is None:
             if self._settings.dry_run:
-                return self._outcome(
-                    action.name,
-                    target,
-                    "dry_run",
-                    f"dry run: would apply; {self._no_cluster}, so nothing was checked",
-                    after=repr(action.value) if action.value is not None else None,
-                )
+                return self._unchecked(action, target)
             return self._outcome(action.name, target, "skipped", self._no_cluster)
 
         dep = await self._workload.deployment()
@@ -306,6 +301,38 @@ class Remediator:
         if action.kind == "restart_if_key_rotated":
             return await self._restart_if_key_rotated(incident_id, action, target)
         return await self._copy_api_key(incident_id, action, target)
+
+    def _unchecked(self, action: PlannedAction, target: str) -> ActionOutcome:
+        """A dry run without a cluster: what the action would do, and what it depends on that
+        could not be checked. Only ``set_env`` is unconditional; the key actions depend on
+        the Secret and the pods, so they never read as "would apply"."""
+        unchecked = f"not checked: {self._no_cluster}"
+        t = self._settings.target
+        secret = f"Secret {t.api_key_secret} key {t.api_key_key}"
+        if action.kind == "restart_if_key_rotated":
+            reason = (
+                f"dry run: would restart the Deployment only if {secret} changed after its "
+                "pods started; otherwise a restart would not help and it escalates, asking for "
+                "a new key (rotate it, verify it in the PostHog dashboard, update the Secret); "
+                f"{unchecked}"
+            )
+            return self._outcome(action.name, target, "dry_run", reason)
+        if action.kind == "copy_api_key":
+            source = f"Secret {t.source_secret} key {t.source_key}"
+            reason = (
+                f"dry run: would copy {source} into {secret}, then restart the Deployment, "
+                f"only if {source} exists and holds a key; otherwise it escalates; {unchecked}"
+            )
+            return self._outcome(action.name, target, "dry_run", reason)
+        wanted = EnvValue(present=True, value=action.value)
+        return self._outcome(
+            action.name,
+            target,
+            "dry_run",
+            f"dry run: would set {action.env} to {wanted.describe()}; its current value was "
+            f"not read ({self._no_cluster})",
+            after=wanted.describe(),
+        )
 
     async def _reconcile(
         self, entry: journal.JournalEntry, action: PlannedAction
@@ -406,7 +433,7 @@ class Remediator:
         container = self._settings.target.container
         if container not in dep.env:
             return self._outcome(
-                action.name, target, "failed", f"no container {container!r} in the Deployment"
+                action.name, target, "failed", f"no container {quoted(container)} in the Deployment"
             )
         before = dep.env_value(container, action.env)
         wanted = EnvValue(True, action.value)

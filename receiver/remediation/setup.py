@@ -32,7 +32,12 @@ async def open_remediator(
         else None
     )
     verify = settings.remediation.verify
-    prometheus = PrometheusClient(verify.prometheus_url) if verify.promql else None
+    prom = settings.prometheus
+    prometheus = (
+        PrometheusClient(prom.url, timeout_seconds=prom.timeout_seconds)
+        if verify.promql and prom.url
+        else None
+    )
     try:
         yield Remediator(
             settings=settings.remediation,

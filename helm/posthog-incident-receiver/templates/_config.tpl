@@ -49,8 +49,7 @@ receiver's settings model.
 {{- $_ := set $defaults.remediation "kill_switch_file" (printf "%s/stop" (include "receiver.killSwitchDir" .)) }}
 {{- end }}
 {{- with .Values.prometheusUrl }}
-{{- $_ := set $defaults.evidence "prometheus" (dict "url" .) }}
-{{- $_ := set $defaults.remediation "verify" (dict "prometheus_url" .) }}
+{{- $_ := set $defaults "prometheus" (dict "url" .) }}
 {{- end }}
 {{- $notify := dict }}
 {{- if .Values.notify.pagerduty.enabled }}

@@ -29,7 +29,7 @@ def _settings() -> Settings:
             }
         ),
         notify=NotifySettings.model_validate(
-            {"slack": {"webhook_url": {"value": SLACK_URL}, "incident_commander": "alice"}}
+            {"slack": {"webhook_url": {"value": SLACK_URL}, "incident_commander": "<@U0ALICE>"}}
         ),
     )
 

@@ -295,7 +295,8 @@ async def test_hostile_labels_reach_people_as_text_only(
     hostile = {
         "team": "<!channel> <@U123> <http://evil.example|x>",
         "note": "ok\nStatus: RESOLVED\x07\u202e",
-        **{f"big{i}": "<&>" * 30_000 for i in range(6)},  # 540 KB
+        # Within the intake's limits, and still past PagerDuty's 512 KB as JSON (\ud83d\ude00).
+        **{f"big{i}": "<&>\U0001f600" * 1000 for i in range(60)},
     }
     body = payload(alert(status_code="401", severity="critical"))
     body["groupLabels"] = {**body["groupLabels"], **hostile}

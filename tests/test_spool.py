@@ -422,10 +422,10 @@ async def test_large_bodies_waiting_together_are_all_answered(spool: Spool) -> N
     """Bodies of several MiB together are validated in parts (the writer lets other tasks run
     between them) and all spooled."""
     writer = SpoolWriter(spool, RecentKeys(1000))
-    filler = "x" * 600_000
+    filler = {f"f{n}": "x" * 16_000 for n in range(40)}  # 640 KB, each value within limits
     bodies = [
         json.dumps(
-            notification([alert(f"big-{i}", annotations={"f": filler})], group_key=f"big-{i}")
+            notification([alert(f"big-{i}", annotations=filler)], group_key=f"big-{i}")
         ).encode()
         for i in range(5)
     ]

@@ -350,6 +350,8 @@ class Worker:
             if pruned:
                 logger.info("pruned processed webhooks", count=pruned)
         if self._retention is not None:
+            # Cleared first: a pass that fails waits for the next due time, not the next pass.
+            self._retention_left = False
             self._retention_left = not await self._retention.run_once()
 
 

@@ -37,6 +37,7 @@ from receiver.redaction import Redactor
 from receiver.remediation import open_remediator
 from receiver.remediation.outcome import Status
 from receiver.responder import IncidentResponder, RevertChecks
+from receiver.retention import Retention
 from receiver.spool import RecentKeys, Spool
 from receiver.store import Store
 from receiver.upstream import UpstreamReader
@@ -277,6 +278,12 @@ def create_app(
                     inbox_retention_seconds=settings.store.inbox_retention_hours * 3600,
                     settings=settings.worker,
                     spool=spool,
+                    retention=Retention(
+                        store=store,
+                        metrics=app[METRICS],
+                        store_settings=settings.store,
+                        evidence=settings.evidence,
+                    ),
                 )
                 app[WORKER] = worker
                 intake = app[INTAKE] = Intake(

@@ -289,6 +289,16 @@ class StoreSettings(_Group):
     inbox_retention_hours: float = Field(
         default=72.0, gt=0, description="How long processed webhooks are kept for inspection."
     )
+    incident_retention_days: float = Field(
+        default=90.0,
+        gt=0,
+        description=(
+            "How long a resolved incident is kept (days after it resolved), with its alerts, "
+            "timeline, events, notifications, remediation journal and evidence bundles. An "
+            "incident still open, or with a change still to revert or a notification still "
+            "to deliver, is always kept."
+        ),
+    )
     busy_timeout_seconds: float = Field(
         default=5.0,
         gt=0,
@@ -638,10 +648,10 @@ class ClassRule(_Group):
         try:
             self._regex = re2.compile(self.pattern, _RE2_OPTIONS)
         except re2.error as e:
-            reason = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
             raise ValueError(
-                f"pattern {quoted(self.pattern)} is not a valid regex for RE2 ({reason}); RE2"
-                " matches in linear time, so backreferences and lookaround are refused"
+                f"pattern {quoted(self.pattern)} is not a valid regex for RE2"
+                f" ({_re2_reason(e)}); RE2 matches in linear time, so backreferences and"
+                " lookaround are refused"
             ) from None
         return self
 
@@ -665,6 +675,28 @@ def _re2_options() -> Any:
 
 
 _RE2_OPTIONS = _re2_options()
+
+
+class LinePattern(Protocol):
+    """A compiled evidence pattern: found anywhere in a log line."""
+
+    def search(self, text: str) -> object | None: ...
+
+
+def _re2_log_options() -> Any:
+    # Case as the pattern says (the default pattern asks for (?i) itself).
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is reported once, in the config error
+    return options
+
+
+_RE2_LOG_OPTIONS = _re2_log_options()
+
+
+def _re2_reason(error: Exception) -> str:
+    """RE2's reason for refusing a pattern, as text (it comes as bytes)."""
+    first = error.args[0] if error.args else None
+    return first.decode() if isinstance(first, bytes) else str(error)
 
 
 # What a posthog_errors_total alert carries: an HTTP status in ``status_code`` (or ``code``),
@@ -1221,20 +1253,35 @@ class EvidenceLogsSettings(_Group):
     )
     error_pattern: str = Field(
         default=r"(?i)\b(error|exception|fatal|panic|traceback)\b|\b(401|403|429|50[0234])\b",
-        description="Regular expression selecting error lines from the last hour of logs.",
+        description=(
+            "RE2 regular expression selecting error lines from the last hour of logs (found "
+            "anywhere in a line; backreferences and lookaround are refused)."
+        ),
     )
     max_error_lines: int = Field(
         default=1000, ge=1, description="Error lines kept per container at most (the newest)."
     )
     max_events: int = Field(default=500, ge=1, description="Kubernetes events listed at most.")
+    _error_regex: LinePattern | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _pattern_compiles(self) -> EvidenceLogsSettings:
+        # RE2, as for triage rules: pod log lines are written by whatever runs in the pod, and
+        # a backtracking engine could spend minutes on one line while evidence is collected.
         try:
-            re.compile(self.error_pattern)
-        except re.error as e:
-            raise ValueError(f"error_pattern is not a valid regular expression: {e}") from None
+            self._error_regex = re2.compile(self.error_pattern, _RE2_LOG_OPTIONS)
+        except re2.error as e:
+            raise ValueError(
+                f"error_pattern is not a valid regex for RE2 ({_re2_reason(e)}); RE2 matches in"
+                " linear time, so backreferences and lookaround are refused"
+            ) from None
         return self
+
+    @property
+    def error_regex(self) -> LinePattern:
+        """The compiled ``error_pattern``."""
+        assert self._error_regex is not None
+        return self._error_regex
 
 
 class EvidenceSettings(_Group):
@@ -1252,6 +1299,22 @@ class EvidenceSettings(_Group):
         default=50 * 1_048_576,
         ge=4096,
         description="Most content bytes in one bundle; files past it are left out and listed.",
+    )
+    retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long the bundles of a resolved incident are kept (days after it resolved); "
+            "the incident's record stays for store.incident_retention_days."
+        ),
+    )
+    max_total_mib: int = Field(
+        default=512,
+        ge=1,
+        description=(
+            "Most MiB of bundles kept in 'directory': past it the bundles of resolved "
+            "incidents are deleted, oldest first. An open incident's bundles are always kept."
+        ),
     )
     logs: EvidenceLogsSettings = EvidenceLogsSettings()
     prometheus: EvidencePrometheusSettings = EvidencePrometheusSettings()

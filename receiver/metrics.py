@@ -22,7 +22,10 @@ from prometheus_client import (
 
 from receiver import __version__
 
-__all__ = ["Metrics"]
+__all__ = ["INCIDENT_STATUSES", "PRUNE_REASONS", "Metrics"]
+
+INCIDENT_STATUSES = ("open", "resolved")
+PRUNE_REASONS = ("incident", "age", "size", "unfinished")
 
 # The *_created series double every counter for no use in alerting.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -206,6 +209,37 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.incidents_kept = Gauge(
+            "posthog_receiver_incidents_kept",
+            "Incidents in the store, by status (open, resolved); resolved ones are pruned after "
+            "store.incident_retention_days.",
+            ["status"],
+            registry=r,
+        )
+        self.incidents_pruned = Counter(
+            "posthog_receiver_incidents_pruned_total",
+            "Resolved incidents deleted with their history after store.incident_retention_days.",
+            registry=r,
+        )
+        self.evidence_bundles_kept = Gauge(
+            "posthog_receiver_evidence_bundles_kept",
+            "Evidence bundles in evidence.directory.",
+            registry=r,
+        )
+        self.evidence_bytes = Gauge(
+            "posthog_receiver_evidence_bytes",
+            "Bytes of evidence in evidence.directory (bundles, and any being written); kept "
+            "under evidence.max_total_mib unless open incidents' bundles alone exceed it.",
+            registry=r,
+        )
+        self.evidence_bundles_pruned = Counter(
+            "posthog_receiver_evidence_bundles_pruned_total",
+            "Evidence files deleted, by reason: incident (its incident was pruned), age "
+            "(evidence.retention_days), size (evidence.max_total_mib), unfinished (left "
+            "half-written by a crash).",
+            ["reason"],
+            registry=r,
+        )
         self._start_from_zero(list(destinations), list(actions), list(action_statuses))
 
     def _start_from_zero(
@@ -227,3 +261,7 @@ class Metrics:
         for action in actions:
             for status in action_statuses:
                 self.remediation_actions.labels(action, status)
+        for status in INCIDENT_STATUSES:
+            self.incidents_kept.labels(status)
+        for reason in PRUNE_REASONS:
+            self.evidence_bundles_pruned.labels(reason)

@@ -240,6 +240,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX inbox_pending ON inbox (state, id);
     CREATE INDEX inbox_dedup ON inbox (dedup_hash);
     """,
+    # 6: retention (receiver.retention) finds resolved incidents by when they resolved, and
+    # deletes an incident's events by its id, without reading either table whole.
+    """
+    CREATE INDEX incidents_resolved ON incidents (resolved_at) WHERE status = 'resolved';
+    CREATE INDEX incident_events_incident ON incident_events (incident_id);
+    """,
 ]
 
 

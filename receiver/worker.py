@@ -45,6 +45,7 @@ from receiver.incidents import (
     retry_event,
 )
 from receiver.metrics import Metrics
+from receiver.retention import Retention
 from receiver.spool import Spool
 from receiver.store import Store, StoreUnavailable, now
 
@@ -79,16 +80,20 @@ class Worker:
         inbox_retention_seconds: float,
         settings: WorkerSettings | None = None,
         spool: Spool | None = None,
+        retention: Retention | None = None,
     ) -> None:
         self._store = store
         self._spool = spool
         self._metrics = metrics
         self._responder = responder
-        self._retention = inbox_retention_seconds
+        self._inbox_retention = inbox_retention_seconds
         self._settings = settings or WorkerSettings()
         self._wake = asyncio.Event()
         self._loop = BackgroundTask("incident-worker", self._run)
-        self._last_prune = 0.0
+        self._retention = retention
+        # The first pass prunes and counts what is kept: the *_kept metrics hold from the start.
+        self._last_prune = float("-inf")
+        self._retention_left = False  # a pass ran out of its batch: continue at the next one
         self._incidents: dict[str, _Handling] = {}
         self._webhooks_waiting: Callable[[], bool] | None = None
         self._backlog_counted = False
@@ -335,13 +340,19 @@ class Worker:
         self._wake.set()  # its later events, or another incident waiting for a slot
 
     async def _maybe_prune(self) -> None:
-        if time.monotonic() - self._last_prune < PRUNE_EVERY_SECONDS:
+        due = time.monotonic() - self._last_prune >= PRUNE_EVERY_SECONDS
+        if not due and not self._retention_left:
             return
-        self._last_prune = time.monotonic()
-        cutoff = now() - self._retention
-        pruned = await self._store.write(lambda c: prune_inbox(c, older_than=cutoff))
-        if pruned:
-            logger.info("pruned processed webhooks", count=pruned)
+        if due:
+            self._last_prune = time.monotonic()
+            cutoff = now() - self._inbox_retention
+            pruned = await self._store.write(lambda c: prune_inbox(c, older_than=cutoff))
+            if pruned:
+                logger.info("pruned processed webhooks", count=pruned)
+        if self._retention is not None:
+            # Cleared first: a pass that fails waits for the next due time, not the next pass.
+            self._retention_left = False
+            self._retention_left = not await self._retention.run_once()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 import sqlite3
 import tarfile
 from collections.abc import Callable
@@ -48,7 +47,6 @@ from receiver.metrics import Metrics
 from receiver.prometheus import PrometheusClient, PrometheusError, Series
 from receiver.redaction import Redactor
 from receiver.store import Store, now
-from receiver.wording import quoted
 
 __all__ = [
     "BundleRecord",
@@ -496,15 +494,15 @@ class EvidenceCollector:
 
     def _add_logs(self, builder: BundleBuilder, whole: list[PodLogs], tails: list[PodLogs]) -> None:
         logs = self._settings.logs
-        pattern = re.compile(logs.error_pattern)
+        pattern = logs.error_regex  # RE2: linear in each line, whatever the pod logged
         for p in whole:
             if p.error is not None:
                 continue
             errors = [line for line in p.lines if pattern.search(line)]
             errors = errors[-logs.max_error_lines :]
             header = (
-                f"# {p.pod}/{p.container}: {len(errors)} lines matching "
-                f"{quoted(logs.error_pattern)}"
+                f"# {p.pod}/{p.container}: {len(errors)} lines matching evidence.logs.error_pattern"
+                f" ({logs.error_pattern})"
                 f" in the last {logs.since_seconds}s"
                 + (" (log read cut at limitBytes)" if p.truncated else "")
                 + "\n"

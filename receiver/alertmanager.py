@@ -9,8 +9,9 @@ See https://prometheus.io/docs/alerting/latest/configuration/#webhook_config.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
@@ -124,6 +125,53 @@ _NOT_A_NUMBER = core_schema.union_schema(
 )
 Rfc3339Time = Annotated[AwareDatetime, _JsonGuard(_not_a_number, _NOT_A_NUMBER, NOT_A_TIME)]
 
+# Times an alert can really carry, by the year as written: 1970 to 2199. A start in the year
+# 9999 is a broken clock or a hostile sender, and date arithmetic on it fails later
+# (acknowledge-by, charts), where nobody would hear of the alert any more. Checked on the text,
+# so that the rule is exactly what the API description's pattern says, whatever the offset.
+REAL_YEARS = r"(19[7-9][0-9]|2[01][0-9][0-9])-"
+NOT_A_REAL_TIME = "expected an RFC 3339 time from the year 1970 to 2199"
+# Alertmanager writes its zero time for an alert that has not ended.
+_ZERO_TIME = r"0001-01-01T"
+
+
+def _real_time(pattern: str) -> Callable[[object], object]:
+    compiled = re.compile(pattern)
+
+    def check(value: object) -> object:
+        if isinstance(value, str) and not compiled.match(value):
+            raise ValueError(NOT_A_REAL_TIME)
+        return value
+
+    return check
+
+
+def _written_as(pattern: str) -> CoreSchema:
+    return core_schema.union_schema(
+        [
+            core_schema.str_schema(strict=True, pattern=pattern),
+            core_schema.none_schema(),
+            core_schema.list_schema(),
+            core_schema.dict_schema(),
+        ],
+        mode="left_to_right",
+    )
+
+
+_START = "^" + REAL_YEARS
+_END = f"^({_ZERO_TIME}|{REAL_YEARS})"
+# The last annotation runs first: a number is refused as one before its year is looked at.
+StartTime = Annotated[
+    AwareDatetime,
+    _JsonGuard(_real_time(_START), _written_as(_START), NOT_A_REAL_TIME),
+    _JsonGuard(_not_a_number, _NOT_A_NUMBER, NOT_A_TIME),
+]
+EndTime = Annotated[
+    AwareDatetime,
+    _JsonGuard(_real_time(_END), _written_as(_END), NOT_A_REAL_TIME),
+    _JsonGuard(_not_a_number, _NOT_A_NUMBER, NOT_A_TIME),
+]
+
 
 # What an alert can carry, at most. Real ones are far smaller; the bounds keep one
 # notification from making every message, page and file built from it unboundedly large.
@@ -132,11 +180,6 @@ MAX_LABEL_NAME_CHARS = 256
 MAX_LABEL_VALUE_CHARS = 4096
 MAX_ANNOTATION_VALUE_CHARS = 16384  # descriptions are prose
 MAX_GROUP_KEY_CHARS = 4096
-# Times an alert can really carry: from the Unix epoch to well past any pager's lifetime. A
-# start in the year 9999 is a broken clock or a hostile sender, and date arithmetic on it
-# fails later (acknowledge-by, charts), when no one would hear of the alert any more.
-EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
 
 _LabelName = Annotated[str, StringConstraints(max_length=MAX_LABEL_NAME_CHARS)]
 Labels = Annotated[
@@ -160,9 +203,8 @@ class Alert(_Model):
     status: AlertStatus
     labels: Labels
     annotations: Annotations = Field(default_factory=dict)
-    starts_at: Rfc3339Time = Field(alias="startsAt", ge=EARLIEST_TIME, lt=LATEST_TIME)
-    # Alertmanager's zero time (year 1) means "not ended": no lower bound.
-    ends_at: Rfc3339Time | None = Field(default=None, alias="endsAt", lt=LATEST_TIME)
+    starts_at: StartTime = Field(alias="startsAt")
+    ends_at: EndTime | None = Field(default=None, alias="endsAt")
     generator_url: str = Field(default="", alias="generatorURL", max_length=MAX_LABEL_VALUE_CHARS)
     fingerprint: str = Field(min_length=1, max_length=128)
 

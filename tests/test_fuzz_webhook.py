@@ -613,9 +613,9 @@ async def test_unicode_strings_up_to_the_limits_are_accepted_and_longer_ones_ref
 @pytest.mark.parametrize(
     ("field", "value", "limit"),
     [
-        ("startsAt", "9999-12-31T23:59:59Z", "2200"),
+        ("startsAt", "9999-12-31T23:59:59Z", "2199"),
         ("startsAt", "1969-12-31T23:59:59Z", "1970"),
-        ("endsAt", "9999-12-31T23:59:59Z", "2200"),
+        ("endsAt", "9999-12-31T23:59:59Z", "2199"),
     ],
 )
 async def test_times_that_cannot_be_real_are_refused_at_the_door(

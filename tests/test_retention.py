@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from receiver.alertmanager import WebhookPayload
 from receiver.config import EvidenceSettings, Settings, StoreSettings, WebhookSettings
 from receiver.evidence import EvidenceCollector, bundles_for
+from receiver.redaction import Redactor
 from receiver.incidents import add_timeline, apply_notification, mark_event
 from receiver.metrics import Metrics
 from receiver.notify.outbox import Draft, enqueue, set_state
@@ -83,7 +84,9 @@ async def _bundles(store: Store, tmp_path: Path, incident_id: str, **evidence: A
         webhook=WebhookSettings(allow_unauthenticated=True),
         evidence=_evidence(tmp_path, **evidence),
     )
-    collector = EvidenceCollector.from_settings(settings, store=store, cluster=None)
+    collector = EvidenceCollector.from_settings(
+        settings, store=store, cluster=None, redactor=Redactor.from_settings(settings)
+    )
     try:
         return [
             await collector.collect(incident_id=incident_id, phase=phase, upstream=None)

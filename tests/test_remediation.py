@@ -683,7 +683,11 @@ async def test_value_needed_by_another_open_incident_is_handed_over(
     ]
     held = await rate_limited(remediator, second)
     assert [(o.status, o.reason) for o in held] == [
-        ("skipped", "RATE_LIMIT_MODE is already 'queue'")
+        (
+            "skipped",
+            f"already in place: RATE_LIMIT_MODE=queue applied for incident {first}; "
+            "set back when the last incident needing it resolves",
+        )
     ]
 
     await resolve_incident(store, first)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,9 @@ EVENTS = resource("", "v1", "events")
 @dataclass
 class Fault:
     """Answer the next ``times`` requests matching method and plural with ``status``
-    (after ``delay`` seconds); ``status=None`` with a delay only hangs, then serves."""
+    (after ``delay`` seconds); ``status=None`` with a delay only hangs, then serves.
+    ``meanwhile`` runs when the fault is served: what another writer did that made the API
+    server refuse the request (e.g. a 409 because it changed the object first)."""
 
     method: str
     plural: str
@@ -47,6 +50,7 @@ class Fault:
     delay: float = 0.0
     dry_run: bool | None = None  # None: either; True/False: only (non-)dry-run requests
     served: int = 0
+    meanwhile: Callable[[], None] | None = None
 
 
 @attrs.define(kw_only=True)
@@ -125,6 +129,8 @@ class ClusterEmulator(KubernetesEmulator):
     async def _handle(self, request: Request) -> aiohttp.web.StreamResponse:
         fault = self._fault_for(request)
         if fault is not None:
+            if fault.meanwhile is not None:
+                fault.meanwhile()
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             if fault.status is not None:

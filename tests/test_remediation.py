@@ -487,6 +487,82 @@ async def test_conflict_is_retried_and_applied(
 
 
 @pytest.mark.asyncio
+async def test_write_refused_because_another_writer_set_the_value_is_never_applied(
+    cluster: ClusterEmulator, store: Store, make: Make
+) -> None:
+    """Our PATCH is refused (409) because someone else set the same value first: the value is
+    in place, but not by our write, so the outcome is not "applied", no cooldown starts, and
+    resolving the incident leaves the value to whoever set it."""
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
+
+    def someone_else_sets_it() -> None:
+        changed = cluster.current(DEPLOYMENTS, "prod", NAME)
+        changed["spec"]["template"]["spec"]["containers"][1]["env"].append(
+            {"name": "RATE_LIMIT_MODE", "value": "queue"}
+        )
+        cluster.put_object(DEPLOYMENTS, "prod", NAME, changed)
+
+    refused = cluster.fail(
+        "patch", "deployments", 409, dry_run=False, meanwhile=someone_else_sets_it
+    )
+    remediator = await make()
+    incident = await open_incident(store)
+    outcomes = await rate_limited(remediator, incident)
+
+    assert refused.served == 1
+    assert len(cluster.writes("deployments")) == 1  # ours, refused; nothing written again
+    assert [(o.status, o.reason) for o in outcomes] == [
+        (
+            "skipped",
+            "already in place: RATE_LIMIT_MODE=queue was set by someone else while our write "
+            "was refused; left for them to set back",
+        )
+    ]
+    entry = await store.read(lambda c: get_entry(c, incident, "enable_request_queuing"))
+    assert entry is not None
+    assert entry.state == "held"
+    await resolve_incident(store, incident)
+    assert await remediator.schedule_revert(incident_id=incident) is None
+    assert env_of(cluster)["RATE_LIMIT_MODE"] == "queue"
+
+
+@pytest.mark.asyncio
+async def test_change_under_way_for_another_incident_is_relied_on_not_repeated(
+    cluster: ClusterEmulator, store: Store, make: Make
+) -> None:
+    """The journal is the single source: an intent of another open incident for the same
+    change (its write under way, e.g. in another process) is relied on, not written again."""
+    cluster.put_object(DEPLOYMENTS, "prod", NAME, deployment())
+    first = await open_incident(store, "first")
+    second = await open_incident(store, "second")
+    await store.write(
+        lambda c: write_intent(
+            c,
+            incident_id=first,
+            action="enable_request_queuing",
+            kind="set_env",
+            target="prod/posthog-integration/posthog-integration env RATE_LIMIT_MODE",
+            before={"present": False, "value": None, "from_reference": False},
+            after={"present": True, "value": "queue", "from_reference": False},
+            at=0.0,
+        )
+    )
+    remediator = await make()
+    outcomes = await rate_limited(remediator, second)
+    assert [(o.status, o.reason) for o in outcomes] == [
+        (
+            "skipped",
+            f"already in place: RATE_LIMIT_MODE=queue under way for incident {first}; "
+            "set back when the last incident needing it resolves",
+        )
+    ]
+    assert cluster.writes("deployments") == []
+    entry = await store.read(lambda c: get_entry(c, second, "enable_request_queuing"))
+    assert entry is not None
+    assert entry.state == "held"
+
+
+@pytest.mark.asyncio
 async def test_forbidden_escalates_naming_the_permission(
     cluster: ClusterEmulator, store: Store, make: Make
 ) -> None:
@@ -694,7 +770,11 @@ async def test_value_needed_by_another_open_incident_is_handed_over(
     ]
     held = await rate_limited(remediator, second)
     assert [(o.status, o.reason) for o in held] == [
-        ("skipped", 'RATE_LIMIT_MODE is already "queue"')
+        (
+            "skipped",
+            f"already in place: RATE_LIMIT_MODE=queue applied for incident {first}; "
+            "set back when the last incident needing it resolves",
+        )
     ]
 
     await resolve_incident(store, first)

@@ -22,10 +22,10 @@ from aiohttp.test_utils import TestClient
 from receiver.alertmanager import WebhookPayload
 from receiver.config import EvidenceSettings, Settings, StoreSettings, WebhookSettings
 from receiver.evidence import EvidenceCollector, bundles_for
-from receiver.redaction import Redactor
 from receiver.incidents import add_timeline, apply_notification, mark_event
 from receiver.metrics import Metrics
 from receiver.notify.outbox import Draft, enqueue, set_state
+from receiver.redaction import Redactor
 from receiver.remediation import journal
 from receiver.retention import INCIDENT_BATCH, Retention
 from receiver.store import Store

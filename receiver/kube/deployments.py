@@ -10,6 +10,14 @@ re-read and try again, a bounded number of times.
 Every change is first sent with ``dryRun=All`` (admission, validation and RBAC run, nothing is
 stored); only if that passes, and the caller is not in dry-run, is it applied.
 
+A change counts as made only when the API server accepted our write: its answer shows the new
+value. A write refused with 409 is not ours even if the value is in place when we re-read
+(another writer won the race). One ambiguity remains: a write whose answer never came (a
+timeout) may have been stored, and its retry is then refused because the object changed. So
+each write also stamps the Deployment's own metadata (not the pod template: no rollout) with a
+token new for each call (``CHANGE_MARK``); a re-read showing our token proves the server stored
+our write.
+
 "Mid-rollout" follows ``kubectl rollout status``: the controller has not observed the latest
 generation, or not every replica runs the latest template, or old replicas are still
 terminating, or not every updated replica is available.
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +35,11 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from receiver.kube.calls import RetryPolicy, call, operation, patch_options
-from receiver.kube.errors import KubeConflict, KubeNotFound
+from receiver.kube.errors import KubeConflict, KubeInvalid, KubeNotFound
 from receiver.wording import quoted
 
 __all__ = [
+    "CHANGE_MARK",
     "RESTARTED_AT",
     "DeploymentState",
     "EnvChange",
@@ -41,6 +51,8 @@ __all__ = [
 ]
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+# On the Deployment's metadata: the token of the last env change we wrote (see above).
+CHANGE_MARK = "posthog-receiver/env-change"
 RESOURCE = "deployments.apps"
 
 
@@ -81,6 +93,7 @@ class DeploymentState:
     paused: bool
     restarted_at: str | None
     env: Mapping[str, Mapping[str, EnvValue]] = field(default_factory=dict)
+    change_mark: str | None = None  # CHANGE_MARK: the token of the last change we wrote
 
     @property
     def containers(self) -> list[str]:
@@ -114,7 +127,11 @@ class DeploymentState:
 
 @dataclass(frozen=True)
 class EnvChange:
-    """The result of setting (or removing) one variable."""
+    """The result of setting (or removing) one variable.
+
+    ``changed``: the API server accepted our write (never true for a dry run, nor when the
+    value was found in place, written by someone else).
+    """
 
     before: EnvValue
     after: EnvValue
@@ -145,6 +162,7 @@ def _state(dep: Any) -> DeploymentState:
         paused=bool(spec.paused),
         restarted_at=annotations.get(RESTARTED_AT),
         env=env,
+        change_mark=(meta.annotations or {}).get(CHANGE_MARK),
     )
 
 
@@ -235,13 +253,17 @@ async def set_env(
 
     With ``expected``, change nothing unless the live value is ``expected`` when written
     (a revert must not clobber what someone else set): the result then has ``changed=False``
-    and the live value in ``before``.
+    and the live value in ``before``. ``changed=False`` also when the value is found in place
+    without our write having been accepted (set by someone else, or refused with 409).
 
     Raises :class:`KubeNotFound` if the container does not exist, :class:`KubeConflict` if
-    the Deployment kept changing under us for ``conflict_attempts`` read-modify-writes.
+    the Deployment kept changing under us for ``conflict_attempts`` read-modify-writes,
+    :class:`KubeInvalid` if the server's answer to the write does not show the change.
     """
     target = EnvValue(True, value) if value is not None else ABSENT
     op = operation("patch", RESOURCE, namespace=namespace, name=name)
+    token = uuid.uuid4().hex
+    first: EnvValue | None = None
     last_conflict: KubeConflict | None = None
     for _ in range(conflict_attempts):
         dep = await _read(api, namespace=namespace, name=name, policy=policy)
@@ -249,6 +271,10 @@ async def set_env(
         if container not in state.env:
             raise KubeNotFound(f"no container {quoted(container)} in the Deployment", operation=op)
         before = state.env_value(container, env)
+        first = before if first is None else first
+        if before == target and not dry_run and state.change_mark == token:
+            # A write of this call whose answer was lost (timeout) was stored after all.
+            return EnvChange(first, target, changed=True, generation=state.generation)
         if before == target or (expected is not None and before != expected):
             return EnvChange(before, target, changed=False, generation=None)
         containers: list[dict[str, Any]] = api.sanitize_for_serialization(
@@ -258,7 +284,10 @@ async def set_env(
             if c.get("name") == container:
                 c["env"] = _new_env(c.get("env") or [], env, value)
         body = {
-            "metadata": {"resourceVersion": state.resource_version},
+            "metadata": {
+                "resourceVersion": state.resource_version,
+                "annotations": {CHANGE_MARK: token},
+            },
             "spec": {"template": {"spec": {"containers": containers}}},
         }
         try:
@@ -268,8 +297,16 @@ async def set_env(
         except KubeConflict as e:
             last_conflict = e
             continue
-        generation = int(result.metadata.generation or 0) if result is not None else None
-        return EnvChange(before, target, changed=not dry_run, generation=generation)
+        if result is None:
+            return EnvChange(before, target, changed=False, generation=None)
+        stored = _state(result)
+        if stored.env_value(container, env) != target:
+            raise KubeInvalid(
+                f"the API server answered the write, but its Deployment shows {env}="
+                f"{stored.env_value(container, env).describe()}, not {target.describe()}",
+                operation=op,
+            )
+        return EnvChange(before, target, changed=True, generation=stored.generation)
     raise KubeConflict(
         f"the Deployment changed under us {conflict_attempts} times in a row "
         f"(last: {last_conflict})",

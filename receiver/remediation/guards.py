@@ -4,6 +4,12 @@ Each guard takes facts and returns the reason to skip, or ``None`` to allow. The
 gathers the facts (clock, journal, kill-switch file, Deployment state) and records the first
 reason as the outcome. Keeping them pure makes each one testable on its own and keeps the
 rules readable in one place.
+
+Two stages: :func:`before_looking` (kill switch, allowlist, no blind restarts) stops an action
+outright; :func:`before_changing` (budget, cooldown) is asked only for a change that would
+really be made, inside the journal transaction that claims the target (``claim``), so
+incidents handled at the same time cannot all pass it. Joining a change already in place
+spends neither budget nor cooldown.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from receiver.wording import quoted
 __all__ = [
     "Facts",
     "before_action",
+    "before_changing",
+    "before_looking",
     "budget_spent",
     "cooling_down",
     "deployment_unsettled",
@@ -101,10 +109,10 @@ class Facts:
     verdict: Verdict | str | None
 
 
-def before_action(
+def before_looking(
     action: PlannedAction, facts: Facts, *, allowlist: Mapping[str, Sequence[str]]
 ) -> str | None:
-    """The first reason to skip a mutating action, before the cluster is consulted."""
+    """The first reason to skip a mutating action whatever the cluster shows."""
     return (
         kill_switch(
             switch_on=facts.kill_switch_on,
@@ -113,8 +121,18 @@ def before_action(
         )
         or not_allowlisted(action, allowlist=allowlist)
         or restart_refused(action, verdict=facts.verdict)
-        or budget_spent(used=facts.used_budget, budget=facts.budget)
-        or cooling_down(
-            last_applied_at=facts.last_applied_at, now=facts.now, cooldown=facts.cooldown
-        )
     )
+
+
+def before_changing(facts: Facts) -> str | None:
+    """The first reason not to make a change this incident would make itself."""
+    return budget_spent(used=facts.used_budget, budget=facts.budget) or cooling_down(
+        last_applied_at=facts.last_applied_at, now=facts.now, cooldown=facts.cooldown
+    )
+
+
+def before_action(
+    action: PlannedAction, facts: Facts, *, allowlist: Mapping[str, Sequence[str]]
+) -> str | None:
+    """The first reason to skip a mutating action, before the cluster is consulted."""
+    return before_looking(action, facts, allowlist=allowlist) or before_changing(facts)

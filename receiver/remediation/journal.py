@@ -10,6 +10,10 @@ States: ``intent`` -> ``done`` | ``failed`` | ``held`` (already as wanted; nothi
 ``dry_run``; on revert ``done`` -> ``reverting`` -> ``reverted`` | ``revert_skipped``, or
 ``handed_over`` when another open incident still needs the value.
 
+The rows of one target are the single source for what is applied there: an incident that finds
+another's ``intent`` or ``done`` row for the same change relies on it (``held``) instead of
+applying it again, and the last open incident relying on a value sets it back.
+
 All functions take the store's connection and run inside ``store.write``/``store.read``.
 """
 
@@ -27,8 +31,10 @@ __all__ = [
     "due_reverts",
     "finish_revert",
     "get_entry",
+    "hand_over",
     "holders",
     "last_applied",
+    "others",
     "postpone_revert",
     "revertible",
     "schedule_revert",
@@ -183,6 +189,55 @@ def holders(conn: sqlite3.Connection, target: str, *, other_than: str) -> list[J
         (target, other_than),
     ).fetchall()
     return [_entry(r) for r in rows]
+
+
+def others(
+    conn: sqlite3.Connection,
+    *,
+    action: str,
+    target: str,
+    states: tuple[State, ...],
+    other_than: str,
+    after: dict[str, Any] | None = None,
+    open_only: bool = False,
+) -> list[JournalEntry]:
+    """Entries of other incidents for the same action on the same target (aiming at the same
+    value when ``after`` is given), in one of ``states``, oldest first."""
+    marks = ", ".join("?" for _ in states)
+    sql = (
+        "SELECT a.* FROM remediation_actions a JOIN incidents i ON i.id = a.incident_id"
+        f" WHERE a.action = ? AND a.target = ? AND a.incident_id != ? AND a.state IN ({marks})"
+    )
+    params: list[Any] = [action, target, other_than, *states]
+    if after is not None:
+        sql += " AND a.after = ?"
+        params.append(_json(after))
+    if open_only:
+        sql += " AND i.status = 'open'"
+    rows = conn.execute(sql + " ORDER BY a.id", params).fetchall()
+    return [_entry(r) for r in rows]
+
+
+def hand_over(conn: sqlite3.Connection, entry: JournalEntry, *, at: float) -> JournalEntry | None:
+    """Give the revert of ``entry`` to the first other open incident relying on its value; the
+    heir, or ``None`` when none is left (then ``entry`` is to be reverted).
+
+    One transaction: an incident resolving at the same moment is either still open here (and
+    reverts when it resolves, having become ``done``) or no heir at all."""
+    heirs = holders(conn, entry.target, other_than=entry.incident_id)
+    if not heirs:
+        return None
+    heir = heirs[0]
+    set_state(
+        conn,
+        heir.id,
+        "done",
+        at=at,
+        reason=f"handed over by {entry.incident_id}",
+        before=entry.before,
+    )
+    set_state(conn, entry.id, "handed_over", at=at, reason=heir.incident_id)
+    return heir
 
 
 def schedule_revert(conn: sqlite3.Connection, incident_id: str, due_at: float) -> bool:

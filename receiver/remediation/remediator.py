@@ -8,6 +8,12 @@ that the rollout finished (and, if configured, that the error rate falls). Every
 recorded on the incident timeline, logged, counted, and written as a Kubernetes Event on the
 Deployment.
 
+Incidents handled at the same time that need the same change decide one at a time per target
+(an asyncio lock per target; the decision itself is one journal transaction, ``claim``): one
+applies it, the others record that it is in place and rely on it. "applied" is said only for
+a write the API server accepted; the work after it (watching the rollout, the error rate) runs
+outside the lock.
+
 Reverts are scheduled on resolve (``schedule_revert``) for after a hold-down, stored in the
 journal so they survive restarts; the worker asks ``due_reverts()`` and calls ``revert()``.
 A revert sets a variable back only if it still holds what we set: a value someone changed
@@ -36,7 +42,7 @@ from receiver.kube.errors import KubeConflict, KubeError, KubeForbidden, KubeUna
 from receiver.kube.workload import IntegrationWorkload
 from receiver.metrics import Metrics
 from receiver.prometheus import PrometheusClient, PrometheusError
-from receiver.remediation import guards, journal
+from receiver.remediation import claim, guards, journal
 from receiver.remediation.outcome import EVENT_REASONS, ActionOutcome, Status
 from receiver.remediation.plan import PlannedAction, plan
 from receiver.runbook import ErrorClass, Verdict
@@ -55,6 +61,18 @@ def _exists(path: Path | None) -> bool:
 
 class _Postponed(Exception):
     """A revert that has to wait (the Deployment is paused or mid-rollout)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Change:
+    """A change the API server accepted, still to be verified (outside the target's lock)."""
+
+    action: str
+    target: str
+    done: str
+    before: str | None = None
+    after: str | None = None
+    success: Status = "applied"
 
 
 def _env_json(value: EnvValue) -> dict[str, Any]:
@@ -92,6 +110,8 @@ class Remediator:
         self._prometheus = prometheus
         self._metrics = metrics
         self._clock = clock
+        # One decision at a time per target (see the module docstring).
+        self._locks: dict[str, asyncio.Lock] = {}
 
     # -- targets (from configuration only) --------------------------------------------------
 
@@ -104,6 +124,21 @@ class Remediator:
         if kind == "copy_api_key":
             return f"{t.namespace}/secret/{t.api_key_secret} and {t.namespace}/{t.deployment}"
         return f"{t.namespace}/{t.deployment}"
+
+    def _lock(self, target: str) -> asyncio.Lock:
+        return self._locks.setdefault(target, asyncio.Lock())
+
+    async def _settled(self, decided: ActionOutcome | _Change) -> ActionOutcome:
+        if isinstance(decided, ActionOutcome):
+            return decided
+        return await self._verified(
+            decided.action,
+            decided.target,
+            decided.done,
+            before=decided.before,
+            after=decided.after,
+            success=decided.success,
+        )
 
     # -- public API -------------------------------------------------------------------------
 
@@ -134,10 +169,13 @@ class Remediator:
             )
         outcomes: list[ActionOutcome] = []
         for action in chosen.actions:
+            target = self._target(action)
             try:
-                outcome = await self._run(incident_id, action, verdict)
+                async with self._lock(target):
+                    decided = await self._run(incident_id, action, verdict)
+                outcome = await self._settled(decided)
             except KubeError as e:
-                outcome = self._error_outcome(action.name, self._target(action), e)
+                outcome = self._error_outcome(action.name, target, e)
             outcomes.append(outcome)
             await self._record(incident_id, outcome)
         return outcomes
@@ -183,7 +221,9 @@ class Remediator:
         for entry in entries:
             outcome: ActionOutcome | None
             try:
-                outcome = await self._revert_one(entry)
+                async with self._lock(entry.target):
+                    decided = await self._revert_one(entry)
+                outcome = await self._settled(decided) if decided is not None else None
             except _Postponed as e:
                 postpone = True
                 outcome = self._outcome(
@@ -243,7 +283,8 @@ class Remediator:
 
     async def _run(
         self, incident_id: str, action: PlannedAction, verdict: Verdict | str | None
-    ) -> ActionOutcome:
+    ) -> ActionOutcome | _Change:
+        """Decide and, if so decided, make the change; called holding the target's lock."""
         target = self._target(action)
         entry = await self._store.read(lambda c: journal.get_entry(c, incident_id, action.name))
         if entry is not None and entry.state == "intent" and self._workload is not None:
@@ -262,26 +303,24 @@ class Remediator:
         if not action.mutates:
             return await self._escalate_infrastructure(incident_id, action)
 
-        current = self._clock()
-        used, last = await self._store.read(
-            lambda c: (
-                journal.actions_used(c, incident_id, other_than=action.name),
-                journal.last_applied(c, action.name, target),
-            )
-        )
         file = self._settings.kill_switch_file
         facts = guards.Facts(
-            now=current,
+            now=self._clock(),
             kill_switch_on=self._settings.kill_switch,
             kill_switch_file=str(file) if file is not None else None,
             kill_switch_file_present=_exists(file),
-            used_budget=used,
+            used_budget=0,  # budget and cooldown: read from the journal where they are asked
             budget=self._settings.budget_per_incident,
-            last_applied_at=last,
+            last_applied_at=None,
             cooldown=self._settings.cooldown_seconds,
             verdict=verdict,
         )
-        refusal = guards.before_action(action, facts, allowlist=self._settings.env_allowlist)
+        refusal = guards.before_looking(action, facts, allowlist=self._settings.env_allowlist)
+        if refusal is None and (self._workload is None or action.kind != "set_env"):
+            # A variable found in place is joined whatever budget and cooldown say; the rest
+            # is refused here already, as before the cluster is consulted (and again, in the
+            # same transaction as the intent, by ``claim``).
+            refusal = await self._change_refused(incident_id, action, target, facts)
         if refusal is not None:
             return self._outcome(action.name, target, "skipped", refusal)
 
@@ -291,16 +330,63 @@ class Remediator:
             return self._outcome(action.name, target, "skipped", self._no_cluster)
 
         dep = await self._workload.deployment()
+        if action.kind == "set_env":
+            return await self._set_env(incident_id, action, target, dep, facts)
         refusal = guards.deployment_unsettled(
             paused=dep.paused, rollout_problem=dep.rollout_problem
         )
         if refusal is not None:
             return self._outcome(action.name, target, "skipped", refusal)
-        if action.kind == "set_env":
-            return await self._set_env(incident_id, action, target, dep)
         if action.kind == "restart_if_key_rotated":
-            return await self._restart_if_key_rotated(incident_id, action, target)
-        return await self._copy_api_key(incident_id, action, target)
+            return await self._restart_if_key_rotated(incident_id, action, target, facts)
+        return await self._copy_api_key(incident_id, action, target, facts)
+
+    async def _change_refused(
+        self, incident_id: str, action: PlannedAction, target: str, facts: guards.Facts
+    ) -> str | None:
+        return await self._store.read(
+            lambda c: claim.change_refused(
+                c, incident_id=incident_id, action=action, target=target, facts=facts
+            )
+        )
+
+    async def _claim(
+        self,
+        incident_id: str,
+        action: PlannedAction,
+        target: str,
+        facts: guards.Facts,
+        *,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> claim.Claim:
+        at = self._clock()
+        return await self._store.write(
+            lambda c: claim.claim(
+                c,
+                incident_id=incident_id,
+                action=action,
+                target=target,
+                before=before,
+                after=after,
+                facts=dataclasses.replace(facts, now=at),
+                same_value=action.kind == "set_env",
+            )
+        )
+
+    def _in_place(
+        self, action: PlannedAction, target: str, what: str, *, by: str | None = None
+    ) -> ActionOutcome:
+        """This incident relies on a change in place (or under way) instead of making it."""
+        whose = f" for incident {by}" if by is not None else ""
+        then = (
+            "; set back when the last incident needing it resolves"
+            if action.kind == "set_env"
+            else ""
+        )
+        return self._outcome(
+            action.name, target, "skipped", f"already in place: {what}{whose}{then}"
+        )
 
     def _unchecked(self, action: PlannedAction, target: str) -> ActionOutcome:
         """A dry run without a cluster: what the action would do, and what it depends on that
@@ -349,11 +435,37 @@ class Remediator:
         if not happened:
             return None
         at = self._clock()
-        await self._store.write(
-            lambda c: journal.set_state(
-                c, entry.id, "done", at=at, reason="confirmed after an interruption"
+        same_value = action.kind == "set_env"
+
+        def settle(c: Any) -> str | None:
+            # The value may be there by another incident's change, not ours: then we rely on
+            # it, and only that incident says "applied".
+            holder = (
+                claim.applied_by(
+                    c,
+                    incident_id=entry.incident_id,
+                    action=entry.action,
+                    target=entry.target,
+                    after=entry.after,
+                )
+                if same_value
+                else None
             )
-        )
+            if holder is not None:
+                journal.set_state(
+                    c, entry.id, "held", at=at, reason=f"in place, applied for {holder}"
+                )
+            else:
+                journal.set_state(
+                    c, entry.id, "done", at=at, reason="confirmed after an interruption"
+                )
+            return holder
+
+        holder = await self._store.write(settle)
+        if holder is not None:
+            return self._in_place(
+                action, entry.target, f"{action.env}={action.value} applied", by=holder
+            )
         before = _env_from(entry.before).describe() if action.kind == "set_env" else None
         after = _env_from(entry.after).describe() if action.kind == "set_env" else None
         return self._outcome(
@@ -426,8 +538,13 @@ class Remediator:
             return None, outcome
 
     async def _set_env(
-        self, incident_id: str, action: PlannedAction, target: str, dep: DeploymentState
-    ) -> ActionOutcome:
+        self,
+        incident_id: str,
+        action: PlannedAction,
+        target: str,
+        dep: DeploymentState,
+        facts: guards.Facts,
+    ) -> ActionOutcome | _Change:
         assert self._workload is not None
         assert action.env is not None
         container = self._settings.target.container
@@ -437,6 +554,7 @@ class Remediator:
             )
         before = dep.env_value(container, action.env)
         wanted = EnvValue(True, action.value)
+        setting = f"{action.env}={action.value}"
         if before.from_reference:
             return self._outcome(
                 action.name,
@@ -445,15 +563,24 @@ class Remediator:
                 f"{action.env} is set from a reference (valueFrom); not overriding it",
             )
         if before == wanted:
-            await self._intent(
-                incident_id,
-                action,
-                target,
-                before=_env_json(before),
-                after=_env_json(wanted),
-                state="held",
-                reason="already set",
+            at = self._clock()
+            holder = await self._store.write(
+                lambda c: claim.join(
+                    c,
+                    incident_id=incident_id,
+                    action=action,
+                    target=target,
+                    before=_env_json(before),
+                    after=_env_json(wanted),
+                    at=at,
+                )
             )
+            if holder is not None:
+                return dataclasses.replace(
+                    self._in_place(action, target, f"{setting} applied", by=holder),
+                    before=before.describe(),
+                    after=wanted.describe(),
+                )
             return self._outcome(
                 action.name,
                 target,
@@ -462,9 +589,17 @@ class Remediator:
                 before=before.describe(),
                 after=wanted.describe(),
             )
+        refusal = guards.deployment_unsettled(
+            paused=dep.paused, rollout_problem=dep.rollout_problem
+        )
+        if refusal is not None:
+            return self._outcome(action.name, target, "skipped", refusal)
         workload = self._workload
         attempts = self._settings.conflict_attempts
         if self._settings.dry_run:
+            refusal = await self._change_refused(incident_id, action, target, facts)
+            if refusal is not None:
+                return self._outcome(action.name, target, "skipped", refusal)
             await workload.set_env(
                 env=action.env, value=action.value, dry_run=True, conflict_attempts=attempts
             )
@@ -487,9 +622,14 @@ class Remediator:
         reason = self._kill_switch()
         if reason is not None:
             return self._outcome(action.name, target, "skipped", reason)
-        entry_id = await self._intent(
-            incident_id, action, target, before=_env_json(before), after=_env_json(wanted)
+        claimed = await self._claim(
+            incident_id, action, target, facts, before=_env_json(before), after=_env_json(wanted)
         )
+        if claimed.refusal is not None:
+            return self._outcome(action.name, target, "skipped", claimed.refusal)
+        if claimed.entry_id is None:
+            return self._in_place(action, target, f"{setting} under way", by=claimed.holder)
+        entry_id = claimed.entry_id
         change, failed = await self._apply_guarded(
             entry_id,
             action,
@@ -500,24 +640,33 @@ class Remediator:
         )
         if failed is not None:
             return failed
-        # Not changed on the final write: the value was already in place when re-read after a
-        # conflict or a timed-out attempt, most likely because that attempt of ours went
-        # through. Journal it as ours (with the value we first read), so resolve reverts it.
-        original = change.before if change.changed else before
+        if not change.changed:
+            # Our write was refused and the value is there: someone else (a person, another
+            # replica) set it. Not ours to announce as applied, nor to set back.
+            await self._finish(entry_id, "held", reason="set by someone else")
+            return self._outcome(
+                action.name,
+                target,
+                "skipped",
+                f"already in place: {setting} was set by someone else while our write was "
+                "refused; left for them to set back",
+                before=before.describe(),
+                after=wanted.describe(),
+            )
         await self._finish(
-            entry_id, "done", before=_env_json(original), cooldown=(action.name, target)
+            entry_id, "done", before=_env_json(change.before), cooldown=(action.name, target)
         )
-        return await self._verified(
+        return _Change(
             action.name,
             target,
-            f"set {action.env}={action.value}",
-            before=original.describe(),
+            f"set {setting}",
+            before=change.before.describe(),
             after=wanted.describe(),
         )
 
     async def _restart_if_key_rotated(
-        self, incident_id: str, action: PlannedAction, target: str
-    ) -> ActionOutcome:
+        self, incident_id: str, action: PlannedAction, target: str, facts: guards.Facts
+    ) -> ActionOutcome | _Change:
         assert self._workload is not None
         t = self._settings.target
         key = await self._workload.api_key()
@@ -548,12 +697,13 @@ class Remediator:
             incident_id,
             action,
             target,
+            facts,
             why=f"the key changed after the pods started ({key.changed_at:%Y-%m-%dT%H:%M:%SZ})",
         )
 
     async def _restart(
-        self, incident_id: str, action: PlannedAction, target: str, *, why: str
-    ) -> ActionOutcome:
+        self, incident_id: str, action: PlannedAction, target: str, facts: guards.Facts, *, why: str
+    ) -> ActionOutcome | _Change:
         assert self._workload is not None
         workload = self._workload
         marker = _iso(self._clock())
@@ -568,9 +718,14 @@ class Remediator:
         reason = self._kill_switch()
         if reason is not None:
             return self._outcome(action.name, target, "skipped", reason)
-        entry_id = await self._intent(
-            incident_id, action, target, before=None, after={"restartedAt": marker}
+        claimed = await self._claim(
+            incident_id, action, target, facts, before=None, after={"restartedAt": marker}
         )
+        if claimed.refusal is not None:
+            return self._outcome(action.name, target, "skipped", claimed.refusal)
+        if claimed.entry_id is None:
+            return self._in_place(action, target, "a restart is under way", by=claimed.holder)
+        entry_id = claimed.entry_id
         _, failed = await self._apply_guarded(
             entry_id,
             action,
@@ -580,11 +735,11 @@ class Remediator:
         if failed is not None:
             return failed
         await self._finish(entry_id, "done", cooldown=(action.name, target))
-        return await self._verified(action.name, target, f"restarted the Deployment: {why}")
+        return _Change(action.name, target, f"restarted the Deployment: {why}")
 
     async def _copy_api_key(
-        self, incident_id: str, action: PlannedAction, target: str
-    ) -> ActionOutcome:
+        self, incident_id: str, action: PlannedAction, target: str, facts: guards.Facts
+    ) -> ActionOutcome | _Change:
         assert self._workload is not None
         workload = self._workload
         t = self._settings.target
@@ -609,13 +764,19 @@ class Remediator:
         if reason is not None:
             return self._outcome(action.name, target, "skipped", reason)
         marker = _iso(self._clock())
-        entry_id = await self._intent(
+        claimed = await self._claim(
             incident_id,
             action,
             target,
+            facts,
             before=None,
             after={"source": f"{t.source_secret}/{t.source_key}", "restartedAt": marker},
         )
+        if claimed.refusal is not None:
+            return self._outcome(action.name, target, "skipped", claimed.refusal)
+        if claimed.entry_id is None:
+            return self._in_place(action, target, "a key copy is under way", by=claimed.holder)
+        entry_id = claimed.entry_id
         copied, failed = await self._apply_guarded(
             entry_id,
             action,
@@ -636,9 +797,7 @@ class Remediator:
             return failed
         await self._finish(entry_id, "done", cooldown=(action.name, target))
         what = "copied the key" if copied == "copied" else "the key already matched"
-        return await self._verified(
-            action.name, target, f"{what} from {source} and restarted the Deployment"
-        )
+        return _Change(action.name, target, f"{what} from {source} and restarted the Deployment")
 
     async def _escalate_infrastructure(
         self, incident_id: str, action: PlannedAction
@@ -728,28 +887,15 @@ class Remediator:
 
     # -- revert -----------------------------------------------------------------------------
 
-    async def _revert_one(self, entry: journal.JournalEntry) -> ActionOutcome | None:
+    async def _revert_one(self, entry: journal.JournalEntry) -> ActionOutcome | _Change | None:
+        """Set one variable back, or hand it over; called holding the target's lock."""
         before, after = _env_from(entry.before), _env_from(entry.after)
         env = entry.target.rsplit(" env ", 1)[-1]
-        others = await self._store.read(
-            lambda c: journal.holders(c, entry.target, other_than=entry.incident_id)
-        )
-        if others and entry.state == "done":
-            heir = others[0]
+        heir: journal.JournalEntry | None = None
+        if entry.state == "done":
             at = self._clock()
-
-            def hand_over(c: Any) -> None:
-                journal.set_state(
-                    c,
-                    heir.id,
-                    "done",
-                    at=at,
-                    reason=f"handed over by {entry.incident_id}",
-                    before=entry.before,
-                )
-                journal.set_state(c, entry.id, "handed_over", at=at, reason=heir.incident_id)
-
-            await self._store.write(hand_over)
+            heir = await self._store.write(lambda c: journal.hand_over(c, entry, at=at))
+        if heir is not None:
             return self._outcome(
                 entry.action,
                 entry.target,
@@ -824,7 +970,7 @@ class Remediator:
             return self._outcome(entry.action, entry.target, "skipped", reason)
         await self._store.write(lambda c: journal.set_state(c, entry.id, "reverted", at=done_at))
         what = f"set {env} back to {before.describe()}" if before.present else f"removed {env}"
-        return await self._verified(
+        return _Change(
             entry.action,
             entry.target,
             what,

@@ -235,6 +235,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX inbox_pending ON inbox (state, id);
     CREATE INDEX inbox_dedup ON inbox (dedup_hash);
     """,
+    # 6: the outbox delivers by severity first (``priority``: 1 for a P1 to 4 for a P4), so a
+    # page is never stuck behind a storm of lesser news; messages stored before are treated as
+    # P1, never held back. ``superseded_by``: the newer queued message that made a skipped one
+    # unnecessary (only its latest state needed to go).
+    """
+    ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE outbox ADD COLUMN superseded_by INTEGER;
+    """,
 ]
 
 

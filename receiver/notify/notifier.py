@@ -166,7 +166,13 @@ class Notifier:
             public_url=self._public_url,
             prometheus_urls=self._prometheus_urls,
         )
-        return Draft(destination, kind, payload, self._key(snapshot, event, destination, kind))
+        return Draft(
+            destination,
+            kind,
+            payload,
+            self._key(snapshot, event, destination, kind),
+            severity=snapshot.severity,
+        )
 
     def _pagerduty_change(
         self, snapshot: IncidentSnapshot, action: Mapping[str, Any], event: str
@@ -180,7 +186,13 @@ class Notifier:
             public_url=self._public_url,
             at=self._clock(),
         )
-        return Draft(destination, kind, payload, self._key(snapshot, event, destination, kind))
+        return Draft(
+            destination,
+            kind,
+            payload,
+            self._key(snapshot, event, destination, kind),
+            severity=snapshot.severity,
+        )
 
     def _slack(
         self,
@@ -200,7 +212,13 @@ class Notifier:
             current_action=current_action,
             opening=opening,
         )
-        return Draft(destination, kind, payload, self._key(snapshot, event, destination, kind))
+        return Draft(
+            destination,
+            kind,
+            payload,
+            self._key(snapshot, event, destination, kind),
+            severity=snapshot.severity,
+        )
 
     def _statuspage(self, snapshot: IncidentSnapshot, event: str) -> Draft:
         sp = self._settings.statuspage
@@ -218,6 +236,7 @@ class Notifier:
             not_before=snapshot.opened_at + hold_off,
             # One public incident for all: every incident's news joins one queue and memory.
             scope=statuspage.story_scope(sp) if destination == "statuspage" and sp else None,
+            severity=snapshot.severity,
         )
 
     # -- storing --------------------------------------------------------------------------

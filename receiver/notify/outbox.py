@@ -55,7 +55,7 @@ import functools
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -483,7 +483,7 @@ class OutboxWorker:
             )
         now = self._clock()
         heads = await self._store.read(_heads)
-        jobs = []
+        jobs: list[Coroutine[Any, Any, None]] = []
         for head in heads:
             if len(jobs) >= self._settings.concurrency:
                 break  # the rest waits for the next pass, which sees anything more urgent

@@ -22,6 +22,8 @@ action_taken  change event (applied  news on a state change      message
 resolved      resolve                news (if it was there)      message
 ============  =====================  ==========================  ===========================
 
+Every message carries the incident's severity: the outbox delivers the most severe first.
+
 The status page tells customers one story: every incident's news goes to the one public
 incident of the configured component (``receiver.notify.public_incident``), which follows the
 highest severity open and resolves with the last incident.

@@ -1150,7 +1150,10 @@ class OutboxSettings(_Group):
     concurrency: int = Field(
         default=8,
         ge=1,
-        description="Deliveries in flight at once (one per incident and destination).",
+        description=(
+            "Deliveries in flight at once (one per incident and destination), and how many one"
+            " pass starts, the most severe first, before it looks at the queue again."
+        ),
     )
 
 

@@ -246,6 +246,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX incidents_resolved ON incidents (resolved_at) WHERE status = 'resolved';
     CREATE INDEX incident_events_incident ON incident_events (incident_id);
     """,
+    # 7: the outbox delivers by severity first (``priority``: 1 for a P1 to 4 for a P4), so a
+    # page is never stuck behind a storm of lesser news; messages stored before are treated as
+    # P1, never held back. ``superseded_by``: the newer queued message that made a skipped one
+    # unnecessary (only its latest state needed to go).
+    """
+    ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE outbox ADD COLUMN superseded_by INTEGER;
+    """,
 ]
 
 

@@ -55,3 +55,37 @@ def test_bench_one_second_smoke_run(tmp_path: Path) -> None:
         assert results[mode]["non_2xx"] == 0
     assert results["normal"]["stored"] > 0
     assert results["normal"]["duplicate"] == 0
+
+
+OUTBOX_BENCH = Path(__file__).parent.parent / "bench" / "outbox_priority.py"
+
+
+@pytest.mark.slow
+def test_outbox_priority_bench_smoke_run(tmp_path: Path) -> None:
+    """A small storm: the P1 is measured, sent within the benchmark's 5 s target, and the fake
+    PagerDuty never throttled the outbox."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(OUTBOX_BENCH),
+            "--storm",
+            "60",
+            "--settle",
+            "0.5",
+            "--reference-wait",
+            "0",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(out.read_text())["p1_behind_a_storm"]
+    assert figures["p1_delay_s"] is not None
+    assert figures["p1_delay_s"] < 5
+    assert figures["pagerduty_429"] == 0
+    assert figures["p2_pages_waiting_ahead"] > 0

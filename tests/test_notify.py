@@ -147,6 +147,7 @@ async def test_change_retriggers_same_alert_and_repeats_store_nothing(
         opened = snapshot(clock, severity=Severity.P2, title="x" * 2000)
         assert await h.notifier.incident_opened(opened) > 0
         assert await h.notifier.incident_opened(opened) == 0
+        await h.drain()  # sent before the change is queued: a queued trigger is superseded
         worse = dataclasses.replace(opened, severity=Severity.P1)
         assert await h.notifier.incident_changed(worse) > 0
         assert await h.notifier.incident_changed(worse) == 0
@@ -171,11 +172,14 @@ async def test_statuspage_lifecycle_after_hold_off(
         assert sp.attempts == 0  # held off: customers hear nothing yet
 
         clock.advance(61)
+        await h.drain()
         identified = dataclasses.replace(opened, verdict=Verdict.VENDOR_INCIDENT)
         await h.notifier.incident_changed(identified)
         await h.notifier.incident_changed(identified)  # no change: no update
+        await h.drain()  # each step delivered before the next is queued: none superseded
         acted = dataclasses.replace(identified, actions=(FALLBACK,))
         await h.notifier.action_taken(acted, FALLBACK)
+        await h.drain()
         await h.notifier.incident_resolved(
             dataclasses.replace(acted, status="resolved", resolved_at=clock.t)
         )
@@ -444,10 +448,11 @@ async def test_outage_and_restart_deliver_everything_once_in_order(
     assert sequence(fakes, "inc-b") == ["trigger"]
     sp = fakes.statuspage
     (incident,) = sp.incidents.values()
-    # a (P1) opens it; b (P2) changes nothing; a's fix shows; a resolved leaves b's P2 open.
+    # a's first news was superseded by its fix while the page was down: b (P2) opens it; a's
+    # fix shows (P1: critical); a resolved leaves b's P2 open.
     updates = [u["status"] for u in reversed(incident["incident_updates"])]
     assert updates == ["investigating", "monitoring", "investigating"]
-    assert "unavailable" in incident["incident_updates"][-1]["body"]
+    assert "delays or errors" in incident["incident_updates"][-1]["body"]
     assert "delays or errors" in incident["incident_updates"][0]["body"]
     assert (incident["impact"], sp.component_status) == ("critical", "partial_outage")
     texts_a = [t for t in fakes.slack.texts if "/incidents/inc-a" in t]

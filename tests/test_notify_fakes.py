@@ -15,6 +15,7 @@ from tests.notify_harness import (
     PAGE_ID,
     ROUTING_KEY,
     STATUSPAGE_KEY,
+    Clock,
     Fakes,
     clock_fixture,  # noqa: F401 - fixture
     fakes_fixture,  # noqa: F401 - fixture
@@ -228,3 +229,22 @@ async def test_fake_pagerduty_refuses_events_over_512_kb(
     )
     under = {**TRIGGER, "payload": {**payload, "custom_details": {"x": "x" * room}}}
     assert (await post(http, url, under))[0] == 202
+
+
+@pytest.mark.asyncio
+async def test_fake_pagerduty_throttles_past_its_rate_limit(
+    fakes: Fakes, http: aiohttp.ClientSession, clock: Clock
+) -> None:
+    """With a rate limit, events past it within 60 s of the fake's clock are answered 429
+    (change events count too), and accepted again once the minute has moved on."""
+    pd = fakes.pagerduty
+    pd.rate_limit_per_minute = 2
+    change = {"routing_key": ROUTING_KEY, "payload": {"summary": "c"}}
+    assert (await post(http, pd.url + "/v2/enqueue", TRIGGER))[0] == 202
+    clock.advance(30)
+    assert (await post(http, pd.url + "/v2/change/enqueue", change))[0] == 202
+    status, body = await post(http, pd.url + "/v2/enqueue", TRIGGER)
+    assert (status, json.loads(body)["status"]) == (429, "throttle event")
+    clock.advance(30)  # the first event is a minute old
+    assert (await post(http, pd.url + "/v2/enqueue", TRIGGER))[0] == 202
+    assert (len(pd.received), pd.throttled) == (3, 1)

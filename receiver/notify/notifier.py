@@ -22,6 +22,8 @@ action_taken  change event (applied  news on a state change      message
 resolved      resolve                news (if it was there)      message
 ============  =====================  ==========================  ===========================
 
+Every message carries the incident's severity: the outbox delivers the most severe first.
+
 The status page tells customers one story: every incident's news goes to the one public
 incident of the configured component (``receiver.notify.public_incident``), which follows the
 highest severity open and resolves with the last incident.
@@ -166,7 +168,13 @@ class Notifier:
             public_url=self._public_url,
             prometheus_urls=self._prometheus_urls,
         )
-        return Draft(destination, kind, payload, self._key(snapshot, event, destination, kind))
+        return Draft(
+            destination,
+            kind,
+            payload,
+            self._key(snapshot, event, destination, kind),
+            severity=snapshot.severity,
+        )
 
     def _pagerduty_change(
         self, snapshot: IncidentSnapshot, action: Mapping[str, Any], event: str
@@ -180,7 +188,13 @@ class Notifier:
             public_url=self._public_url,
             at=self._clock(),
         )
-        return Draft(destination, kind, payload, self._key(snapshot, event, destination, kind))
+        return Draft(
+            destination,
+            kind,
+            payload,
+            self._key(snapshot, event, destination, kind),
+            severity=snapshot.severity,
+        )
 
     def _slack(
         self,
@@ -200,7 +214,13 @@ class Notifier:
             current_action=current_action,
             opening=opening,
         )
-        return Draft(destination, kind, payload, self._key(snapshot, event, destination, kind))
+        return Draft(
+            destination,
+            kind,
+            payload,
+            self._key(snapshot, event, destination, kind),
+            severity=snapshot.severity,
+        )
 
     def _statuspage(self, snapshot: IncidentSnapshot, event: str) -> Draft:
         sp = self._settings.statuspage
@@ -218,6 +238,7 @@ class Notifier:
             not_before=snapshot.opened_at + hold_off,
             # One public incident for all: every incident's news joins one queue and memory.
             scope=statuspage.story_scope(sp) if destination == "statuspage" and sp else None,
+            severity=snapshot.severity,
         )
 
     # -- storing --------------------------------------------------------------------------

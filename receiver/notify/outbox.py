@@ -13,6 +13,26 @@ hold-off ends sooner goes first (one incident's messages share their hold-off, s
 their order). Different keys are delivered concurrently. What a destination remembers
 (``notify_state``) is kept per scope too.
 
+Severity first: between ordering keys, the most severe message waiting in a key decides when
+the key's turn comes (P1 before P2 before P3 before P4, the oldest first among equals), so a
+P1 page is never stuck behind a storm of P2 news: it takes the next token of its
+destination's rate limit. A key whose later message is a P1 (an incident escalated while its
+earlier news still waits) moves up as a whole, so its order holds. A pass starts at most
+``outbox.concurrency`` deliveries, the most urgent first, and then looks at the queue again:
+a P1 stored meanwhile waits for one round of deliveries, never for the whole backlog.
+
+Superseded: news still queued that a newer queued message of the same kind, incident and
+ordering key says again need not be sent, only the latest state of each destination does.
+A PagerDuty trigger is superseded by a later trigger of its incident (both update the same
+alert), unless an acknowledge or resolve lies between them (trigger, resolve, trigger is two
+alerts: each goes); acknowledge, resolve and change events are never superseded, so a trigger
+then a resolve still leaves PagerDuty resolved. An incident's open news for the status page is
+superseded by its later open news (the public incident keeps only each incident's latest);
+its resolve supersedes nothing, so an incident that lasted past the hold-off is told before it
+is told resolved. Slack messages are posts in the channel's history, not states: each goes. A
+superseded message is ``skipped``, with ``superseded_by`` naming the message that carries its
+news.
+
 Retries: a temporary failure (429, 5xx, Statuspage's 420, timeouts, network errors) sets
 ``next_attempt_at`` with exponential back-off and jitter, or exactly the destination's
 ``Retry-After``; it lives in the table, so it holds across restarts. A permanent failure (400
@@ -35,7 +55,7 @@ import functools
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +78,7 @@ from receiver.notify.pagerduty import PagerDutySender
 from receiver.notify.slack import SlackSender
 from receiver.notify.statuspage import StatuspageSender
 from receiver.redaction import Redactor
+from receiver.runbook import Severity
 from receiver.store import Store, StoreUnavailable
 
 __all__ = [
@@ -78,6 +99,22 @@ DESTINATIONS = ("pagerduty", "statuspage", "slack", "log")
 MAX_ERROR = 500
 PRUNE_EVERY_SECONDS = 300.0
 Clock = Callable[[], float]
+# Kinds whose queued message is superseded by a later queued one of the same kind, incident
+# and ordering key: each carries the whole state its destination needs.
+SUPERSEDABLE = ("pagerduty.trigger", "statuspage.update")
+
+
+def _changes_state(row: str) -> str:
+    """SQL: whether the outbox row ``row`` moves its destination to a new state on its own (an
+    acknowledge, a resolve, a status-page resolve). Nothing supersedes a message across one,
+    and one never supersedes what came before it: that state must be reached first (a trigger
+    then a resolve leaves PagerDuty resolved; customers hear of an incident that lasted past
+    the hold-off before they hear it resolved)."""
+    return (
+        f"({row}.kind IN ('pagerduty.acknowledge', 'pagerduty.resolve')"
+        f" OR ({row}.kind = 'statuspage.update'"
+        f" AND json_extract({row}.payload, '$.status') = 'resolved'))"
+    )
 
 
 @dataclass(frozen=True)
@@ -90,6 +127,9 @@ class Draft:
     idempotency_key: str
     not_before: float = 0.0
     scope: str | None = None  # shared by many incidents' messages; the incident's otherwise
+    # The incident's severity when the message was drafted: the more severe goes first. A
+    # draft that does not say counts as a P1, so it is never held back.
+    severity: Severity = Severity.P1
 
     def ordering_key(self, incident_id: str) -> str:
         system = self.kind.partition(".")[0]
@@ -110,8 +150,8 @@ def enqueue(conn: sqlite3.Connection, incident_id: str, drafts: list[Draft], *, 
     for d in drafts:
         cur = conn.execute(
             "INSERT OR IGNORE INTO outbox (idempotency_key, destination, incident_id,"
-            " ordering_key, kind, payload, not_before, next_attempt_at, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " ordering_key, kind, payload, not_before, next_attempt_at, created_at, priority)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 d.idempotency_key,
                 d.destination,
@@ -122,6 +162,7 @@ def enqueue(conn: sqlite3.Connection, incident_id: str, drafts: list[Draft], *, 
                 d.not_before,
                 0.0,
                 now,
+                d.severity.rank,
             ),
         )
         stored += cur.rowcount
@@ -173,7 +214,8 @@ def list_messages(conn: sqlite3.Connection, incident_id: str | None = None) -> l
     where, args = ("WHERE incident_id = ?", (incident_id,)) if incident_id else ("", ())
     rows = conn.execute(
         "SELECT id, destination, incident_id, ordering_key, kind, payload, state, attempts,"
-        f" not_before, next_attempt_at, last_error, created_at, sent_at FROM outbox {where}"
+        " not_before, next_attempt_at, last_error, created_at, sent_at, priority, superseded_by"
+        f" FROM outbox {where}"
         " ORDER BY id",
         args,
     ).fetchall()
@@ -182,36 +224,83 @@ def list_messages(conn: sqlite3.Connection, incident_id: str | None = None) -> l
 
 @dataclass(frozen=True)
 class _Head:
-    message: Message
-    due_at: float
+    """The first pending message of an ordering key, as stored (its payload is read only if
+    it is attempted: a storm's backlog is looked at on every pass)."""
+
+    row: sqlite3.Row
+
+    @property
+    def destination(self) -> str:
+        return str(self.row["destination"])
+
+    @property
+    def due_at(self) -> float:
+        return max(float(self.row["not_before"]), float(self.row["next_attempt_at"]))
+
+    def message(self) -> Message:
+        r = self.row
+        return Message(
+            id=r["id"],
+            destination=r["destination"],
+            incident_id=r["incident_id"],
+            kind=r["kind"],
+            payload=json.loads(r["payload"]),
+            attempts=r["attempts"],
+            created_at=r["created_at"],
+            scope=_scope(r["ordering_key"]),
+        )
 
 
 def _heads(conn: sqlite3.Connection) -> list[_Head]:
-    """The first pending message of every ordering key: the soonest hold-off, then the oldest."""
+    """The first pending message of every ordering key (the soonest hold-off, then the
+    oldest), the most urgent keys first: by the most severe message waiting in the key, then
+    the oldest head."""
     rows = conn.execute(
         "SELECT id, destination, incident_id, ordering_key, kind, payload, attempts, created_at,"
         " not_before, next_attempt_at FROM ("
         "   SELECT *, row_number() OVER ("
-        "     PARTITION BY ordering_key ORDER BY not_before, id) AS n"
+        "     PARTITION BY ordering_key ORDER BY not_before, id) AS n,"
+        "   min(priority) OVER (PARTITION BY ordering_key) AS urgency"
         "   FROM outbox WHERE state = 'pending')"
-        " WHERE n = 1 ORDER BY id"
+        " WHERE n = 1 ORDER BY urgency, id"
     ).fetchall()
-    return [
-        _Head(
-            Message(
-                id=r["id"],
-                destination=r["destination"],
-                incident_id=r["incident_id"],
-                kind=r["kind"],
-                payload=json.loads(r["payload"]),
-                attempts=r["attempts"],
-                created_at=r["created_at"],
-                scope=_scope(r["ordering_key"]),
-            ),
-            due_at=max(r["not_before"], r["next_attempt_at"]),
+    return [_Head(r) for r in rows]
+
+
+def _superseded(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Queued messages a later queued one says again: each with the next message of its kind,
+    incident and ordering key (``by``), unless that one or one between them changes state."""
+    kinds = ", ".join("?" * len(SUPERSEDABLE))
+    return conn.execute(
+        "SELECT s.id, s.destination, s.by FROM ("
+        "   SELECT old.id, old.destination, old.ordering_key, old.incident_id,"
+        "     min(new.id) AS by"
+        "   FROM outbox AS old JOIN outbox AS new"
+        "     ON new.state = 'pending' AND new.ordering_key = old.ordering_key"
+        "     AND new.incident_id = old.incident_id AND new.kind = old.kind AND new.id > old.id"
+        f"  WHERE old.state = 'pending' AND old.kind IN ({kinds})"
+        "   GROUP BY old.id) AS s"
+        " JOIN outbox AS nw ON nw.id = s.by"
+        f" WHERE NOT {_changes_state('nw')} AND NOT EXISTS ("
+        "   SELECT 1 FROM outbox AS b"
+        "   WHERE b.state = 'pending' AND b.ordering_key = s.ordering_key"
+        "   AND b.incident_id = s.incident_id AND b.id > s.id AND b.id < s.by"
+        f"  AND {_changes_state('b')})",
+        SUPERSEDABLE,
+    ).fetchall()
+
+
+def _skip_superseded(conn: sqlite3.Connection) -> dict[str, int]:
+    """Skip the queued messages a later queued message says again; the count per destination."""
+    skipped: dict[str, int] = {}
+    for r in _superseded(conn):
+        cur = conn.execute(
+            "UPDATE outbox SET state = 'skipped', superseded_by = ?, last_error = ?"
+            " WHERE id = ? AND state = 'pending'",
+            (r["by"], f"superseded by message {r['by']}, queued after it", r["id"]),
         )
-        for r in rows
-    ]
+        skipped[r["destination"]] = skipped.get(r["destination"], 0) + cur.rowcount
+    return skipped
 
 
 def _flapping(conn: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -230,8 +319,9 @@ def _drop_flapping(conn: sqlite3.Connection) -> dict[str, int]:
     skipped: dict[str, int] = {}
     for r in _flapping(conn):
         seen = conn.execute(
+            # A superseded message never reached the status page: only what its sender saw.
             "SELECT 1 FROM outbox WHERE ordering_key = ? AND incident_id = ?"
-            " AND state IN ('sent', 'skipped') LIMIT 1",
+            " AND (state = 'sent' OR (state = 'skipped' AND superseded_by IS NULL)) LIMIT 1",
             (r["ordering_key"], r["incident_id"]),
         ).fetchone()
         if seen is not None:
@@ -381,26 +471,40 @@ class OutboxWorker:
         return self._session
 
     async def run_once(self) -> int:
-        """One pass: drop flapping status-page messages, then attempt every due head."""
+        """One pass: drop flapping status-page messages and superseded news, then attempt the
+        most urgent due heads, at most ``outbox.concurrency`` of them."""
         skipped: dict[str, int] = {}
         if await self._store.read(_flapping):  # read first: an idle pass writes nothing
             skipped = await self._store.write(_drop_flapping)
         for destination, count in skipped.items():
             self._metrics.notifications_skipped.labels(destination).inc(count)
             logger.info("status page held back: resolved within the hold-off", count=count)
+        # Nothing is in flight between passes, so no message superseded here is being sent.
+        superseded: dict[str, int] = {}
+        if await self._store.read(_superseded):
+            superseded = await self._store.write(_skip_superseded)
+        for destination, count in superseded.items():
+            self._metrics.notifications_skipped.labels(destination).inc(count)
+            logger.info(
+                "queued notifications superseded by newer ones",
+                destination=destination,
+                count=count,
+            )
         now = self._clock()
         heads = await self._store.read(_heads)
-        jobs = []
+        jobs: list[Coroutine[Any, Any, None]] = []
         for head in heads:
+            if len(jobs) >= self._settings.concurrency:
+                break  # the rest waits for the next pass, which sees anything more urgent
             if head.due_at > now:
                 continue
-            sender = self._senders.get(head.message.destination)
+            sender = self._senders.get(head.destination)
             if sender is None:
-                jobs.append(self._unconfigured(head.message))
+                jobs.append(self._unconfigured(head.message()))
                 continue
             if sender.ready_in() > 0:
                 continue  # rate limited here; not an attempt
-            jobs.append(self._deliver(sender, head.message))
+            jobs.append(self._deliver(sender, head.message()))
         if jobs:
             await asyncio.gather(*jobs)
         depth = await self._store.read(queue_depth)

@@ -9,11 +9,15 @@ optional fields, ``links`` with ``href``; bodies up to 512 KB. Answers 202 as Pa
 Alerts are kept as PagerDuty keeps them, by ``dedup_key``: a trigger opens an alert unless one
 with that key is open (then it is updated); acknowledge and resolve change only an open alert
 and are otherwise ignored; a trigger after the resolve opens a new alert.
+
+With ``rate_limit_per_minute``, events (alert and change events alike) beyond that many in any
+60 seconds of the fake's clock are answered 429, as PagerDuty throttles an integration key.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from datetime import datetime
 from typing import Any
 
@@ -72,9 +76,14 @@ def _timestamp(value: Any) -> str | None:
 
 
 class FakePagerDuty(FakeService):
-    def __init__(self, routing_key: str, **kwargs: Any) -> None:
+    def __init__(
+        self, routing_key: str, *, rate_limit_per_minute: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.routing_key = routing_key
+        self.rate_limit_per_minute = rate_limit_per_minute
+        self._accepted_at: deque[float] = deque()  # within the last minute
+        self.throttled = 0
         self.app.router.add_post("/v2/enqueue", self._enqueue)
         self.app.router.add_post("/v2/change/enqueue", self._change)
         # Every alert opened, in order: its dedup_key and its status now.
@@ -133,6 +142,25 @@ class FakePagerDuty(FakeService):
             return None, problem
         return body, None
 
+    def _throttle(self) -> web.Response | None:
+        """A 429 when this event would exceed the rate limit; otherwise counts it."""
+        if self.rate_limit_per_minute is None:
+            return None
+        now = self.clock()
+        while self._accepted_at and self._accepted_at[0] <= now - 60:
+            self._accepted_at.popleft()
+        if len(self._accepted_at) >= self.rate_limit_per_minute:
+            self.throttled += 1
+            return web.json_response(
+                {
+                    "status": "throttle event",
+                    "message": "Requests for this service are arriving too quickly.",
+                },
+                status=429,
+            )
+        self._accepted_at.append(now)
+        return None
+
     async def _enqueue(self, request: web.Request) -> web.Response:
         body, problem = await self._common(request, ALERT_KEYS)
         if problem:
@@ -150,6 +178,8 @@ class FakePagerDuty(FakeService):
         for field in ("client", "client_url"):
             if field in body and not isinstance(body[field], str):
                 return self._invalid(f"'{field}' must be a string")
+        if throttled := self._throttle():
+            return throttled
         self.record(request, body)
         key = key or uuid.uuid4().hex
         self._apply(action, key)
@@ -196,6 +226,8 @@ class FakePagerDuty(FakeService):
             return self._invalid(problem)
         if "custom_details" in payload and not isinstance(payload["custom_details"], dict):
             return self._invalid("'payload.custom_details' must be an object")
+        if throttled := self._throttle():
+            return throttled
         self.record(request, body)
         return web.json_response(
             {"status": "success", "message": "Change event processed"}, status=202

@@ -116,6 +116,7 @@ async def open_responder(
         remediation=remediator,
         notifier=notifier,
         evidence=evidence if settings.responder.collect_evidence else None,
+        metrics=app[METRICS],
     )
     checks = RevertChecks(responder, interval_seconds=settings.responder.revert_check_seconds)
     checks.start()

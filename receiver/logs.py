@@ -16,10 +16,18 @@ import structlog
 
 from receiver.config import LoggingSettings
 
-__all__ = ["configure_logging", "debug_enabled", "redact_secrets", "register_secrets"]
+__all__ = [
+    "configure_logging",
+    "debug_enabled",
+    "error_line",
+    "redact_secrets",
+    "register_secrets",
+]
 
 _secrets: set[str] = set()
 REDACTED = "[redacted]"
+# An error shown to people (a page, the timeline) is a hint, not a traceback: the log has that.
+ERROR_LINE_CHARS = 200
 
 
 def register_secrets(values: Iterable[str]) -> None:
@@ -38,6 +46,15 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
     return value
+
+
+def error_line(error: BaseException) -> str:
+    """An error for people: its kind and message on one short line, registered secrets
+    redacted (a message may carry a URL or a header that holds one)."""
+    text = " ".join(str(_scrub(str(error))).split())
+    if len(text) > ERROR_LINE_CHARS:
+        text = text[: ERROR_LINE_CHARS - 1] + "…"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def redact_secrets(

@@ -34,6 +34,7 @@ from receiver.incidents import (
     InboxRow,
     IncidentEvent,
     NotificationOutcome,
+    add_timeline,
     apply_notification,
     due_events,
     enqueue_webhooks,
@@ -44,6 +45,7 @@ from receiver.incidents import (
     prune_inbox,
     retry_event,
 )
+from receiver.logs import error_line
 from receiver.metrics import Metrics
 from receiver.spool import Spool
 from receiver.store import Store, StoreUnavailable, now
@@ -299,9 +301,9 @@ class Worker:
                         asyncio.ensure_future(
                             self._store.write(
                                 functools.partial(
-                                    retry_event,
-                                    event_id=event.id,
-                                    error=str(e)[:500],
+                                    _record_failure,
+                                    event=event,
+                                    error=e,
                                     give_up=give_up,
                                     backoff=min(300.0, 2.0**attempts),
                                 )
@@ -350,6 +352,31 @@ class _Handling:
 
     task: asyncio.Task[None]
     since: float
+
+
+def _record_failure(
+    conn: sqlite3.Connection,
+    *,
+    event: IncidentEvent,
+    error: Exception,
+    give_up: bool,
+    backoff: float,
+) -> None:
+    """A failed attempt, in one write: the event backs off, or is given up and the
+    incident's timeline says so (people were paged at the first failure, if triage failed
+    before any page went out: see :class:`receiver.responder.IncidentResponder`)."""
+    retry_event(conn, event.id, error=str(error)[:500], give_up=give_up, backoff=backoff)
+    if give_up:
+        reason = error_line(error)
+        what = event.kind.replace("_", " ")
+        add_timeline(
+            conn,
+            event.incident_id,
+            "gave_up",
+            f"automatic handling of the {what} event given up after {event.attempts + 1} "
+            f"attempts ({reason}): follow the runbook by hand",
+            {"event": event.kind, "attempts": event.attempts + 1, "error": reason},
+        )
 
 
 class _Apply:

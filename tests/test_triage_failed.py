@@ -25,6 +25,7 @@ from receiver.app import create_app
 from receiver.config import Settings
 from receiver.incidents import apply_notification, get_incident
 from receiver.keys import STORE
+from receiver.logs import error_line, register_secrets
 from receiver.notify import Notifier
 from receiver.notify.outbox import list_messages
 from receiver.notify.pagerduty import dedup_key
@@ -263,3 +264,18 @@ async def test_an_incident_already_paged_gets_no_minimal_page(tmp_path: Path) ->
         assert kinds == ["pagerduty.trigger", "slack.message"]
     finally:
         await store.close()
+
+
+def test_the_error_people_see_is_one_short_line_without_secrets() -> None:
+    """The error on the page and the timeline: kind and message on one line, at most 200
+    characters of message, registered secrets redacted."""
+    register_secrets(["xoxb-triage-failed-test-secret"])
+    error = RuntimeError(
+        "POST https://hooks.slack.com/services/xoxb-triage-failed-test-secret failed\n" + "x" * 500
+    )
+    shown = error_line(error)
+    assert "xoxb-triage-failed-test-secret" not in shown
+    assert shown.startswith("RuntimeError: POST https://hooks.slack.com/services/[redacted] fail")
+    assert "\n" not in shown
+    assert len(shown) == len("RuntimeError: ") + 200
+    assert error_line(KeyError()) == "KeyError"

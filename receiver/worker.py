@@ -12,6 +12,9 @@ Incidents are independent, so their events are handled concurrently (at most
 ``worker.max_concurrent_incidents`` at once): remediation waits inline for a rollout, and that
 wait must delay only the incident concerned. Within one incident events are handled strictly
 in order, one at a time, and a failed event holds back only that incident's later events.
+A failed event is tried again with a growing backoff, up to ``MAX_EVENT_ATTEMPTS`` times; then
+it is given up, and the incident's timeline says so. Nobody waits for that to be paged: the
+responder pages a minimal alert at the first failure of a triage nobody was paged for.
 """
 
 from __future__ import annotations

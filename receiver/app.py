@@ -108,6 +108,8 @@ async def open_responder(
         remediation=remediator,
         notifier=notifier,
         evidence=evidence if settings.responder.collect_evidence else None,
+        metrics=app[METRICS],
+        redactor=redactor,
     )
     checks = RevertChecks(responder, interval_seconds=settings.responder.revert_check_seconds)
     checks.start()
@@ -278,6 +280,7 @@ def create_app(
                     inbox_retention_seconds=settings.store.inbox_retention_hours * 3600,
                     settings=settings.worker,
                     spool=spool,
+                    redactor=redaction,
                     retention=Retention(
                         store=store,
                         metrics=app[METRICS],

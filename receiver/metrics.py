@@ -145,6 +145,12 @@ class Metrics:
             ["kind", "outcome"],
             registry=r,
         )
+        self.triage_failures = Counter(
+            "posthog_receiver_triage_failures_total",
+            "Incidents whose automatic triage failed before anyone was paged, paged instead with "
+            "a minimal 'triage failed' alert (once per incident; triage is tried again).",
+            registry=r,
+        )
         self.worker_errors = Counter(
             "posthog_receiver_worker_errors_total",
             "Errors in the background worker, by stage.",

@@ -104,6 +104,9 @@ def _encodings(secret: str) -> set[str]:
     return forms | lower
 
 
+ERROR_LINE_CHARS = 200  # an error shown to people
+
+
 @final
 class Redactor:
     """Replaces the secrets it was built with, in any of their forms, by ``[redacted]``.
@@ -158,6 +161,15 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.value(v) for v in value]
         return value
+
+    def error_line(self, error: BaseException) -> str:
+        """An error for people (a page, the timeline): its kind and message on one short line,
+        secrets redacted (a message may carry a URL or a header that holds one). A hint, not
+        a traceback: the log has that."""
+        text = " ".join(self.text(str(error)).split())
+        if len(text) > ERROR_LINE_CHARS:
+            text = text[: ERROR_LINE_CHARS - 1] + "…"
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
     def log_processor(
         self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]

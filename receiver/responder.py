@@ -18,6 +18,11 @@ before the crash is not stored again. Action notifications are derived from the 
 timeline, not from what one call returned, so an action applied just before a crash is still
 announced after the restart, once.
 
+An incident is never silent: when triage fails before anyone was paged (a bug, data it cannot
+handle), a minimal "triage failed" alert pages people at once, with the incident's usual
+PagerDuty key, and the worker tries the full triage again; when it succeeds, it updates that
+same alert.
+
 Remediation and evidence are reached through the small interfaces below; with neither
 configured (or available) the responder still triages, records and notifies.
 """
@@ -44,9 +49,17 @@ from receiver.cluster import ClusterView
 from receiver.config import Settings, StoreSettings, TriageSettings
 from receiver.decision import Q_UPSTREAM, Decision, HealthSource, StatusSource, decide
 from receiver.explain import TriageReport
-from receiver.incidents import IncidentEvent, apply_notification, get_incident, record_triage
+from receiver.incidents import (
+    IncidentEvent,
+    add_timeline,
+    apply_notification,
+    get_incident,
+    record_triage,
+)
+from receiver.metrics import Metrics
 from receiver.notify import IncidentSnapshot, Notifier, prometheus_urls
 from receiver.notify.outbox import list_messages
+from receiver.redaction import Redactor
 from receiver.remediation import Remediator
 from receiver.runbook import ErrorClass, Severity, Verdict
 from receiver.store import Store
@@ -63,6 +76,7 @@ __all__ = [
     "action_notices",
     "snapshot_of",
     "step_line",
+    "untriaged_snapshot",
 ]
 
 logger = structlog.get_logger(__name__)
@@ -78,6 +92,8 @@ REPEAT_SKIP_PREFIX = "already handled"
 NOTIFIED_OUTCOMES = frozenset({"applied", "dry_run", "skipped", "failed", "escalated", "reverted"})
 # A severity for an incident that has not been triaged (its triage failed every attempt).
 UNTRIAGED_SEVERITY = Severity.P3
+# The timeline entry saying automatic triage failed and a minimal alert paged people.
+TRIAGE_FAILED_ENTRY = "triage_failed"
 
 
 class RemediationPending(Exception):
@@ -207,6 +223,27 @@ def snapshot_of(
     )
 
 
+def untriaged_snapshot(incident: Mapping[str, Any]) -> IncidentSnapshot:
+    """The notifier's view of an incident whose triage failed: what the alerts said and
+    nothing triage works out, so whatever made triage fail cannot stop this page too."""
+    alerts = incident.get("alerts") or []
+    generator = next((str(a["generatorURL"]) for a in alerts if a.get("generatorURL")), "")
+    try:
+        opened_at = _timestamp(incident.get("openedAt"))
+    except ValueError:
+        opened_at = None
+    return IncidentSnapshot(
+        id=incident["id"],
+        title=str(incident.get("title") or incident["id"]),
+        status="open",
+        severity=UNTRIAGED_SEVERITY,
+        opened_at=opened_at if opened_at is not None else time.time(),
+        generator_url=generator,
+        external_url=str(incident.get("externalURL") or ""),
+        labels={str(k): str(v) for k, v in (incident.get("groupLabels") or {}).items()},
+    )
+
+
 def _shared_labels(alerts: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """Labels every alert carries with the same value: all a label may do is narrow the
     configured actions, so alerts that disagree narrow nothing."""
@@ -244,8 +281,11 @@ class IncidentResponder:
         remediation: Remediation | None = None,
         notifier: Notifier | None = None,
         evidence: EvidenceSink | None = None,
+        metrics: Metrics | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._store = store
+        self._redactor = redactor or Redactor()  # errors a page or the timeline shows
         self._triage = triage
         self._upstream = upstream
         self._health = health
@@ -253,9 +293,14 @@ class IncidentResponder:
         self._remediation = remediation
         self._notifier = notifier
         self._evidence = evidence
+        self._metrics = metrics
 
     async def handle(self, event: IncidentEvent) -> None:
-        """Respond to one incident event; safe to call again for the same event."""
+        """Respond to one incident event; safe to call again for the same event.
+
+        When triage fails before anyone was paged, a minimal "triage failed" alert pages
+        people at once, and the error is raised on: the worker tries the full triage again.
+        """
         log = logger.bind(incident_id=event.incident_id, kind=event.kind, event_id=event.id)
         incident = await self._incident(event.incident_id)
         if incident is None:
@@ -263,8 +308,14 @@ class IncidentResponder:
             return
         if event.kind == "resolved":
             await self._resolved(incident, log)
-        else:
+            return
+        try:
             await self._triaged(incident, event.kind, log)
+        except RemediationPending:
+            raise  # triaged and paged; the journal applies the rest on the next attempt
+        except Exception as e:
+            await self._page_triage_failed(incident, e, attempt=event.attempts + 1, log=log)
+            raise
 
     # -- opened / alerts changed ------------------------------------------------------------
 
@@ -332,6 +383,40 @@ class IncidentResponder:
             # People have been told. The worker hands this event over again after a backoff,
             # and the remediation journal applies what is still missing, once.
             raise RemediationPending("the Kubernetes API was unavailable; trying again later")
+
+    async def _page_triage_failed(
+        self, incident: dict[str, Any], error: Exception, *, attempt: int, log: Log
+    ) -> None:
+        """Page a minimal alert for an incident nobody has been paged for (see
+        :meth:`Notifier.triage_failed`), and say so on its timeline. A page cannot wait for
+        the retries (about 13 minutes in all): it goes after the first failure, once."""
+        if self._notifier is None:
+            return
+        reason = self._redactor.error_line(error)
+        incident_id = incident["id"]
+        try:
+            stored = await self._notifier.triage_failed(untriaged_snapshot(incident), error=reason)
+            if not stored:
+                return  # paged already (by this, or by a triage that got that far)
+            await self._store.write(
+                functools.partial(
+                    add_timeline,
+                    incident_id=incident_id,
+                    kind=TRIAGE_FAILED_ENTRY,
+                    message=f"automatic triage failed ({reason}): paged a minimal alert; "
+                    "follow the runbook by hand, triage is tried again",
+                    data={"error": reason, "attempt": attempt},
+                )
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The next attempt tries again; the original error is what the worker records.
+            log.exception("paging the failed triage failed")
+            return
+        if self._metrics is not None:
+            self._metrics.triage_failures.inc()
+        log.warning("automatic triage failed; paged a minimal alert", error=reason)
 
     # -- resolved ---------------------------------------------------------------------------
 

@@ -12,6 +12,9 @@ Incidents are independent, so their events are handled concurrently (at most
 ``worker.max_concurrent_incidents`` at once): remediation waits inline for a rollout, and that
 wait must delay only the incident concerned. Within one incident events are handled strictly
 in order, one at a time, and a failed event holds back only that incident's later events.
+A failed event is tried again with a growing backoff, up to ``MAX_EVENT_ATTEMPTS`` times; then
+it is given up, and the incident's timeline says so. Nobody waits for that to be paged: the
+responder pages a minimal alert at the first failure of a triage nobody was paged for.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from receiver.incidents import (
     InboxRow,
     IncidentEvent,
     NotificationOutcome,
+    add_timeline,
     apply_notification,
     due_events,
     enqueue_webhooks,
@@ -45,6 +49,7 @@ from receiver.incidents import (
     retry_event,
 )
 from receiver.metrics import Metrics
+from receiver.redaction import Redactor
 from receiver.retention import Retention
 from receiver.spool import Spool
 from receiver.store import Store, StoreUnavailable, now
@@ -81,8 +86,10 @@ class Worker:
         settings: WorkerSettings | None = None,
         spool: Spool | None = None,
         retention: Retention | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._store = store
+        self._redactor = redactor or Redactor()  # errors the timeline shows
         self._spool = spool
         self._metrics = metrics
         self._responder = responder
@@ -304,9 +311,9 @@ class Worker:
                         asyncio.ensure_future(
                             self._store.write(
                                 functools.partial(
-                                    retry_event,
-                                    event_id=event.id,
-                                    error=str(e)[:500],
+                                    _record_failure,
+                                    event=event,
+                                    reason=self._redactor.error_line(e),
                                     give_up=give_up,
                                     backoff=min(300.0, 2.0**attempts),
                                 )
@@ -361,6 +368,30 @@ class _Handling:
 
     task: asyncio.Task[None]
     since: float
+
+
+def _record_failure(
+    conn: sqlite3.Connection,
+    *,
+    event: IncidentEvent,
+    reason: str,
+    give_up: bool,
+    backoff: float,
+) -> None:
+    """A failed attempt, in one write: the event backs off, or is given up and the
+    incident's timeline says so (people were paged at the first failure, if triage failed
+    before any page went out: see :class:`receiver.responder.IncidentResponder`)."""
+    retry_event(conn, event.id, error=reason, give_up=give_up, backoff=backoff)
+    if give_up:
+        what = event.kind.replace("_", " ")
+        add_timeline(
+            conn,
+            event.incident_id,
+            "gave_up",
+            f"automatic handling of the {what} event given up after {event.attempts + 1} "
+            f"attempts ({reason}): follow the runbook by hand",
+            {"event": event.kind, "attempts": event.attempts + 1, "error": reason},
+        )
 
 
 class _Apply:

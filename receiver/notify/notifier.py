@@ -9,18 +9,21 @@ derived from the snapshot (or the action), so an identical repeat is recognised 
 
 What goes where:
 
-============  =====================  ==========================  ===========================
-call          PagerDuty              status page                 Slack
-============  =====================  ==========================  ===========================
-opened        trigger                news for the one public     message
-                                     incident (severities, after
-                                     the hold-off)
-changed       trigger (update)       news on a state change      -
-action_taken  change event (applied  news on a state change      message
-              or reverted), once an
-              acknowledge (optional)
-resolved      resolve                news (if it was there)      message
-============  =====================  ==========================  ===========================
+==============  =====================  ==========================  ===========================
+call            PagerDuty              status page                 Slack
+==============  =====================  ==========================  ===========================
+opened          trigger                news for the one public     message
+                                       incident (severities, after
+                                       the hold-off)
+changed         trigger (update)       news on a state change      -
+action_taken    change event (applied  news on a state change      message
+                or reverted), once an
+                acknowledge (optional)
+resolved        resolve                news (if it was there)      message
+triage_failed   minimal trigger, once  -                           message
+                if no page was stored
+                before
+==============  =====================  ==========================  ===========================
 
 Every message carries the incident's severity: the outbox delivers the most severe first.
 
@@ -41,7 +44,7 @@ from typing import Any, Literal
 
 from receiver.config import NotifySettings, StatuspageTemplates
 from receiver.notify import pagerduty, slack, statuspage
-from receiver.notify.outbox import Draft, enqueue, get_state, set_state
+from receiver.notify.outbox import Draft, enqueue, get_state, list_messages, set_state
 from receiver.notify.snapshot import IncidentSnapshot, action_summary
 from receiver.runbook import Severity
 from receiver.store import Store
@@ -49,6 +52,9 @@ from receiver.store import Store
 __all__ = ["Notifier"]
 
 CHANGE_OUTCOMES = {"applied", "reverted"}
+TRIGGER = "pagerduty.trigger"
+# The event id of the minimal page sent when automatic triage fails: one per incident.
+TRIAGE_FAILED_EVENT = "triage-failed"
 DEFAULT_STATUSPAGE_SEVERITIES = (Severity.P1, Severity.P2)
 
 
@@ -147,6 +153,56 @@ class Notifier:
             self._slack(snapshot, event),
         ]
         return await self._store_drafts(snapshot, drafts, self._statuspage(snapshot, event))
+
+    async def triage_failed(self, snapshot: IncidentSnapshot, *, error: str) -> int:
+        """Automatic triage failed: page a minimal alert (a PagerDuty trigger with the
+        incident's usual ``dedup_key``, a Slack message), unless the incident has a page
+        already. Stored once per incident; the full triage, once it succeeds, updates the
+        same PagerDuty alert. Nothing goes to the status page: customers are told what is
+        known, and nothing is."""
+        event = TRIAGE_FAILED_EVENT
+        pd_destination = self._where("pagerduty")
+        page = pagerduty.triage_failed_event(
+            snapshot,
+            error=error,
+            settings=self._settings.pagerduty,
+            public_url=self._public_url,
+            prometheus_urls=self._prometheus_urls,
+        )
+        slack_destination = self._where("slack")
+        message = slack.triage_failed_message(
+            snapshot,
+            error=error,
+            settings=self._settings.slack,
+            incident_url=pagerduty.incident_url(self._public_url, snapshot.id),
+        )
+        drafts = [
+            Draft(
+                pd_destination,
+                TRIGGER,
+                page,
+                self._key(snapshot, event, pd_destination, TRIGGER),
+            ),
+            Draft(
+                slack_destination,
+                "slack.message",
+                message,
+                self._key(snapshot, event, slack_destination, "slack.message"),
+            ),
+        ]
+        now = self._clock()
+
+        def write(conn: sqlite3.Connection) -> int:
+            # A trigger stored already (the full triage's, or this one) has paged, or will:
+            # a minimal one now would only replace what people see with less.
+            if any(m["kind"] == TRIGGER for m in list_messages(conn, snapshot.id)):
+                return 0
+            return enqueue(conn, snapshot.id, drafts, now=now)
+
+        stored = await self._store.write(write)
+        if stored and self._wake is not None:
+            self._wake()
+        return stored
 
     # -- rendering ------------------------------------------------------------------------
 

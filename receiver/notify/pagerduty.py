@@ -4,7 +4,9 @@ One alert per incident, keyed by a stable ``dedup_key``: ``trigger`` opens it an
 with the same key, updates it as the incident changes; ``acknowledge`` (optional) marks that
 a remediation is in place; ``resolve`` closes it. Every remediation applied or reverted is
 also sent as a change event (``/v2/change/enqueue``), so responders see what the service
-changed next to the incident.
+changed next to the incident. When automatic triage fails before anyone was paged, a minimal
+trigger with the same key pages instead (``critical``: the impact is unknown), and the full
+triage updates that alert once it succeeds.
 
 Messages are rendered when the notification is stored, without the routing key; the key is
 added only when sending, so it is never written to the store or a log.
@@ -43,6 +45,7 @@ __all__ = [
     "change_event",
     "dedup_key",
     "link_hosts",
+    "triage_failed_event",
 ]
 
 PD_SEVERITY: dict[Severity, str] = {
@@ -53,6 +56,10 @@ PD_SEVERITY: dict[Severity, str] = {
 }
 MAX_DEDUP_KEY = 255
 MAX_SUMMARY = 1024
+# What a minimal page says when automatic triage failed, and how loud it is.
+TRIAGE_FAILED_SUMMARY = "automatic triage failed — follow the runbook by hand"
+TRIAGE_FAILED_SEVERITY = "critical"
+MAX_ERROR = 500
 MAX_EVENT_BYTES = 512 * 1024
 # The routing key is added when sending: room for its field name, 32 characters and separators.
 ROUTING_KEY_ROOM = 64
@@ -224,9 +231,8 @@ def alert_event(
 ) -> dict[str, Any]:
     """An alert event (without ``routing_key``) for the incident as it is now;
     ``prometheus_urls`` are the configured Prometheus' (their hosts may be linked to)."""
-    key = dedup_key(snapshot.id)
     if action != "trigger":
-        return {"event_action": action, "dedup_key": key}
+        return {"event_action": action, "dedup_key": dedup_key(snapshot.id)}
     url = incident_url(public_url, snapshot.id)
     error_class = snapshot.error_class.value if snapshot.error_class else "unknown"
     verdict = snapshot.verdict.value if snapshot.verdict else "pending"
@@ -251,6 +257,53 @@ def alert_event(
             "incident": url,
         },
     }
+    return _trigger(snapshot, payload, settings=settings, url=url, prometheus_urls=prometheus_urls)
+
+
+def triage_failed_event(
+    snapshot: IncidentSnapshot,
+    *,
+    error: str,
+    settings: PagerDutySettings | None,
+    public_url: str,
+    prometheus_urls: Collection[str] = (),
+) -> dict[str, Any]:
+    """A minimal trigger (without ``routing_key``) for an incident whose automatic triage
+    failed: its title, the error, the links, and the incident's own ``dedup_key``, so the
+    full triage, when it succeeds later, updates this same alert.
+
+    Severity ``critical``: nothing says how bad the incident is, and a person has to look now;
+    PagerDuty pages at high urgency for it whether the service's urgency is fixed or follows
+    event severity.
+    """
+    url = incident_url(public_url, snapshot.id)
+    head = "PostHog incident "
+    tail = f": {TRIAGE_FAILED_SUMMARY}"
+    title = cut(one_line(snapshot.title), MAX_SUMMARY - len(head) - len(tail))
+    payload: dict[str, Any] = {
+        "summary": head + title + tail,
+        "source": _setting(settings, "source"),
+        "severity": TRIAGE_FAILED_SEVERITY,
+        "timestamp": iso_utc(snapshot.opened_at),
+        "custom_details": {
+            "status": "automatic triage failed",
+            "error": cut(one_line(error), MAX_ERROR),
+            "labels": dict(snapshot.labels),
+            "incident": url,
+        },
+    }
+    return _trigger(snapshot, payload, settings=settings, url=url, prometheus_urls=prometheus_urls)
+
+
+def _trigger(
+    snapshot: IncidentSnapshot,
+    payload: dict[str, Any],
+    *,
+    settings: PagerDutySettings | None,
+    url: str,
+    prometheus_urls: Collection[str],
+) -> dict[str, Any]:
+    """The trigger event around ``payload``: the incident's key, its links, within 512 KB."""
     for name in ("component", "group"):
         if value := _setting(settings, name):
             payload[name] = value
@@ -264,7 +317,7 @@ def alert_event(
     ]
     event = {
         "event_action": "trigger",
-        "dedup_key": key,
+        "dedup_key": dedup_key(snapshot.id),
         "payload": payload,
         "client": CLIENT,
         "client_url": url,

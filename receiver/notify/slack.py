@@ -2,8 +2,8 @@
 
 Posted when an incident opens, on each remediation action and when it resolves, in the
 runbook's own shape (severity, status, impact, current action, next update, incident
-commander). The webhook URL is the credential: it comes from a secret and never appears in
-logs or errors.
+commander); when automatic triage fails before anyone was paged, a short message says so.
+The webhook URL is the credential: it comes from a secret and never appears in logs or errors.
 
 Slack reads ``<...>`` in a message as a mention, a broadcast or a link, and ``&`` as the start
 of an entity, so every value from an alert (title, reason, action, label) is escaped
@@ -29,7 +29,7 @@ from receiver.notify.untrusted import ELLIPSIS, one_line
 from receiver.redaction import Redactor
 from receiver.runbook import Severity
 
-__all__ = ["SlackSender", "escape", "incident_message"]
+__all__ = ["SlackSender", "escape", "incident_message", "triage_failed_message"]
 
 MARK: dict[Severity, str] = {
     Severity.P1: "🔴",
@@ -121,6 +121,42 @@ def incident_message(
     title_limit = min(MAX_TITLE, spare // 4)
     action_limit = min(MAX_ACTION, spare - title_limit)
     text = render(_shown(current_action, action_limit), _shown(snapshot.title, title_limit))
+    return {
+        "text": text,
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+    }
+
+
+def triage_failed_message(
+    snapshot: IncidentSnapshot,
+    *,
+    error: str,
+    settings: SlackSettings | None,
+    incident_url: str,
+) -> dict[str, Any]:
+    """The message for an incident whose automatic triage failed before anyone was paged:
+    what is known (the title, the error, the link) and that people take over; it pings the
+    configured ``mentions``, as an opening message does."""
+    commander = settings.incident_commander if settings else None
+    mentions = settings.mentions if settings else ()
+    heading = " ".join(["🔴 TRIAGE FAILED: PostHog Integration", *mentions])
+
+    def render(title: str, reason: str) -> str:
+        return "\n".join(
+            [
+                heading,
+                "Status: automatic triage failed, severity not assessed",
+                "Current action: follow the runbook by hand; triage is tried again",
+                f"Error: {reason}",
+                f"Incident commander: {commander or 'not assigned'}",
+                f"Incident: {title} {_link(incident_url)}",
+            ]
+        )
+
+    spare = max(MAX_SECTION - len(render("", "")), 0)
+    title_limit = min(MAX_TITLE, spare // 4)
+    error_limit = min(MAX_ACTION, spare - title_limit)
+    text = render(_shown(snapshot.title, title_limit), _shown(error, error_limit))
     return {
         "text": text,
         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],

@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from receiver.config import ConfigError, load_settings
+from tests import test_helm_chart as helm_chart
 from tests.fakes.slack import FakeSlackWebApi, markup
 from tests.notify_harness import (
     SLACK_BOT_TOKEN,
@@ -30,6 +31,7 @@ from tests.notify_harness import (
     snapshot,
 )
 
+BOT_TOKEN = "xoxb-1-2-chartTokenForTests"
 FALLBACK = {
     "id": "act-1",
     "name": "enable_fallback",
@@ -410,3 +412,50 @@ def test_a_bot_token_and_channel_load(tmp_path: Path) -> None:
     slack = load(tmp_path, "    bot_token: {env: SLACK_BOT_TOKEN}\n    channel: C0INCIDENT\n")
     assert slack.notify.slack.threads
     assert slack.notify.slack.api_base == "https://slack.com/api"
+
+
+# -- the Helm chart -----------------------------------------------------------------------
+
+
+def test_chart_mounts_a_bot_token_for_threads(tmp_path: Path) -> None:
+    """With notify.slack.threads the chart's Secret holds the bot token instead of the webhook
+    URL, the config reads it from its mounted file, and check-config accepts the result."""
+    docs = helm_chart.render(
+        {
+            "secrets": {"webhookToken": "token-alertmanager-sends", "slackBotToken": BOT_TOKEN},
+            "notify": {"slack": {"enabled": True, "threads": True}},
+            "config": {"notify": {"slack": {"channel": SLACK_CHANNEL}}},
+        }
+    )
+    secret = helm_chart.only(docs, "Secret")
+    assert set(secret["data"]) == {"webhook-token", "slack-bot-token"}
+    items = next(
+        v
+        for v in helm_chart.only(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "secrets"
+    )["secret"]["items"]
+    assert {i["key"] for i in items} == set(secret["data"])
+    config = helm_chart.rendered_config(docs)
+    secrets_dir = "/etc/posthog-receiver/secrets"
+    assert config["notify"]["slack"] == {
+        "bot_token": {"file": f"{secrets_dir}/slack-bot-token"},
+        "channel": SLACK_CHANNEL,
+    }
+    (tmp_path / "webhook-token").write_text("token-alertmanager-sends\n")
+    (tmp_path / "slack-bot-token").write_text(BOT_TOKEN + "\n")
+    text = helm_chart.only(docs, "ConfigMap")["data"]["config.yaml"]
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(text.replace(secrets_dir + "/", f"{tmp_path}/"))
+    code, out, err = helm_chart.check_config(config_file)
+    assert code == 0, err
+    assert "config OK" in out
+
+
+def test_chart_refuses_threads_without_a_channel() -> None:
+    """Threads without config.notify.slack.channel fail at render time, naming the setting."""
+    values = {
+        "secrets": {"slackBotToken": BOT_TOKEN},
+        "notify": {"slack": {"enabled": True, "threads": True}},
+    }
+    with pytest.raises(helm_chart.helm.HelmRenderError, match=r"config\.notify\.slack\.channel"):
+        helm_chart.render(values)

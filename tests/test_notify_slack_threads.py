@@ -190,6 +190,36 @@ async def test_429_retry_after_is_honoured(
 
 
 @pytest.mark.asyncio
+async def test_slack_failing_or_slow_is_retried_with_backoff(
+    tmp_path: Path, fakes: Fakes, clock: Clock, slack_api: FakeSlackWebApi
+) -> None:
+    """A 503, then an answer slower than the timeout, are temporary: retried with growing
+    waits, then the thread opens once."""
+    h = await threaded(tmp_path, fakes, clock, slack_api, timeout_seconds=0.2)
+    slack_api.fail(503)
+    slack_api.slow(30.0)  # released when the fake stops
+    errors = []
+    try:
+        await h.notifier.incident_opened(snapshot(clock))
+        waits = []
+        for _ in range(2):
+            await h.worker.run_once()
+            (message,) = await h.messages("slack")
+            errors.append(message["last_error"])
+            waits.append(message["next_attempt_at"] - clock.t)
+            clock.advance(waits[-1])
+        assert await h.drain() == 1
+    finally:
+        await h.close()
+    assert errors == [
+        "Slack chat.postMessage answered HTTP 503",
+        "Slack chat.postMessage: no answer within 0.2s",
+    ]
+    assert waits == [1.0, 2.0]  # exponential, no jitter configured
+    assert len(slack_api.top_messages(SLACK_CHANNEL)) == 1
+
+
+@pytest.mark.asyncio
 async def test_a_reply_rate_limited_after_the_edit_is_posted_once(
     h: Harness, clock: Clock, slack_api: FakeSlackWebApi
 ) -> None:

@@ -65,6 +65,7 @@ __all__ = [
     "SecretUrlSource",
     "ServerSettings",
     "Settings",
+    "SlackBotTokenSource",
     "SlackSettings",
     "StatuspageSettings",
     "StatuspageTemplates",
@@ -205,6 +206,14 @@ class SecretUrlSource(SecretSource):
     def check(self, raw: str) -> None:
         if not raw.startswith(("https://", "http://")):
             raise ValueError("must hold an http(s) URL")
+
+
+class SlackBotTokenSource(SecretSource):
+    """A Slack app's bot token (``xoxb-…``)."""
+
+    def check(self, raw: str) -> None:
+        if not raw.startswith("xoxb-"):
+            raise ValueError("must hold a bot token, which starts with 'xoxb-'")
 
 
 class ServerSettings(_Group):
@@ -1070,6 +1079,8 @@ SLACK_PERSON_OR_GROUP = re.compile(
     rf"<@[UW][A-Z0-9]{{2,20}}{_SLACK_LABEL}>|<!subteam\^S[A-Z0-9]{{2,20}}{_SLACK_LABEL}>"
 )
 SLACK_SPECIAL = re.compile(r"<!(here|channel)>")
+# A public (C…) or private (G…, older private channels) channel's ID; a name would not do.
+SLACK_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,20}")
 
 
 def _not_a_mention(value: str, expected: str) -> str:
@@ -1080,10 +1091,30 @@ def _not_a_mention(value: str, expected: str) -> str:
 
 
 class SlackSettings(_Group):
-    """Slack incoming webhook: the runbook's internal incident message."""
+    """Slack: the runbook's internal incident message, through an incoming webhook (one
+    message each time) or a bot token (one thread per incident, its top message kept current).
+    """
 
-    webhook_url: SecretUrlSource = Field(
-        description="The incoming webhook URL (it is the credential: keep it secret)."
+    webhook_url: SecretUrlSource | None = Field(
+        default=None,
+        description=(
+            "The incoming webhook URL (it is the credential: keep it secret). Either this or "
+            "bot_token and channel."
+        ),
+    )
+    bot_token: SlackBotTokenSource | None = Field(
+        default=None,
+        description=(
+            "A Slack app's bot token (xoxb-…, scope chat:write; the app is a member of the "
+            "channel): one thread per incident instead of the webhook's separate messages."
+        ),
+    )
+    channel: str | None = Field(
+        default=None,
+        description="The channel's ID (C… or G…, from its details), where the threads open.",
+    )
+    api_base: str = Field(
+        default="https://slack.com/api", description="Web API base URL (with a bot token)."
     )
     incident_commander: str | None = Field(
         default=None,
@@ -1105,6 +1136,36 @@ class SlackSettings(_Group):
         default=30, ge=1, description="'Next update' is this many minutes after each message."
     )
     timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
+
+    @model_validator(mode="after")
+    def _mode(self) -> SlackSettings:
+        if self.webhook_url is not None and self.bot_token is not None:
+            raise ValueError(
+                "set either webhook_url (messages) or bot_token with channel (threads), not both"
+            )
+        if self.webhook_url is None and self.bot_token is None:
+            raise ValueError("set webhook_url, or bot_token with channel")
+        if self.bot_token is not None and self.channel is None:
+            raise ValueError("bot_token needs channel: the ID of the channel to post in (C…)")
+        if self.bot_token is None and self.channel is not None:
+            raise ValueError("channel is used with bot_token only; a webhook has its own channel")
+        object.__setattr__(self, "api_base", _base_url(self.api_base, "api_base"))
+        return self
+
+    @property
+    def threads(self) -> bool:
+        """Whether each incident is one thread (a bot token) rather than separate messages."""
+        return self.bot_token is not None
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is not None and not SLACK_CHANNEL_ID.fullmatch(value):
+            raise ValueError(
+                f"'{value}' is not a channel ID: write its ID (C… or G…, at the bottom of the "
+                "channel's details), not its name"
+            )
+        return value
 
     @field_validator("incident_commander")
     @classmethod

@@ -17,12 +17,14 @@ from receiver.redaction import Redactor
 from receiver.runbook import ErrorClass, Severity
 from receiver.store import Store
 from tests.fakes.pagerduty import FakePagerDuty
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import FakeSlack, FakeSlackWebApi
 from tests.fakes.statuspage import FakeStatuspage
 
 ROUTING_KEY = "R0ut1ngK3yF0rT3sts0nly0123456789"[:32]
 STATUSPAGE_KEY = "sp-oauth-key-9f8e7d6c5b4a"
 SLACK_PATH = "/services/T0SECRET/B0SECRET/sl4ckS3cr3tT0k3nXYZ"
+SLACK_BOT_TOKEN = "xoxb-1234567890-0987654321-b0tS3cr3tT0k3n"
+SLACK_CHANNEL = "C0INCIDENT"
 PAGE_ID = "pg7x2k9q"
 COMPONENT_ID = "cmp4h8n1"
 PUBLIC_URL = "https://receiver.example.com"
@@ -62,7 +64,10 @@ def notify_settings(
     slack: dict[str, Any] | None = None,
     outbox: dict[str, Any] | None = None,
     only: tuple[str, ...] = ("pagerduty", "statuspage", "slack"),
+    slack_api: FakeSlackWebApi | None = None,
 ) -> NotifySettings:
+    """Settings for the fakes; with ``slack_api``, Slack posts threads with a bot token there
+    instead of using the incoming webhook."""
     data: dict[str, Any] = {
         "outbox": {
             "poll_interval_seconds": 0.01,
@@ -92,8 +97,17 @@ def notify_settings(
             **(statuspage or {}),
         }
     if fakes is not None and "slack" in only:
+        mode: dict[str, Any] = (
+            {"webhook_url": {"value": fakes.slack.webhook_url}}
+            if slack_api is None
+            else {
+                "bot_token": {"value": SLACK_BOT_TOKEN},
+                "channel": SLACK_CHANNEL,
+                "api_base": slack_api.api_base,
+            }
+        )
         data["slack"] = {
-            "webhook_url": {"value": fakes.slack.webhook_url},
+            **mode,
             "incident_commander": COMMANDER,
             "timeout_seconds": 2,
             **(slack or {}),
@@ -188,3 +202,12 @@ async def fakes_fixture(clock: Clock) -> AsyncIterator[Fakes]:
     yield found
     for fake in found.all():
         await fake.stop()
+
+
+@pytest_asyncio.fixture(name="slack_api")
+async def slack_api_fixture(clock: Clock) -> AsyncIterator[FakeSlackWebApi]:
+    """Slack's Web API for a bot token, with the incident channel the bot is a member of."""
+    fake = FakeSlackWebApi(SLACK_BOT_TOKEN, channels=(SLACK_CHANNEL,), clock=clock)
+    await fake.start()
+    yield fake
+    await fake.stop()

@@ -1,9 +1,18 @@
-"""Slack incoming webhook: the runbook's internal incident message, kept current.
+"""Slack: the runbook's internal incident message, kept current.
 
 Posted when an incident opens, on each remediation action and when it resolves, in the
 runbook's own shape (severity, status, impact, current action, next update, incident
-commander); when automatic triage fails before anyone was paged, a short message says so.
-The webhook URL is the credential: it comes from a secret and never appears in logs or errors.
+commander); when automatic triage fails before anyone was paged, a short message says
+so. Two ways to post, one message:
+
+- an incoming webhook (the zero-setup default): each message is a new message in the
+  webhook's channel. The webhook URL is the credential: it comes from a secret and never
+  appears in logs or errors.
+- a bot token and a channel (:mod:`receiver.notify.slack_api`): one thread per incident. The
+  first message opens it; each later one is posted into it (``thread_ts``) and the top message
+  is edited to the incident as it is now, so the channel shows one line per incident, always
+  current. Where the thread is (channel and ``ts``) is remembered per incident in the store,
+  so it survives restarts; a top message someone deleted opens a new thread.
 
 Slack reads ``<...>`` in a message as a mention, a broadcast or a link, and ``&`` as the start
 of an entity, so every value from an alert (title, reason, action, label) is escaped
@@ -24,6 +33,7 @@ import aiohttp
 
 from receiver.config import SlackSettings
 from receiver.notify.delivery import Message, Sent, http_call
+from receiver.notify.slack_api import MESSAGE_GONE, SlackApiFailure, SlackWebApi
 from receiver.notify.snapshot import IMPACT, IncidentSnapshot, action_summary
 from receiver.notify.untrusted import ELLIPSIS, one_line
 from receiver.redaction import Redactor
@@ -45,6 +55,9 @@ ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 # or split Slack's <url> link) are percent-encoded.
 URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 DEFAULTS = SlackSettings.model_fields
+# What the destination remembers of an incident's thread: its channel and its top message.
+CHANNEL = "channel"
+THREAD = "thread_ts"
 
 
 def escape(text: str) -> str:
@@ -164,7 +177,8 @@ def triage_failed_message(
 
 
 class SlackSender:
-    """Posts messages to the configured incoming webhook."""
+    """Posts messages through the configured incoming webhook, or into each incident's thread
+    with the configured bot token."""
 
     destination = "slack"
 
@@ -178,6 +192,9 @@ class SlackSender:
     async def send(
         self, session: aiohttp.ClientSession, message: Message, state: Mapping[str, str]
     ) -> Sent:
+        if self._settings.bot_token is not None:
+            return await self._into_thread(session, message, state)
+        assert self._settings.webhook_url is not None  # one of the two, checked on load
         url = self._settings.webhook_url.secret.get_secret_value()
         await http_call(
             session,
@@ -190,3 +207,37 @@ class SlackSender:
             redactor=self._redactor,
         )
         return Sent()
+
+    async def _into_thread(
+        self, session: aiohttp.ClientSession, message: Message, state: Mapping[str, str]
+    ) -> Sent:
+        """Edit the thread's top message to this one, then post this one into the thread; the
+        first message of an incident opens the thread instead.
+
+        The top message is edited first: an edit repeats harmlessly, so when the reply fails
+        and the message is tried again, the thread does not get the reply twice.
+        """
+        settings = self._settings
+        assert settings.bot_token is not None
+        assert settings.channel is not None
+        api = SlackWebApi(
+            session,
+            token=settings.bot_token.secret.get_secret_value(),
+            base_url=settings.api_base,
+            timeout_seconds=settings.timeout_seconds,
+            redactor=self._redactor,
+        )
+        content = message.payload
+        channel, ts = state.get(CHANNEL), state.get(THREAD)
+        if channel and ts:
+            try:
+                await api.update(channel=channel, ts=ts, content=content)
+                await api.post_message(channel=channel, content=content, thread_ts=ts)
+            except SlackApiFailure as e:
+                if e.code not in MESSAGE_GONE:
+                    raise
+            else:
+                return Sent()
+        # The first message, or the thread's top message was deleted: a new thread.
+        top = await api.post_message(channel=settings.channel, content=content)
+        return Sent(remember={CHANNEL: top.channel, THREAD: top.ts})

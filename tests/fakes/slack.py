@@ -1,4 +1,7 @@
-"""A fake Slack incoming webhook: ``POST`` JSON with ``text`` and/or ``blocks``, ``ok``.
+"""Fake Slack: an incoming webhook (:class:`FakeSlack`) and the Web API's chat methods
+(:class:`FakeSlackWebApi`, for a bot token's threads).
+
+The webhook: ``POST`` JSON with ``text`` and/or ``blocks``, ``ok``.
 
 Errors as Slack answers them, in plain text: 404 ``no_service`` for an unknown webhook path,
 400 ``invalid_payload`` for a body that is not JSON, 400 ``no_text`` with neither text nor
@@ -13,6 +16,8 @@ than 3,000 characters, a text object that is not ``mrkdwn`` or ``plain_text``).
 from __future__ import annotations
 
 import re
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -116,3 +121,189 @@ class FakeSlack(FakeService):
                     return self.reject(400, "invalid_blocks")
         self.record(request, body)
         return web.Response(text="ok")
+
+
+@dataclass
+class PostedMessage:
+    """A message in the fake workspace: who posted it, where, and what it says now."""
+
+    channel: str
+    ts: str
+    text: str | None
+    blocks: list[Any] | None
+    by_bot: bool
+    thread_ts: str | None = None  # the top message's ts, for a reply
+    edits: int = 0
+
+
+@dataclass
+class _Limited:
+    retry_after: str
+
+
+class FakeSlackWebApi(FakeService):
+    """A fake Slack Web API: ``chat.postMessage`` and ``chat.update`` under ``/api/``.
+
+    Checked as Slack checks them, answered as Slack answers (HTTP 200 with ``ok: false`` and an
+    error code): ``Authorization: Bearer`` with the bot's token (``not_authed`` without one,
+    ``invalid_auth`` with another), a JSON body (``invalid_json`` otherwise; this fake takes
+    no form-encoded calls), ``channel`` an existing channel (``channel_not_found``) the bot is a
+    member of (``not_in_channel``), ``text`` and/or ``blocks`` within Slack's limits
+    (``no_text``, ``msg_too_long``, ``invalid_blocks``), ``thread_ts`` the ts of a top-level
+    message in that channel (``thread_not_found``), and ``chat.update``'s ``ts`` a message
+    there (``message_not_found``) posted by this bot (``cant_update_message``). On demand
+    (:meth:`rate_limit`) it answers HTTP 429 ``ratelimited`` with ``Retry-After``.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        channels: tuple[str, ...] = ("C0INCIDENT",),
+        not_member: tuple[str, ...] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.token = token
+        self.channels = set(channels) | set(not_member)
+        self.not_member = set(not_member)
+        self.messages: list[PostedMessage] = []
+        self.errors: list[tuple[str, str]] = []  # (method, error code) of every ok: false
+        self._limited: deque[_Limited] = deque()
+        self._sequence = 0
+        self.app.router.add_post("/api/{method}", self._call)
+
+    @property
+    def api_base(self) -> str:
+        """What ``notify.slack.api_base`` is set to for this fake."""
+        return self.url + "/api"
+
+    def rate_limit(self, *, retry_after: str, times: int = 1) -> None:
+        """Answer the next ``times`` calls with 429 ``ratelimited`` and ``Retry-After``."""
+        for _ in range(times):
+            self._limited.append(_Limited(retry_after))
+
+    def post_as_someone_else(self, channel: str, text: str) -> str:
+        """A message by a person in ``channel``; its ts."""
+        message = PostedMessage(channel, self._next_ts(), text, None, by_bot=False)
+        self.messages.append(message)
+        return message.ts
+
+    def delete(self, ts: str) -> None:
+        """Someone deleted a message (and with it, its thread)."""
+        self.messages = [m for m in self.messages if ts not in (m.ts, m.thread_ts)]
+
+    def top_messages(self, channel: str = "C0INCIDENT") -> list[PostedMessage]:
+        return [m for m in self.messages if m.channel == channel and m.thread_ts is None]
+
+    def replies(self, ts: str) -> list[PostedMessage]:
+        return [m for m in self.messages if m.thread_ts == ts]
+
+    def _next_ts(self) -> str:
+        self._sequence += 1
+        return f"{int(self.clock())}.{self._sequence:06d}"
+
+    def _find(self, channel: str, ts: Any) -> PostedMessage | None:
+        for message in self.messages:
+            if message.channel == channel and message.ts == ts:
+                return message
+        return None
+
+    def _error(self, method: str, code: str) -> web.Response:
+        self.errors.append((method, code))
+        return self.reject(200, code, as_json={"ok": False, "error": code})
+
+    async def _call(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        if self._limited:
+            limited = self._limited.popleft()
+            self.errors.append((method, "ratelimited"))
+            self.rejected.append((429, "ratelimited"))
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"},
+                status=429,
+                headers={"Retry-After": limited.retry_after},
+            )
+        if method not in ("chat.postMessage", "chat.update"):
+            return self._error(method, "unknown_method")
+        authorization = request.headers.get("Authorization", "")
+        if not authorization.startswith("Bearer ") or not authorization[7:]:
+            return self._error(method, "not_authed")
+        if authorization[7:] != self.token:
+            return self._error(method, "invalid_auth")
+        body, problem = await self.read_json(request)
+        if problem or not isinstance(body, dict):
+            return self._error(method, "invalid_json")
+        channel = body.get("channel")
+        if not isinstance(channel, str) or not channel:
+            return self._error(method, "channel_not_found")
+        if channel not in self.channels:
+            return self._error(method, "channel_not_found")
+        if channel in self.not_member:
+            return self._error(method, "not_in_channel")
+        if code := _content_problem(body):
+            return self._error(method, code)
+        if method == "chat.update":
+            return self._update(request, body, channel)
+        return self._post(request, body, channel)
+
+    def _post(self, request: web.Request, body: dict[str, Any], channel: str) -> web.Response:
+        thread_ts = body.get("thread_ts")
+        if thread_ts is not None:
+            parent = self._find(channel, thread_ts)
+            if parent is None or parent.thread_ts is not None:
+                return self._error("chat.postMessage", "thread_not_found")
+        message = PostedMessage(
+            channel,
+            self._next_ts(),
+            body.get("text"),
+            body.get("blocks"),
+            by_bot=True,
+            thread_ts=thread_ts,
+        )
+        self.messages.append(message)
+        self.record(request, body)
+        return web.json_response(
+            {"ok": True, "channel": channel, "ts": message.ts, "message": _shown(message)}
+        )
+
+    def _update(self, request: web.Request, body: dict[str, Any], channel: str) -> web.Response:
+        ts = body.get("ts")
+        if not isinstance(ts, str) or not ts:
+            return self._error("chat.update", "message_not_found")
+        message = self._find(channel, ts)
+        if message is None:
+            return self._error("chat.update", "message_not_found")
+        if not message.by_bot:
+            return self._error("chat.update", "cant_update_message")
+        message.text = body.get("text")
+        message.blocks = body.get("blocks")
+        message.edits += 1
+        self.record(request, body)
+        return web.json_response(
+            {"ok": True, "channel": channel, "ts": ts, "text": message.text or ""}
+        )
+
+
+def _content_problem(body: dict[str, Any]) -> str | None:
+    text = body.get("text")
+    blocks = body.get("blocks")
+    if text is not None and not isinstance(text, str):
+        return "invalid_arguments"
+    if not blocks and (text is None or not text.strip()):
+        return "no_text"
+    if text is not None and len(text) > MAX_TEXT:
+        return "msg_too_long"
+    if blocks:
+        if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
+            return "invalid_blocks"
+        if any(_block(block) is not None for block in blocks):
+            return "invalid_blocks"
+    return None
+
+
+def _shown(message: PostedMessage) -> dict[str, Any]:
+    shown: dict[str, Any] = {"type": "message", "ts": message.ts, "text": message.text or ""}
+    if message.thread_ts is not None:
+        shown["thread_ts"] = message.thread_ts
+    return shown

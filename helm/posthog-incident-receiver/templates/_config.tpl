@@ -58,7 +58,9 @@ receiver's settings model.
 {{- if .Values.notify.statuspage.enabled }}
 {{- $_ := set $notify "statuspage" (dict "api_key" (dict "file" (printf "%s/statuspage-api-key" $secrets))) }}
 {{- end }}
-{{- if .Values.notify.slack.enabled }}
+{{- if and .Values.notify.slack.enabled .Values.notify.slack.threads }}
+{{- $_ := set $notify "slack" (dict "bot_token" (dict "file" (printf "%s/slack-bot-token" $secrets))) }}
+{{- else if .Values.notify.slack.enabled }}
 {{- $_ := set $notify "slack" (dict "webhook_url" (dict "file" (printf "%s/slack-webhook-url" $secrets))) }}
 {{- end }}
 {{- if $notify }}
@@ -69,6 +71,11 @@ receiver's settings model.
 {{- $page := $merged.notify.statuspage }}
 {{- if not (and $page.page_id $page.component_id) }}
 {{- fail "notify.statuspage.enabled needs config.notify.statuspage.page_id and component_id" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.notify.slack.enabled .Values.notify.slack.threads }}
+{{- if not $merged.notify.slack.channel }}
+{{- fail "notify.slack.threads needs config.notify.slack.channel: the channel's ID (C...)" }}
 {{- end }}
 {{- end }}
 {{- toYaml $merged }}

@@ -93,7 +93,9 @@ needed; each notification channel only when it is enabled.
 {{- if .Values.notify.statuspage.enabled }}
 {{- $items = append $items (dict "key" $keys.statuspageApiKey "file" "statuspage-api-key") }}
 {{- end }}
-{{- if .Values.notify.slack.enabled }}
+{{- if and .Values.notify.slack.enabled .Values.notify.slack.threads }}
+{{- $items = append $items (dict "key" $keys.slackBotToken "file" "slack-bot-token") }}
+{{- else if .Values.notify.slack.enabled }}
 {{- $items = append $items (dict "key" $keys.slackWebhookUrl "file" "slack-webhook-url") }}
 {{- end }}
 {{- toJson $items }}

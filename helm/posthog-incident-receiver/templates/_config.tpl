@@ -2,7 +2,8 @@
 The receiver's config.yaml. The chart owns the parts that depend on how it deploys the pod:
 listen address and port, where state and secrets are mounted, how Kubernetes is reached, and
 which objects the Role grants access to (the remediation target, whose pods the evidence
-reads too).
+reads too). Without HA the store is the SQLite file on the state volume; with HA it is
+PostgreSQL, its connection URI read from the file mounted from ha.postgres.existingSecret.
 Everything else comes from .Values.config, merged over these settings (values win). The test
 suite runs `posthog-receiver check-config` on the result, so every key here exists in the
 receiver's settings model.
@@ -45,6 +46,11 @@ receiver's settings model.
   "evidence" (dict
     "directory" (printf "%s/evidence" $state))
 }}
+{{- if .Values.ha.enabled }}
+{{- $_ := set $defaults "store" (dict
+  "backend" "postgres"
+  "postgres" (dict "dsn" (dict "file" (printf "%s/dsn" (include "receiver.postgresDir" .))))) }}
+{{- end }}
 {{- if $remediation.killSwitch.enabled }}
 {{- $_ := set $defaults.remediation "kill_switch_file" (printf "%s/stop" (include "receiver.killSwitchDir" .)) }}
 {{- end }}

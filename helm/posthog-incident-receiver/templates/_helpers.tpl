@@ -65,6 +65,35 @@ app.kubernetes.io/part-of: posthog-incident-response
 {{- define "receiver.secretsDir" -}}/etc/posthog-receiver/secrets{{- end }}
 {{- define "receiver.stateDir" -}}/var/lib/posthog-receiver{{- end }}
 {{- define "receiver.killSwitchDir" -}}/etc/posthog-receiver/kill-switch{{- end }}
+{{- define "receiver.postgresDir" -}}/etc/posthog-receiver/postgres{{- end }}
+
+{{/*
+Pods of the Deployment. Without HA one pod at most: replicas on their own SQLite files would
+each page, notify and remediate alone. With HA ha.replicas (2 or more) on PostgreSQL, and the
+connection URI from an existing Secret. The checks repeat values.schema.json's for renders
+that skip the schema, with the reason spelled out.
+*/}}
+{{- define "receiver.replicas" -}}
+{{- if .Values.ha.enabled }}
+{{- if not .Values.ha.postgres.existingSecret }}
+{{- fail "ha.enabled=true needs ha.postgres.existingSecret: the name of an existing Secret holding the PostgreSQL connection URI (key ha.postgres.key, default uri; CloudNativePG's <cluster>-app Secret has it). The replicas share their state through that database." }}
+{{- end }}
+{{- if lt (int .Values.ha.replicas) 2 }}
+{{- fail (printf "ha.replicas=%d is refused: HA needs 2 or more replicas (one leads, the others take webhooks and stand by)." (int .Values.ha.replicas)) }}
+{{- end }}
+{{- .Values.ha.replicas }}
+{{- else }}
+{{- if gt (int .Values.replicaCount) 1 }}
+{{- fail (printf "replicaCount=%d is refused: without HA each replica would keep its own SQLite state and page, notify and remediate on its own. Run one replica, or set ha.enabled=true (several replicas on PostgreSQL, ha.replicas)." (int .Values.replicaCount)) }}
+{{- end }}
+{{- .Values.replicaCount }}
+{{- end }}
+{{- end }}
+
+{{/* The ReadWriteMany claim for the evidence bundles with HA (created here or brought). */}}
+{{- define "receiver.evidenceClaimName" -}}
+{{- default (printf "%s-evidence" (include "receiver.fullname" .)) .Values.ha.evidence.pvc.existingClaim }}
+{{- end }}
 
 {{- define "receiver.killSwitchName" -}}
 {{- default (printf "%s-kill-switch" (include "receiver.fullname" .)) .Values.remediation.killSwitch.configMapName }}

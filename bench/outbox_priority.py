@@ -45,6 +45,7 @@ from receiver.metrics import Metrics
 from receiver.notify import IncidentSnapshot, build_notifier
 from receiver.notify.outbox import queue_depth
 from receiver.notify.pagerduty import dedup_key
+from receiver.redaction import Redactor
 from receiver.runbook import ErrorClass, Severity
 from receiver.store import Store
 from tests.fakes.pagerduty import FakePagerDuty
@@ -104,7 +105,11 @@ async def run(
     store = Store(StoreSettings(path=workdir / "receiver.sqlite3"))
     await store.open()
     notifier, worker = build_notifier(
-        settings, store=store, metrics=Metrics(), public_url="https://receiver.example.com"
+        settings,
+        store=store,
+        metrics=Metrics(),
+        public_url="https://receiver.example.com",
+        redactor=Redactor.from_settings(settings),
     )
     worker.start()
     try:

@@ -399,9 +399,10 @@ class LeadershipSettings(_Group):
     """Who acts among several replicas (``store.backend: postgres``): one leader at a time.
 
     The leader holds a lease in the database and renews it every ``retry_seconds``. One that
-    could not renew for ``renew_deadline_seconds`` stops acting, before its lease (``lease_
-    seconds``) can expire and another replica can take over, as client-go's leader election
-    does. Every side effect is fenced by the leader's term (see ``receiver.leadership``).
+    could not renew for ``renew_deadline_seconds`` stops acting before its lease
+    (``lease_seconds``) can expire and another replica take over, as client-go's leader
+    election does. Every side effect is fenced by the leader's term (see
+    ``receiver.leadership``).
     """
 
     lease_seconds: float = Field(
@@ -433,7 +434,7 @@ class LeadershipSettings(_Group):
         default_factory=_default_leader_identity,
         min_length=1,
         max_length=253,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$",
         description=(
             "This replica's name in the lease, shown in the API; unique per replica. Default: "
             "the POD_NAME environment variable, else <hostname>-<pid>."

@@ -209,7 +209,9 @@ class _Listeners:
         if self._metrics is not None:
             self._metrics.leader.set(1 if leading else 0)
             self._metrics.leadership_changes.labels("gained" if leading else "lost").inc()
-        logger.info("leadership gained" if leading else "leadership lost", term=term)
+        logger.info(
+            "leadership gained" if leading else "leadership lost", holder=self._holder, term=term
+        )
         change = LeadershipChange(leading=leading, term=term, holder=self._holder)
         for listener in self._listeners:
             # One failing listener must not keep the others (or the lease) from knowing.
@@ -471,7 +473,9 @@ class Leadership:
     def _deadline_passed(self, term: int) -> None:
         held = self._held
         if held is not None and held.term == term:
-            logger.warning("leadership not renewed within the renew deadline", term=term)
+            logger.warning(
+                "leadership not renewed within the renew deadline", holder=self.holder, term=term
+            )
             self._lose(term)
 
     def _lose(self, term: int) -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "find_postgres_bin",
     "postgres_cluster",
     "postgres_dsn",
+    "running_cluster",
 ]
 
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
@@ -89,8 +90,8 @@ class _Owner:
 class PostgresCluster:
     """A PostgreSQL cluster in a fresh directory, listening on a free loopback port."""
 
-    def __init__(self, *, bin_dir: Path | None = None) -> None:
-        self.bin_dir = bin_dir or find_postgres_bin()
+    def __init__(self, *, root: Path = DEBIAN_ROOT) -> None:
+        self.bin_dir = find_postgres_bin(root)
         self._owner = _Owner.for_this_process()
         # Not under pytest's tmp_path: its parents are private to root, and the server runs
         # as another user. A short path also keeps the socket path under its length limit.
@@ -180,10 +181,10 @@ class PostgresCluster:
 
 
 @contextlib.contextmanager
-def running_cluster() -> Iterator[PostgresCluster]:
+def running_cluster(*, root: Path = DEBIAN_ROOT) -> Iterator[PostgresCluster]:
     """A started cluster, removed at the end; skips (or, in CI, fails) without PostgreSQL."""
     try:
-        cluster = PostgresCluster()
+        cluster = PostgresCluster(root=root)
     except PostgresUnavailable as e:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true and PostgreSQL is unavailable: {e}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -55,3 +56,21 @@ def test_bench_one_second_smoke_run(tmp_path: Path) -> None:
         assert results[mode]["non_2xx"] == 0
     assert results["normal"]["stored"] > 0
     assert results["normal"]["duplicate"] == 0
+
+
+def test_ui_render_bench_small_run() -> None:
+    """``bench/ui_render.py`` on a small store: both pages answer, the big incident has its
+    timeline, and the figures are reported."""
+    script = Path(__file__).parent.parent / "bench" / "ui_render.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--incidents", "30", "--timeline", "60", "--requests", "5"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(script.parent.parent)},
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["list_rows"] == 30
+    assert result["list"]["p95_ms"] > 0
+    assert result["incident"]["p95_ms"] > 0

@@ -511,3 +511,53 @@ async def test_kill_switch_survives_a_restart(make_client: ClientFactory, tmp_pa
         "/operations/kill-switch", data={"state": "off", "csrf": token}, headers=basic()
     )
     assert resp.status == 403
+
+
+@pytest.mark.asyncio
+async def test_postmortem_chart_and_bundles_on_the_page(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    client = await make_client(
+        responder=RecordingResponder(),
+        ui=USERS,
+        evidence={"directory": str(tmp_path / "evidence")},
+    )
+    incident_id = await open_incident(client, labels={"team": "<img src=x onerror=alert(1)>"})
+    page = await (await client.get(f"/incidents/{incident_id}", headers=basic())).text()
+    assert "No evidence has been collected" in page
+    assert (
+        await client.get(f"/incidents/{incident_id}/evidence/opened", headers=basic())
+    ).status == 404
+    # The evidence API collects the bundle; the page then renders the draft from it.
+    assert (
+        await client.get(f"/api/incidents/{incident_id}/evidence", headers=bearer())
+    ).status == 200
+    page = await (await client.get(f"/incidents/{incident_id}", headers=basic())).text()
+    draft = page[page.index('<article class="markdown">') : page.index("</article>")]
+    assert "<h2>Incident: " in draft  # Markdown rendered as HTML
+    # The draft's chart (chart.svg beside it in a bundle) is the page's chart endpoint.
+    assert f'<img src="/incidents/{incident_id}/chart.svg"' in draft
+    download = await client.get(f"/incidents/{incident_id}/evidence/opened", headers=basic())
+    assert download.status == 200
+    assert download.headers["Content-Type"] == "application/gzip"
+    assert (await download.read())[:2] == b"\x1f\x8b"
+    assert (await client.get(f"/incidents/{incident_id}/evidence/opened")).status == 401
+    chart = await client.get(f"/incidents/{incident_id}/chart.svg", headers=basic())
+    assert chart.status == 200
+    assert chart.content_type == "image/svg+xml"
+    assert "sandbox" in chart.headers["Content-Security-Policy"]
+
+
+def test_postmortem_markup_is_text() -> None:
+    from receiver.web.pages import postmortem_html
+
+    html = str(
+        postmortem_html(
+            "## Title <script>alert(1)</script>\n\n[x](javascript:alert(1)) ![c](chart.svg)",
+            chart_url="/incidents/i/chart.svg",
+        )
+    )
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+    assert "javascript:" not in html.replace("[x](javascript:alert(1))", "")
+    assert 'src="/incidents/i/chart.svg"' in html

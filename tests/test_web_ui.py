@@ -134,6 +134,19 @@ async def test_signed_link_opens_one_incident_until_it_expires(make_client: Clie
     assert (await client.get(f"{path}?{forged}")).status == 403
 
 
+def test_incident_url_is_signed_only_with_a_key() -> None:
+    from receiver.config import UiSettings
+
+    plain = links.incident_url(UiSettings(), "https://r.example.com", "inc-1", now=1000.0)
+    assert plain == "https://r.example.com/incidents/inc-1"
+    ui = UiSettings.model_validate({"link_key": {"value": LINK_KEY}, "link_ttl_hours": 2})
+    signed = links.incident_url(ui, "https://r.example.com", "inc-1", now=1000.0)
+    exp, sig = re.search(r"\?exp=(\d+)&sig=([\w-]+)$", signed).groups()  # type: ignore[union-attr]
+    assert int(exp) == 1000 + 7200
+    assert links.verify(LINK_KEY.encode(), "/incidents/inc-1", exp=exp, sig=sig, now=1001.0)
+    assert not links.verify(LINK_KEY.encode(), "/incidents/inc-1", exp=exp, sig=sig, now=8201.0)
+
+
 def test_signed_url_is_the_page_path() -> None:
     url = links.signed_incident_url("https://r.example.com/", b"k", "inc-1", expires=2_000_000_000)
     assert url.startswith("https://r.example.com/incidents/inc-1?exp=2000000000&sig=")

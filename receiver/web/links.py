@@ -6,7 +6,8 @@ under the configured key (``ui.link_key``), in URL-safe base64. The path is sign
 signature for one incident (or for its page) is worth nothing on another. Verification is in
 constant time, and a tampered or expired link is simply not valid: the page answers 403.
 
-Pure functions: the notifiers (links in messages) and the pages (checking them) share them.
+Pure functions: the notifiers (links in messages: :func:`incident_url`) and the pages
+(checking them) share them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import hashlib
 import hmac
 from urllib.parse import quote, urlencode
 
-__all__ = ["incident_path", "sign", "signed_incident_url", "verify"]
+from receiver.config import UiSettings
+
+__all__ = ["incident_path", "incident_url", "sign", "signed_incident_url", "verify"]
 
 
 def incident_path(incident_id: str) -> str:
@@ -48,3 +51,13 @@ def verify(key: bytes, path: str, *, exp: str | None, sig: str | None, now: floa
     if expires <= now:
         return False
     return hmac.compare_digest(_signature(key, path, expires), sig)
+
+
+def incident_url(ui: UiSettings, public_url: str, incident_id: str, *, now: float) -> str:
+    """The link to put in a message: signed for ``ui.link_ttl_hours`` where ``ui.link_key``
+    is set, else the plain page (which asks for a sign-in)."""
+    if ui.link_key is None:
+        return f"{public_url.rstrip('/')}{incident_path(incident_id)}"
+    key = ui.link_key.secret.get_secret_value().encode("utf-8")
+    expires = int(now + ui.link_ttl_hours * 3600)
+    return signed_incident_url(public_url, key, incident_id, expires=expires)

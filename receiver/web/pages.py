@@ -169,6 +169,8 @@ async def incident(request: web.Request) -> web.Response:
             "signed": signed,
             "chart_url": chart_url,
             "postmortem": postmortem,
+            # For the forms on the page (approvals), bound to the signed-in person.
+            "csrf": _access(request).csrf_token(viewer) if viewer.may_change else "",
             "timeline": detail.incident.get("timeline") or [],
             "when": views.when,
             "parse": views.parse_time,

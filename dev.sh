@@ -57,13 +57,14 @@ case "${1:-}" in
       echo "==> POSTHOG_RECEIVER_WEBHOOK_TOKEN was not set; using a fresh one for this run:"
       echo "    $POSTHOG_RECEIVER_WEBHOOK_TOKEN"
     fi
+    echo "==> web UI: http://127.0.0.1:9095/ (user oncall, password: the webhook token)"
     shift
     exec "$VENV/bin/posthog-receiver" serve "$@"
     ;;
   test)
     # Real Prometheus, Alertmanager and PostgreSQL for the tests; wrk for the benchmark and its
-    # smoke test.
-    system_packages prometheus prometheus-alertmanager postgresql wrk
+    # smoke test; Chromium and its driver for the web UI's browser test.
+    system_packages prometheus prometheus-alertmanager postgresql wrk chromium chromium-driver
     venv_support
     python_env dev
     shift

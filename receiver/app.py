@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from receiver import api, evidence_api, notify, openapi
+from receiver import web as ui
 from receiver.config import Settings
 from receiver.evidence import EvidenceCollector
 from receiver.evidence_api import EVIDENCE
@@ -44,7 +45,7 @@ from receiver.upstream import UpstreamReader
 from receiver.webhook import INTAKE, Intake, receive_alertmanager
 from receiver.worker import Responder, Worker
 
-__all__ = ["SECURITY_HEADERS", "add_security_headers", "create_app"]
+__all__ = ["PAGE_POLICY", "SECURITY_HEADERS", "add_security_headers", "create_app"]
 
 logger = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -189,8 +190,7 @@ async def open_spool(spool: Spool, store: Store, recent_keys: int) -> RecentKeys
 # Every answer, error answers included (aiohttp's own 404, 405 and 413 too), says that its
 # declared type is the only one (a JSON body holding a label's "<script>" is never sniffed as
 # HTML) and that it may run no script, load nothing, submit nothing and be framed by no page.
-# The chart (SVG) draws with presentation attributes only, so it needs no exception; one policy
-# for all answers also covers any HTML answer without reading each answer's type.
+# The chart (SVG) draws with presentation attributes only, so it needs no exception.
 SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     (
@@ -198,14 +198,24 @@ SECURITY_HEADERS = (
         "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; sandbox",
     ),
 )
+# The web UI's pages (text/html) load their script, stylesheet and images from this origin
+# only (no inline script or style), fetch their own live part, and submit forms to it.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    " connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``SECURITY_HEADERS`` on ``response``: aiohttp's ``on_response_prepare`` signal, which
-    every answer of a matched or unmatched route passes, at the cost of two header sets (a
-    middleware would add two layers to every request: docs/benchmarks.md)."""
+    """``SECURITY_HEADERS`` on ``response`` (``PAGE_POLICY`` for an HTML page): aiohttp's
+    ``on_response_prepare`` signal, which every answer of a matched or unmatched route
+    passes, at the cost of two header sets (a middleware would add two layers to every
+    request: docs/benchmarks.md)."""
     for name, value in SECURITY_HEADERS:
         response.headers[name] = value
+    if response.content_type == "text/html":
+        response.headers["Content-Security-Policy"] = PAGE_POLICY
+        response.headers["Referrer-Policy"] = "no-referrer"
 
 
 def _api_allowed(request: web.Request) -> bool:
@@ -319,6 +329,9 @@ def create_app(
         *evidence_api.ROUTES,
         *openapi.ROUTES,
     ]
+    if settings.ui.enabled:
+        ui.setup(app, settings)
+        routes.extend(ui.ROUTES)
     access_log = debug_enabled()
     app.router.add_routes(
         web.route(

@@ -73,6 +73,7 @@ __all__ = [
     "StatuspageTemplates",
     "StoreSettings",
     "TriageSettings",
+    "UiSettings",
     "UpstreamStatusSettings",
     "VerifySettings",
     "WebhookSettings",
@@ -282,6 +283,56 @@ class WebhookSettings(_Group):
             raise ValueError(
                 "set 'bearer_token' or 'basic_auth' (or 'allow_unauthenticated: true')"
             )
+        return self
+
+
+class UiSettings(_Group):
+    """The web pages (incident list, incident page, operations view) and who may see them.
+
+    A person is known by a basic-auth user, or by the identity header of an authenticating
+    proxy in front of the receiver; a signed link (``link_key``) shows one incident to whoever
+    holds it until it expires.
+    """
+
+    enabled: bool = Field(default=True, description="Off: the pages answer 404.")
+    users: list[BasicAuth] = Field(
+        default=[], description="People who may sign in with HTTP basic auth."
+    )
+    proxy_user_header: str | None = Field(
+        default=None,
+        description=(
+            "Header in which an authenticating proxy (e.g. oauth2-proxy's X-Auth-Request-User)"
+            " names the signed-in person; trusted only when set, and the proxy must remove it"
+            " from clients' requests."
+        ),
+    )
+    link_key: SecretSource | None = Field(
+        default=None,
+        description="HMAC key that signs incident links sent to Slack and PagerDuty (unset: "
+        "links are not signed and need a sign-in).",
+    )
+    link_ttl_hours: float = Field(
+        default=72.0, gt=0, le=24 * 90, description="How long a signed link stays valid, in hours."
+    )
+    refresh_seconds: float = Field(
+        default=5.0,
+        ge=1,
+        le=300,
+        description="How often an open page asks for what changed, in seconds.",
+    )
+    allow_kill_switch_off: bool = Field(
+        default=True,
+        description=(
+            "Whether the operations page may also switch the runtime kill switch off again "
+            "(switching it on is always allowed)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _unique_users(self) -> UiSettings:
+        names = [user.username for user in self.users]
+        if len(names) != len(set(names)):
+            raise ValueError("ui user names must be unique")
         return self
 
 
@@ -1486,6 +1537,7 @@ class Settings(BaseSettings):
     notify: NotifySettings = NotifySettings()
     triage: TriageSettings = TriageSettings()
     evidence: EvidenceSettings = EvidenceSettings()
+    ui: UiSettings = UiSettings()
 
     responder: ResponderSettings = ResponderSettings()
 
@@ -1567,6 +1619,10 @@ def _secret_sources(model: BaseModel, path: str) -> Iterator[tuple[str, SecretSo
             yield where, value
         elif isinstance(value, BaseModel):
             yield from _secret_sources(value, where)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    yield from _secret_sources(item, f"{where}.{i}")
 
 
 def secret_problems(settings: Settings) -> list[SecretProblem]:

@@ -254,6 +254,25 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE outbox ADD COLUMN superseded_by INTEGER;
     """,
+    # 8: switches a person flips at runtime (the kill switch from the operations page), kept
+    # across restarts, and the audit log of who changed what, when and from where.
+    """
+    CREATE TABLE runtime_switches (
+        name TEXT PRIMARY KEY,
+        is_on INTEGER NOT NULL,
+        changed_by TEXT NOT NULL,
+        changed_from TEXT NOT NULL,
+        changed_at REAL NOT NULL
+    );
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    """,
 ]
 
 

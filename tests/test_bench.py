@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -89,3 +90,21 @@ def test_outbox_priority_bench_smoke_run(tmp_path: Path) -> None:
     assert figures["p1_delay_s"] < 5
     assert figures["pagerduty_429"] == 0
     assert figures["p2_pages_waiting_ahead"] > 0
+
+
+def test_ui_render_bench_small_run() -> None:
+    """``bench/ui_render.py`` on a small store: both pages answer, the big incident has its
+    timeline, and the figures are reported."""
+    script = Path(__file__).parent.parent / "bench" / "ui_render.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--incidents", "30", "--timeline", "60", "--requests", "5"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(script.parent.parent)},
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["list_rows"] == 30
+    assert result["list"]["p95_ms"] > 0
+    assert result["incident"]["p95_ms"] > 0

@@ -61,9 +61,12 @@ async def test_check_config_on_the_example_warns_about_the_missing_secret(tmp_pa
     code, out, err = await run(tmp_path, "check-config")
     assert code == 0, err
     assert out.startswith("config OK: embedded default")
-    [warning] = err.splitlines()
-    assert warning.startswith("posthog-receiver: warning: webhook.bearer_token: ")
-    assert "environment variable POSTHOG_RECEIVER_WEBHOOK_TOKEN is not set or empty" in warning
+    # The web UI's laptop user signs in with the same token: the same variable, twice.
+    webhook, ui_user = err.splitlines()
+    assert webhook.startswith("posthog-receiver: warning: webhook.bearer_token: ")
+    assert ui_user.startswith("posthog-receiver: warning: ui.users.0.password: ")
+    for warning in (webhook, ui_user):
+        assert "environment variable POSTHOG_RECEIVER_WEBHOOK_TOKEN is not set or empty" in warning
     assert listing(tmp_path) == []
 
 
@@ -152,9 +155,10 @@ async def test_serve_stops_at_start_naming_the_missing_secret(tmp_path: Path) ->
     code, out, err = await run(tmp_path, "serve", "--port", "1")
     assert code == 2
     assert out == ""
+    missing = "environment variable POSTHOG_RECEIVER_WEBHOOK_TOKEN is not set or empty"
     assert err.splitlines() == [
-        f"posthog-receiver: config error: {_example()}: webhook.bearer_token: environment "
-        "variable POSTHOG_RECEIVER_WEBHOOK_TOKEN is not set or empty"
+        f"posthog-receiver: config error: {_example()}: webhook.bearer_token: {missing}",
+        f"posthog-receiver: config error: {_example()}: ui.users.0.password: {missing}",
     ]
     assert listing(tmp_path) == []
 

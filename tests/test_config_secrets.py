@@ -24,16 +24,17 @@ def test_the_example_loads_without_its_secret(monkeypatch: pytest.MonkeyPatch) -
     by secret_problems, naming the field, and refused by require_secrets."""
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     settings = load_settings(None)
+    # The web UI's user signs in with the same token on a laptop.
+    missing = f"environment variable {TOKEN_ENV} is not set or empty"
     assert secret_problems(settings) == [
-        SecretProblem(
-            "webhook.bearer_token", f"environment variable {TOKEN_ENV} is not set or empty"
-        )
+        SecretProblem("webhook.bearer_token", missing),
+        SecretProblem("ui.users.0.password", missing),
     ]
     with pytest.raises(ConfigError) as caught:
         require_secrets(settings, None)
     assert caught.value.lines() == [
-        f"{example_config_path()}: webhook.bearer_token: environment variable {TOKEN_ENV} is "
-        "not set or empty"
+        f"{example_config_path()}: webhook.bearer_token: {missing}",
+        f"{example_config_path()}: ui.users.0.password: {missing}",
     ]
 
 

@@ -35,10 +35,15 @@ __all__ = [
 ]
 
 
-def kill_switch(*, switch_on: bool, file: str | None, file_present: bool) -> str | None:
-    """The global kill switch, or the kill-switch file an SRE can create."""
+def kill_switch(
+    *, switch_on: bool, file: str | None, file_present: bool, runtime_by: str | None = None
+) -> str | None:
+    """The global kill switch, the kill-switch file an SRE can create, or the runtime switch
+    someone turned on from the operations page (``runtime_by``: who)."""
     if switch_on:
         return "kill switch is on (remediation.kill_switch)"
+    if runtime_by is not None:
+        return f"kill switch switched on from the operations page by {quoted(runtime_by)}"
     if file is not None and file_present:
         return f"kill switch file {file} exists"
     return None
@@ -107,6 +112,8 @@ class Facts:
     last_applied_at: float | None
     cooldown: float
     verdict: Verdict | str | None
+    # Who switched the runtime kill switch on; ``None`` while it is off.
+    kill_switch_runtime_by: str | None = None
 
 
 def before_looking(
@@ -118,6 +125,7 @@ def before_looking(
             switch_on=facts.kill_switch_on,
             file=facts.kill_switch_file,
             file_present=facts.kill_switch_file_present,
+            runtime_by=facts.kill_switch_runtime_by,
         )
         or not_allowlisted(action, allowlist=allowlist)
         or restart_refused(action, verdict=facts.verdict)

@@ -28,6 +28,8 @@ class ActionOutcome:
     ``before``/``after`` describe the value (never a secret) before and after the action.
     ``transient``: the action could not run because the Kubernetes API was unavailable; it
     has not been given up, and remediating the incident again later may still apply it.
+    ``verified``: the rollout finished (and the error rate fell, where a query is configured)
+    after the change.
     """
 
     action: str
@@ -38,6 +40,7 @@ class ActionOutcome:
     after: str | None = None
     at: float = 0.0
     transient: bool = False
+    verified: bool = False
 
     @property
     def needs_a_person(self) -> bool:
@@ -51,6 +54,7 @@ class ActionOutcome:
             "reason": self.reason,
             "before": self.before,
             "after": self.after,
+            "verified": self.verified,
             "at": datetime.fromtimestamp(self.at, UTC).isoformat().replace("+00:00", "Z"),
         }
 

@@ -43,6 +43,7 @@ from receiver.kube.workload import IntegrationWorkload
 from receiver.metrics import Metrics
 from receiver.prometheus import PrometheusClient, PrometheusError
 from receiver.remediation import claim, guards, journal
+from receiver.remediation.kill_switch import runtime_kill_switch
 from receiver.remediation.outcome import EVENT_REASONS, ActionOutcome, Status
 from receiver.remediation.plan import PlannedAction, plan
 from receiver.runbook import ErrorClass, Verdict
@@ -206,7 +207,7 @@ class Remediator:
 
     async def revert(self, *, incident_id: str) -> list[ActionOutcome]:
         """Set back every variable this incident changed, unless changed since by others."""
-        reason = self._kill_switch()
+        reason = await self._kill_switch()
         if reason is not None:
             later = self._clock() + max(self._settings.revert_hold_down_seconds, 60.0)
             await self._store.write(lambda conn: journal.postpone_revert(conn, incident_id, later))
@@ -258,12 +259,18 @@ class Remediator:
     ) -> ActionOutcome:
         return ActionOutcome(action, target, status, reason, before, after, self._clock())
 
-    def _kill_switch(self) -> str | None:
+    async def _runtime_kill_switch_by(self) -> str | None:
+        """Who switched the runtime kill switch on (from the operations page); ``None``: off."""
+        switch = await self._store.read(runtime_kill_switch)
+        return switch.changed_by if switch is not None and switch.on else None
+
+    async def _kill_switch(self) -> str | None:
         file = self._settings.kill_switch_file
         return guards.kill_switch(
             switch_on=self._settings.kill_switch,
             file=str(file) if file is not None else None,
             file_present=_exists(file),
+            runtime_by=await self._runtime_kill_switch_by(),
         )
 
     def _error_outcome(self, action: str, target: str, e: KubeError) -> ActionOutcome:
@@ -314,6 +321,7 @@ class Remediator:
             last_applied_at=None,
             cooldown=self._settings.cooldown_seconds,
             verdict=verdict,
+            kill_switch_runtime_by=await self._runtime_kill_switch_by(),
         )
         refusal = guards.before_looking(action, facts, allowlist=self._settings.env_allowlist)
         if refusal is None and (self._workload is None or action.kind != "set_env"):
@@ -619,7 +627,7 @@ class Remediator:
                 before=before.describe(),
                 after=wanted.describe(),
             )
-        reason = self._kill_switch()
+        reason = await self._kill_switch()
         if reason is not None:
             return self._outcome(action.name, target, "skipped", reason)
         claimed = await self._claim(
@@ -715,7 +723,7 @@ class Remediator:
             return self._outcome(
                 action.name, target, "dry_run", f"dry run: would restart the Deployment: {why}"
             )
-        reason = self._kill_switch()
+        reason = await self._kill_switch()
         if reason is not None:
             return self._outcome(action.name, target, "skipped", reason)
         claimed = await self._claim(
@@ -760,7 +768,7 @@ class Remediator:
                 "dry_run",
                 f"dry run: {what} from {source}, then restart; nothing was changed",
             )
-        reason = self._kill_switch()
+        reason = await self._kill_switch()
         if reason is not None:
             return self._outcome(action.name, target, "skipped", reason)
         marker = _iso(self._clock())
@@ -848,7 +856,8 @@ class Remediator:
             return self._outcome(
                 action, target, "escalated", f"{done}, but {problem}", before=before, after=after
             )
-        return self._outcome(action, target, success, done, before=before, after=after)
+        outcome = self._outcome(action, target, success, done, before=before, after=after)
+        return dataclasses.replace(outcome, verified=True)
 
     async def _verify(self) -> str | None:
         assert self._workload is not None

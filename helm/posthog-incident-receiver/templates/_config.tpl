@@ -33,6 +33,8 @@ receiver's settings model.
     "public_url" $publicUrl)
   "webhook" (dict
     "bearer_token" (dict "file" (printf "%s/webhook-token" $secrets)))
+  "ui" (dict
+    "users" (list (dict "username" "oncall" "password" (dict "file" (printf "%s/webhook-token" $secrets)))))
   "store" (dict
     "path" (printf "%s/receiver.sqlite3" $state))
   "logging" (dict

@@ -223,7 +223,7 @@ async def receive_pagerduty(request: web.Request) -> web.Response:
         body = None
     if body is None:
         counted.labels("too_large").inc()
-        raise error(web.HTTPRequestEntityTooLarge, f"body over {limit} bytes")
+        return web.json_response({"error": f"body larger than {limit} bytes"}, status=413)
     if not signature_valid(request.headers.get(SIGNATURE_HEADER), body, _secrets(hook)):
         counted.labels("unauthorized").inc()
         raise error(web.HTTPUnauthorized, "missing or wrong PagerDuty signature")

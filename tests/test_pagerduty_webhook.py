@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient
 from receiver.app import RecordingResponder, create_app
 from receiver.config import Settings
 from receiver.incidents import get_incident, record_triage
-from receiver.keys import METRICS, STORE, WORKER
+from receiver.keys import METRICS, STORE
 from receiver.notify.pagerduty import dedup_key
 from receiver.runbook import RESPONSE_TIME, ErrorClass, Severity
 from tests.alertmanager_payloads import BEARER, TOKEN, alert, notification, wait_processed
@@ -120,9 +120,7 @@ async def test_signed_acknowledgement_is_recorded_with_the_person(
     client = await client_for(aiohttp_client, tmp_path)
     incident_id, opened = await open_incident(client, "{}:{a}", Severity.P1)
     pd = PagerDutyWebhooks([SECRET])
-    ack = pd.deliver(
-        "incident.acknowledged", at=opened + 300, incident_key=dedup_key(incident_id)
-    )
+    ack = pd.deliver("incident.acknowledged", at=opened + 300, incident_key=dedup_key(incident_id))
     assert await send(client, ack.body, ack.headers) == (200, {"status": "recorded"})
 
     found = await incident(client, incident_id)
@@ -293,4 +291,3 @@ async def test_unconfigured_webhooks_refuse_everything(
         "incident.acknowledged", at=0, incident_key=dedup_key("x")
     )
     assert (await send(client, delivery.body, delivery.headers))[0] == 401
-

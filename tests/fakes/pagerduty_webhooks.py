@@ -39,9 +39,7 @@ def signature(secret: str, body: bytes) -> str:
 
 
 def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _user(name: str, user_id: str = "PXPGF42") -> dict[str, Any]:

@@ -11,10 +11,18 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from receiver.incidents import get_incident, list_incidents
-from receiver.keys import METRICS, OUTBOX, SETTINGS, SPOOL, STORE, WORKER
+from receiver.keys import METRICS, OUTBOX, RESPONSE_TIMES, SETTINGS, SPOOL, STORE, WORKER
 from receiver.store import StoreUnavailable
 
-__all__ = ["error", "healthz", "incident", "incidents", "metrics", "readyz"]
+__all__ = [
+    "error",
+    "healthz",
+    "incident",
+    "incidents",
+    "metrics",
+    "readyz",
+    "response_times",
+]
 
 # Kubernetes' default probe timeout is 1 s; answer before it gives up on us.
 READY_CHECK_SECONDS = 0.9
@@ -92,3 +100,13 @@ async def incident(request: web.Request) -> web.Response:
     if found is None:
         raise error(web.HTTPNotFound, f"no incident {incident_id}")
     return web.json_response(found)
+
+
+async def response_times(request: web.Request) -> web.Response:
+    """The share of incidents acknowledged within the runbook's response time, per severity,
+    over the incidents opened in the last 30 days."""
+    try:
+        report = await request.app[RESPONSE_TIMES].report()
+    except StoreUnavailable:
+        raise error(web.HTTPServiceUnavailable, "store unavailable") from None
+    return web.json_response(report.as_dict())

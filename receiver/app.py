@@ -28,16 +28,18 @@ from receiver.evidence import EvidenceCollector
 from receiver.evidence_api import EVIDENCE
 from receiver.health import HealthReader
 from receiver.incidents import IncidentEvent, recent_dedup_keys
-from receiver.keys import METRICS, OUTBOX, SETTINGS, SPOOL, STORE, WORKER
+from receiver.keys import METRICS, OUTBOX, RESPONSE_TIMES, SETTINGS, SPOOL, STORE, WORKER
 from receiver.kube.client import ClusterAccess, open_cluster
 from receiver.kube.workload import IntegrationWorkload
 from receiver.logs import debug_enabled
 from receiver.metrics import Metrics
 from receiver.notify.outbox import DESTINATIONS
+from receiver.pagerduty_webhook import receive_pagerduty
 from receiver.redaction import Redactor
 from receiver.remediation import open_remediator
 from receiver.remediation.outcome import Status
 from receiver.responder import IncidentResponder, RevertChecks
+from receiver.response_times import ResponseTimes
 from receiver.retention import Retention
 from receiver.spool import RecentKeys, Spool
 from receiver.store import Store
@@ -252,6 +254,7 @@ def create_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         app[STORE] = store
+        app[RESPONSE_TIMES] = ResponseTimes(store=store, metrics=app[METRICS])
         # Acknowledged webhooks are spooled, then moved into the store's inbox by the worker.
         spool = app[SPOOL] = Spool.for_store(
             settings.store,
@@ -321,11 +324,13 @@ def create_app(
     app.on_response_prepare.append(add_security_headers)
     routes = [
         web.post("/webhook/alertmanager", receive_alertmanager),
+        web.post("/webhook/pagerduty", receive_pagerduty),
         web.get("/healthz", api.healthz),
         web.get("/readyz", api.readyz),
         web.get("/metrics", api.metrics),
         web.get("/api/incidents", api.incidents),
         web.get("/api/incidents/{id}", api.incident),
+        web.get("/api/response-times", api.response_times),
         *evidence_api.ROUTES,
         *openapi.ROUTES,
     ]

@@ -55,6 +55,7 @@ __all__ = [
     "NotifySettings",
     "OutboxSettings",
     "PagerDutySettings",
+    "PagerDutyWebhookSettings",
     "PrometheusSettings",
     "RemediationSettings",
     "RemediationTarget",
@@ -1028,6 +1029,28 @@ HOST_NAME = re.compile(
 )
 
 
+class PagerDutyWebhookSettings(_Group):
+    """PagerDuty webhooks (v3) in: what people do in PagerDuty, on our incidents' timelines.
+
+    Each request is signed with the subscription's secret (``X-PagerDuty-Signature``); while a
+    secret rotates, both the old and the new one are listed here and either one verifies.
+    """
+
+    secrets: tuple[SecretSource, ...] = Field(
+        min_length=1,
+        description=(
+            "Signing secrets of the webhook subscription; a request signed with any one of "
+            "them is accepted (list the old and the new one while rotating)."
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        le=1_048_576,
+        description="Largest accepted webhook body; larger requests get 413.",
+    )
+
+
 class PagerDutySettings(_Group):
     """PagerDuty Events API v2: alerts (trigger, acknowledge, resolve) and change events."""
 
@@ -1072,6 +1095,13 @@ class PagerDutySettings(_Group):
         ),
     )
     timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
+    webhook: PagerDutyWebhookSettings | None = Field(
+        default=None,
+        description=(
+            "Accept PagerDuty webhooks (v3) on POST /webhook/pagerduty: acknowledgements and "
+            "other changes recorded on the incident. Unset: every request there gets 401."
+        ),
+    )
 
     @model_validator(mode="after")
     def _urls(self) -> PagerDutySettings:
@@ -1619,10 +1649,12 @@ def _secret_sources(model: BaseModel, path: str) -> Iterator[tuple[str, SecretSo
             yield where, value
         elif isinstance(value, BaseModel):
             yield from _secret_sources(value, where)
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, BaseModel):
-                    yield from _secret_sources(item, f"{where}.{i}")
+        elif isinstance(value, list | tuple):  # e.g. UI users, or secrets while one rotates
+            for index, item in enumerate(value):
+                if isinstance(item, SecretSource):
+                    yield f"{where}.{index}", item
+                elif isinstance(item, BaseModel):
+                    yield from _secret_sources(item, f"{where}.{index}")
 
 
 def secret_problems(settings: Settings) -> list[SecretProblem]:

@@ -32,7 +32,11 @@ __all__ = [
     "AlertChange",
     "InboxRow",
     "IncidentEvent",
+    "PagerDutyNews",
+    "PagerDutyRecorded",
     "PrunedIncidents",
+    "ResponseTime",
+    "SeverityResponse",
     "StoredBundle",
     "add_timeline",
     "apply_notification",
@@ -44,9 +48,14 @@ __all__ = [
     "get_incident",
     "incidents_kept",
     "list_incidents",
+    "overdue_acknowledgements",
     "prune_incidents",
     "recent_dedup_keys",
+    "record_acknowledgement",
+    "record_mitigation",
+    "record_pagerduty_news",
     "record_triage",
+    "response_times",
     "stored_bundles",
 ]
 
@@ -95,6 +104,8 @@ class NotificationOutcome:
     changes: list[AlertChange]
     opened: bool
     resolved: bool
+    # Time to mitigate, when this notification resolved an incident nothing had mitigated.
+    mitigation: ResponseTime | None = None
 
 
 # -- inbox ----------------------------------------------------------------------------------
@@ -409,10 +420,15 @@ def apply_notification(conn: sqlite3.Connection, payload: WebhookPayload) -> Not
         _queue_event(
             conn, incident_id, "alerts_changed", {"changes": [c.as_dict() for c in changes]}
         )
+    mitigation = None
     if resolved:
         add_timeline(conn, incident_id, "incident", "incident resolved: every alert resolved")
         _queue_event(conn, incident_id, "resolved", {})
-    return NotificationOutcome(incident_id, changes, opened=opened, resolved=resolved)
+        # Recovery mitigates an incident that no verified action had mitigated before.
+        mitigation = record_mitigation(conn, incident_id, at=ts, how="recovered")
+    return NotificationOutcome(
+        incident_id, changes, opened=opened, resolved=resolved, mitigation=mitigation
+    )
 
 
 # -- triage --------------------------------------------------------------------------------
@@ -475,6 +491,299 @@ def record_triage(
     )
 
 
+# -- response times -------------------------------------------------------------------------
+
+AcknowledgedVia = Literal["pagerduty", "approval"]
+
+
+@dataclass(frozen=True)
+class ResponseTime:
+    """One response measured: from the incident's opening to its first acknowledgement, or to
+    its mitigation, at the incident's severity then (``None``: not triaged yet).
+
+    ``in_time`` says whether an acknowledgement came by the incident's acknowledge-by time
+    (the runbook's response time for its severity); ``None`` where there is no such target.
+    """
+
+    incident_id: str
+    severity: Severity | None
+    seconds: float
+    in_time: bool | None = None
+
+
+def _duration(seconds: float) -> str:
+    minutes = max(0, round(seconds / 60))
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min"
+
+
+def record_acknowledgement(
+    conn: sqlite3.Connection, incident_id: str, *, by: str, at: float, via: AcknowledgedVia
+) -> ResponseTime | None:
+    """The incident's first acknowledgement: who (``by``), when (``at``) and through what
+    (``via``), with its time to acknowledge on the timeline. ``None`` when the incident was
+    acknowledged before: the first one is the response. Raises ``LookupError`` for an
+    unknown incident."""
+    row = conn.execute(
+        "SELECT opened_at, severity, acknowledge_by, acknowledged_at FROM incidents WHERE id = ?",
+        (incident_id,),
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"no incident {incident_id}")
+    if row["acknowledged_at"] is not None:
+        return None
+    conn.execute(
+        "UPDATE incidents SET acknowledged_at = ?, acknowledged_by = ?, acknowledged_via = ?,"
+        " updated_at = ? WHERE id = ?",
+        (at, by, via, now(), incident_id),
+    )
+    deadline = row["acknowledge_by"]
+    measured = ResponseTime(
+        incident_id,
+        Severity(row["severity"]) if row["severity"] else None,
+        max(0.0, at - row["opened_at"]),
+        in_time=None if deadline is None else at <= deadline,
+    )
+    verdict = {True: ", in time", False: ", later than the runbook's response time"}
+    add_timeline(
+        conn,
+        incident_id,
+        "acknowledged",
+        f"acknowledged by {by} after {_duration(measured.seconds)}"
+        f"{verdict.get(measured.in_time, '') if measured.in_time is not None else ''}",
+        {
+            "by": by,
+            "via": via,
+            "seconds_to_acknowledge": measured.seconds,
+            "in_time": measured.in_time,
+            "acknowledge_by": _iso(deadline),
+        },
+        at=at,
+    )
+    return measured
+
+
+def record_mitigation(
+    conn: sqlite3.Connection, incident_id: str, *, at: float, how: str
+) -> ResponseTime | None:
+    """The incident's first mitigation (a remediation that verified, or recovery), with its
+    time to mitigate on the timeline; ``None`` when it was mitigated before."""
+    row = conn.execute(
+        "SELECT opened_at, severity, mitigated_at FROM incidents WHERE id = ?", (incident_id,)
+    ).fetchone()
+    if row is None or row["mitigated_at"] is not None:
+        return None
+    conn.execute(
+        "UPDATE incidents SET mitigated_at = ?, mitigated_by = ? WHERE id = ?",
+        (at, how, incident_id),
+    )
+    measured = ResponseTime(
+        incident_id,
+        Severity(row["severity"]) if row["severity"] else None,
+        max(0.0, at - row["opened_at"]),
+    )
+    add_timeline(
+        conn,
+        incident_id,
+        "mitigated",
+        f"mitigated ({how}) after {_duration(measured.seconds)}",
+        {"how": how, "seconds_to_mitigate": measured.seconds},
+        at=at,
+    )
+    return measured
+
+
+def overdue_acknowledgements(conn: sqlite3.Connection, *, at: float) -> dict[Severity, int]:
+    """Open incidents not acknowledged whose acknowledge-by time has passed at ``at``, by
+    severity (every severity present, 0 when none)."""
+    overdue = dict.fromkeys(Severity, 0)
+    for row in conn.execute(
+        "SELECT severity, count(*) FROM incidents WHERE status = 'open'"
+        " AND acknowledged_at IS NULL AND acknowledge_by < ? AND severity IS NOT NULL"
+        " GROUP BY severity",
+        (at,),
+    ):
+        overdue[Severity(row[0])] = int(row[1])
+    return overdue
+
+
+@dataclass(frozen=True)
+class SeverityResponse:
+    """How one severity's incidents opened in a period were answered.
+
+    ``met``: acknowledged by their acknowledge-by time; ``missed``: acknowledged later, or not
+    acknowledged and past it; ``pending``: neither yet (open, not acknowledged, still in time).
+    ``share_met`` is ``met / (met + missed)``, ``None`` when nothing was decided.
+    """
+
+    severity: Severity
+    incidents: int
+    met: int
+    missed: int
+    pending: int
+    median_seconds_to_acknowledge: float | None
+    median_seconds_to_mitigate: float | None
+
+    @property
+    def share_met(self) -> float | None:
+        decided = self.met + self.missed
+        return self.met / decided if decided else None
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def response_times(conn: sqlite3.Connection, *, since: float, at: float) -> list[SeverityResponse]:
+    """Per severity (P1 first, every one present), how the incidents opened since ``since``
+    were acknowledged and mitigated, as of ``at``. Untriaged incidents have no target and are
+    left out."""
+    rows = conn.execute(
+        "SELECT severity, opened_at, acknowledge_by, acknowledged_at, mitigated_at"
+        " FROM incidents WHERE opened_at >= ? AND severity IS NOT NULL",
+        (since,),
+    ).fetchall()
+    report = []
+    for severity in Severity:
+        mine = [r for r in rows if r["severity"] == severity.value]
+        met = missed = pending = 0
+        for r in mine:
+            deadline, acked = r["acknowledge_by"], r["acknowledged_at"]
+            if deadline is None:
+                pending += 1
+            elif acked is not None:
+                if acked <= deadline:
+                    met += 1
+                else:
+                    missed += 1
+            elif deadline < at:
+                missed += 1
+            else:
+                pending += 1
+        report.append(
+            SeverityResponse(
+                severity,
+                incidents=len(mine),
+                met=met,
+                missed=missed,
+                pending=pending,
+                median_seconds_to_acknowledge=_median(
+                    [
+                        max(0.0, r["acknowledged_at"] - r["opened_at"])
+                        for r in mine
+                        if r["acknowledged_at"] is not None
+                    ]
+                ),
+                median_seconds_to_mitigate=_median(
+                    [
+                        max(0.0, r["mitigated_at"] - r["opened_at"])
+                        for r in mine
+                        if r["mitigated_at"] is not None
+                    ]
+                ),
+            )
+        )
+    return report
+
+
+# -- PagerDuty webhooks -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PagerDutyNews:
+    """One PagerDuty webhook event about an incident, as it is recorded.
+
+    ``incident_id`` is our incident its alert's dedup key names (``None``: the event did not
+    carry one); ``pagerduty_id`` is PagerDuty's incident, remembered once matched, so that an
+    event that names only the PagerDuty incident (an annotation) still finds ours.
+    ``message`` is the line for the timeline, already written for people.
+    """
+
+    event_id: str
+    event_type: str
+    occurred_at: float
+    agent: str | None
+    pagerduty_id: str
+    incident_id: str | None
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PagerDutyRecorded:
+    """What recording one event did: which incident of ours (``None``: not ours), whether it
+    had been recorded before, and the acknowledgement it measured (if it was the first)."""
+
+    incident_id: str | None
+    repeat: bool = False
+    acknowledgement: ResponseTime | None = None
+
+
+def record_pagerduty_news(conn: sqlite3.Connection, news: PagerDutyNews) -> PagerDutyRecorded:
+    """Record ``news`` on our incident's timeline, once per PagerDuty event id.
+
+    An event for an incident that is not ours (no such incident, and no PagerDuty incident
+    matched to one before) records nothing. An acknowledgement is also the incident's first
+    acknowledgement, if it is the first.
+    """
+    incident_id = news.incident_id
+    if incident_id is not None and not _id_taken(conn, incident_id):
+        incident_id = None
+    if incident_id is None:
+        row = conn.execute(
+            "SELECT incident_id FROM pagerduty_incidents WHERE pagerduty_id = ?",
+            (news.pagerduty_id,),
+        ).fetchone()
+        if row is None:
+            return PagerDutyRecorded(None)
+        incident_id = str(row[0])
+    else:
+        conn.execute(
+            "INSERT INTO pagerduty_incidents (pagerduty_id, incident_id) VALUES (?, ?)"
+            " ON CONFLICT (pagerduty_id) DO NOTHING",
+            (news.pagerduty_id, incident_id),
+        )
+    seen = conn.execute(
+        "INSERT INTO pagerduty_events (event_id, incident_id, event_type, received_at)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+        (news.event_id, incident_id, news.event_type, now()),
+    )
+    if seen.rowcount == 0:
+        return PagerDutyRecorded(incident_id, repeat=True)
+    add_timeline(
+        conn,
+        incident_id,
+        "pagerduty",
+        news.message,
+        {
+            "event_id": news.event_id,
+            "event_type": news.event_type,
+            "by": news.agent,
+            "pagerduty_incident": news.pagerduty_id,
+            **news.data,
+        },
+        at=news.occurred_at,
+    )
+    acknowledgement = None
+    if news.event_type == "incident.acknowledged":
+        acknowledgement = record_acknowledgement(
+            conn,
+            incident_id,
+            by=news.agent or "someone in PagerDuty",
+            at=news.occurred_at,
+            via="pagerduty",
+        )
+    return PagerDutyRecorded(incident_id, acknowledgement=acknowledgement)
+
+
 # -- reading incidents ----------------------------------------------------------------------
 
 
@@ -491,7 +800,17 @@ def _incident_summary(row: sqlite3.Row) -> dict[str, Any]:
         "errorClass": row["error_class"],
         "severity": row["severity"],
         "acknowledgeBy": _iso(row["acknowledge_by"]),
+        "acknowledgedAt": _iso(row["acknowledged_at"]),
+        "acknowledgedBy": row["acknowledged_by"],
+        "acknowledgedVia": row["acknowledged_via"],
+        "secondsToAcknowledge": _since_opened(row, row["acknowledged_at"]),
+        "mitigatedAt": _iso(row["mitigated_at"]),
+        "secondsToMitigate": _since_opened(row, row["mitigated_at"]),
     }
+
+
+def _since_opened(row: sqlite3.Row, ts: float | None) -> float | None:
+    return None if ts is None else round(max(0.0, ts - row["opened_at"]), 3)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -556,7 +875,7 @@ def get_incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any] |
 # -- retention ------------------------------------------------------------------------------
 
 # The tables whose rows belong to one incident, emptied before the incident's own row (the
-# first four refer to it with a foreign key).
+# first four and the PagerDuty ones refer to it with a foreign key).
 _INCIDENT_TABLES = (
     "alerts",
     "timeline",
@@ -566,6 +885,8 @@ _INCIDENT_TABLES = (
     "notify_state",
     "remediation_actions",
     "remediation_reverts",
+    "pagerduty_events",
+    "pagerduty_incidents",
 )
 
 # A resolved incident that still has work to do is kept whatever its age: an event not yet

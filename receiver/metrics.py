@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,8 +22,18 @@ from prometheus_client import (
 )
 
 from receiver import __version__
+from receiver.runbook import Severity
 
-__all__ = ["INCIDENT_STATUSES", "LEADERSHIP_CHANGES", "PRUNE_REASONS", "Metrics"]
+if TYPE_CHECKING:
+    from receiver.incidents import ResponseTime
+
+__all__ = [
+    "INCIDENT_STATUSES",
+    "LEADERSHIP_CHANGES",
+    "PRUNE_REASONS",
+    "RESPONSE_BUCKETS",
+    "Metrics",
+]
 
 INCIDENT_STATUSES = ("open", "resolved")
 PRUNE_REASONS = ("incident", "age", "size", "unfinished")
@@ -58,6 +69,16 @@ PROCESSING_BUCKETS = (
 # the default hold-off: a status-page update sent on time lands below it, a late one above.
 DELIVERY_BUCKETS = (
     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 330, 600, 900, 1800, 3600, 7200,
+)  # fmt: skip
+
+# The runbook's response times (P1 15 minutes, P2 an hour, P3 four hours, P4 the next business
+# day) are bucket bounds, so "answered within the target" is one bucket's count; the next
+# business day reaches past a weekend (Friday evening to Monday morning: 3 days and a half).
+RESPONSE_BUCKETS = (
+    60, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 302400, 604800,
+)  # fmt: skip
+PAGERDUTY_WEBHOOK_OUTCOMES = (
+    "recorded", "duplicate", "ignored", "unauthorized", "too_large", "bad_request", "unavailable",
 )  # fmt: skip
 
 
@@ -259,7 +280,53 @@ class Metrics:
             ["change"],
             registry=r,
         )
+        self.time_to_acknowledge = Histogram(
+            "posthog_receiver_time_to_acknowledge_seconds",
+            "Time from an incident opening to its first acknowledgement (PagerDuty, or an "
+            "approval), by severity.",
+            ["severity"],
+            buckets=RESPONSE_BUCKETS,
+            registry=r,
+        )
+        self.time_to_mitigate = Histogram(
+            "posthog_receiver_time_to_mitigate_seconds",
+            "Time from an incident opening to its mitigation (the first remediation that "
+            "verified, or recovery), by severity.",
+            ["severity"],
+            buckets=RESPONSE_BUCKETS,
+            registry=r,
+        )
+        self.acknowledgements_overdue = Gauge(
+            "posthog_receiver_acknowledgements_overdue",
+            "Open incidents not acknowledged whose acknowledge-by time (the runbook's response "
+            "time for their severity) has passed, by severity.",
+            ["severity"],
+            registry=r,
+        )
+        self.pagerduty_webhooks = Counter(
+            "posthog_receiver_pagerduty_webhooks_total",
+            "PagerDuty webhook requests by outcome (recorded, duplicate, ignored: not about "
+            "our incidents, unauthorized, too_large, bad_request, unavailable).",
+            ["outcome"],
+            registry=r,
+        )
         self._start_from_zero(list(destinations), list(actions), list(action_statuses))
+        for severity in Severity:
+            self.time_to_acknowledge.labels(severity.value)
+            self.time_to_mitigate.labels(severity.value)
+            self.acknowledgements_overdue.labels(severity.value)
+        for outcome in PAGERDUTY_WEBHOOK_OUTCOMES:
+            self.pagerduty_webhooks.labels(outcome)
+
+    def observe_acknowledgement(self, measured: ResponseTime | None) -> None:
+        """Count a first acknowledgement's time (nothing for a repeat or an untriaged one)."""
+        if measured is not None and measured.severity is not None:
+            self.time_to_acknowledge.labels(measured.severity.value).observe(measured.seconds)
+
+    def observe_mitigation(self, measured: ResponseTime | None) -> None:
+        """Count a first mitigation's time (nothing for a repeat or an untriaged one)."""
+        if measured is not None and measured.severity is not None:
+            self.time_to_mitigate.labels(measured.severity.value).observe(measured.seconds)
 
     def _start_from_zero(
         self, destinations: list[str], actions: list[str], action_statuses: list[str]

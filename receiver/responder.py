@@ -220,6 +220,7 @@ def snapshot_of(
         external_url=incident.get("externalURL") or "",
         resolved_at=_timestamp(incident.get("resolvedAt")),
         labels=dict(incident.get("groupLabels") or {}),
+        acknowledged=incident.get("acknowledgedAt") is not None,
     )
 
 

@@ -273,6 +273,30 @@ MIGRATIONS: list[str] = [
         detail TEXT NOT NULL DEFAULT ''
     );
     """,
+    # 9: response times (receiver.response_times): when an incident was first acknowledged
+    # (by whom, through what) and first mitigated; PagerDuty webhook events already recorded
+    # (by PagerDuty's event id, so a redelivery changes nothing); and which PagerDuty incident
+    # is ours, for events whose data names only the PagerDuty incident (annotations).
+    """
+    ALTER TABLE incidents ADD COLUMN acknowledged_at REAL;
+    ALTER TABLE incidents ADD COLUMN acknowledged_by TEXT;
+    ALTER TABLE incidents ADD COLUMN acknowledged_via TEXT;
+    ALTER TABLE incidents ADD COLUMN mitigated_at REAL;
+    ALTER TABLE incidents ADD COLUMN mitigated_by TEXT;
+    CREATE INDEX incidents_opened ON incidents (opened_at);
+    CREATE TABLE pagerduty_events (
+        event_id TEXT PRIMARY KEY,
+        incident_id TEXT NOT NULL REFERENCES incidents (id),
+        event_type TEXT NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX pagerduty_events_incident ON pagerduty_events (incident_id);
+    CREATE TABLE pagerduty_incidents (
+        pagerduty_id TEXT PRIMARY KEY,
+        incident_id TEXT NOT NULL REFERENCES incidents (id)
+    );
+    CREATE INDEX pagerduty_incidents_incident ON pagerduty_incidents (incident_id);
+    """,
 ]
 
 

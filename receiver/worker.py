@@ -44,6 +44,7 @@ from receiver.incidents import (
     inbox_depth,
     mark_event,
     mark_inbox,
+    overdue_acknowledgements,
     pending_inbox,
     prune_inbox,
     retry_event,
@@ -60,6 +61,9 @@ logger = structlog.get_logger(__name__)
 
 MAX_EVENT_ATTEMPTS = 10
 PRUNE_EVERY_SECONDS = 300.0
+# How often overdue acknowledgements are counted: the shortest response time is 15 minutes,
+# so a count a few seconds late still fires the alert on time.
+OVERDUE_EVERY_SECONDS = 15.0
 INBOX_CHUNK = 16  # notifications applied per store write while draining the inbox
 INBOX_CHUNK_BUSY = 2  # the same while webhooks keep arriving (one chunk per deferral bound)
 SPOOL_CHUNK = 256  # spooled webhooks moved into the inbox per commit
@@ -100,6 +104,7 @@ class Worker:
         self._retention = retention
         # The first pass prunes and counts what is kept: the *_kept metrics hold from the start.
         self._last_prune = float("-inf")
+        self._last_overdue_count = float("-inf")
         self._retention_left = False  # a pass ran out of its batch: continue at the next one
         self._incidents: dict[str, _Handling] = {}
         self._webhooks_waiting: Callable[[], bool] | None = None
@@ -184,7 +189,18 @@ class Worker:
         did_inbox = await self._drain_inbox()
         did_events = await self._drain_events()
         await self._maybe_prune()
+        if time.monotonic() - self._last_overdue_count >= OVERDUE_EVERY_SECONDS:
+            self._last_overdue_count = time.monotonic()
+            await self.count_overdue()
         return moved or did_inbox or did_events
+
+    async def count_overdue(self, *, at: float | None = None) -> None:
+        """Set the overdue-acknowledgement gauge: open incidents not acknowledged whose
+        acknowledge-by time has passed at ``at`` (default: now), per severity."""
+        moment = now() if at is None else at
+        overdue = await self._store.read(lambda c: overdue_acknowledgements(c, at=moment))
+        for severity, count in overdue.items():
+            self._metrics.acknowledgements_overdue.labels(severity.value).set(count)
 
     async def _move_spooled(self) -> bool:
         """Move the oldest spooled webhooks (one chunk) into the inbox; ``True`` if any.
@@ -240,6 +256,7 @@ class Worker:
                 self._metrics.incidents.labels("opened").inc()
             if outcome.resolved:
                 self._metrics.incidents.labels("resolved").inc()
+            self._metrics.observe_mitigation(outcome.mitigation)
             logger.info(
                 "notification applied",
                 inbox_id=row.id,

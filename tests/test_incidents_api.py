@@ -106,6 +106,7 @@ async def test_alert_lifecycle_is_diffed_per_fingerprint(make_client: ClientFact
         "alert_resolved",
         "alert_resolved",
         "incident",
+        "mitigated",  # by recovery: nothing mitigated it before
     ]
 
     await send(client, [alert("a1", starts_at="2026-11-23T06:00:00Z")])

@@ -633,3 +633,31 @@ async def test_stopping_the_worker_while_it_waits_returns(
     finally:
         await h.close()
     assert not h.worker.alive
+
+
+@pytest.mark.asyncio
+async def test_acknowledged_incident_is_updated_without_paging_again(
+    tmp_path: Path, fakes: Fakes, clock: Clock
+) -> None:
+    """Once a person acknowledged the incident, a change reaches PagerDuty as a change event
+    (no trigger that could page again), and the status page still follows it."""
+    async with running(tmp_path, fakes, clock, statuspage={"hold_off_seconds": 0}) as h:
+        opened = snapshot(clock)
+        await h.notifier.incident_opened(opened)
+        acknowledged = dataclasses.replace(
+            opened, acknowledged=True, verdict=Verdict.VENDOR_INCIDENT
+        )
+        assert await h.notifier.incident_changed(acknowledged) > 0
+        await h.notifier.action_taken(
+            dataclasses.replace(acknowledged, actions=(FALLBACK,)), FALLBACK
+        )
+        await h.drain()
+
+    assert sequence(fakes, "inc-1") == ["trigger", "change", "change"]
+    assert fakes.pagerduty.alert_status(dedup_key("inc-1")) == "triggered"
+    update = fakes.pagerduty.changes[0]["payload"]
+    assert update["summary"].startswith("Update — [P1] PostHog integration: ")
+    assert update["custom_details"]["status"] == "identified"
+    # The status page follows the change: queued together, only its latest state goes.
+    assert written(fakes)
+    assert written(fakes)[-1].body["incident"]["status"] == "monitoring"  # the fallback is on

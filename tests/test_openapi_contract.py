@@ -13,6 +13,7 @@ import asyncio
 import io
 import json
 import tarfile
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,17 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from openapi_spec_validator import validate
 
 from receiver import __version__
 from receiver import web as ui
+from receiver.app import create_app
+from receiver.config import NotifySettings
 from receiver.keys import SETTINGS, SPOOL, STORE
+from receiver.notify.pagerduty import dedup_key
 from receiver.openapi import SPEC_RESOURCE, load_spec
 from tests.alertmanager_payloads import (
     BASIC_PASSWORD,
@@ -36,9 +40,11 @@ from tests.alertmanager_payloads import (
     alert,
     basic_header,
     notification,
+    receiver_settings,
     served_app,
     wait_processed,
 )
+from tests.fakes.pagerduty_webhooks import Delivery, PagerDutyWebhooks
 
 ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
@@ -178,6 +184,65 @@ async def _webhook(c: Contract) -> None:
     await c.close_spool()
     new = notification("g3", [alert("y")])
     assert (await c.webhook(new))[0] == 503
+
+
+@drives("POST", "/webhook/pagerduty")
+async def _pagerduty_webhook(c: Contract) -> None:
+    # Signed events need configured secrets: the same application with PagerDuty set up.
+    settings = receiver_settings(Path(tempfile.mkdtemp()))
+    secret = "whsec-contract-5e1d"
+    settings = settings.model_copy(
+        update={
+            "notify": NotifySettings(
+                pagerduty={
+                    "routing_key": {"value": "R" * 32},
+                    "events_url": "http://127.0.0.1:9",
+                    "webhook": {"secrets": [{"value": secret}], "max_body_bytes": 2048},
+                }
+            )
+        }
+    )
+    async with TestClient(TestServer(create_app(settings))) as client:
+        pd = Contract(client)
+        ids = await pd.incident_ids()
+        sender = PagerDutyWebhooks([secret])
+        path = "/webhook/pagerduty"
+
+        async def send(delivery: Delivery, *, valid: bool = True) -> tuple[int, Any]:
+            status, data, _ = await pd.call(
+                "POST", path, headers=delivery.headers, body=delivery.body, valid_request=valid
+            )
+            return status, json.loads(data)
+
+        ack = sender.deliver("incident.acknowledged", at=0, incident_key=dedup_key(ids["open"]))
+        assert await send(ack) == (200, {"status": "recorded"})
+        assert await send(ack) == (200, {"status": "duplicate"})
+        other = PagerDutyWebhooks([secret], pagerduty_id="PZZZZZZ").deliver(
+            "incident.acknowledged", at=0, incident_key="not-ours"
+        )
+        assert await send(other) == (200, {"status": "ignored"})
+        assert (await send(sender.signed(b"{not json"), valid=False))[0] == 400
+        forged = PagerDutyWebhooks(["another-secret"]).deliver(
+            "incident.acknowledged", at=0, incident_key=dedup_key(ids["open"])
+        )
+        assert (await send(forged))[0] == 401
+        big = sender.signed(b'{"event": "' + b"x" * 4096 + b'"}')
+        assert (await send(big, valid=False))[0] == 413
+        await pd.close_store()
+        late = sender.deliver("incident.escalated", at=0, incident_key=dedup_key(ids["open"]))
+        assert (await send(late))[0] == 503
+    c.seen |= pd.seen
+
+
+@drives("GET", "/api/response-times")
+async def _response_times(c: Contract) -> None:
+    await c.incident_ids()
+    status, data, _ = await c.call("GET", "/api/response-times", headers=BEARER)
+    assert status == 200
+    assert [s["severity"] for s in json.loads(data)["severities"]] == ["P1", "P2", "P3", "P4"]
+    assert await c.status("GET", "/api/response-times") == 401
+    await c.close_store()
+    assert await c.status("GET", "/api/response-times", headers=BEARER) == 503
 
 
 @drives("GET", "/healthz")

@@ -233,3 +233,34 @@ def test_lone_surrogates_and_controls_do_not_break_the_draft() -> None:
     text = render_postmortem(_incident(title="a\ud800b\x00c"), impact=ImpactFigures(), now=NOW)
     assert "a\ufffdb\ufffdc" in text
     text.encode("utf-8")
+
+
+def test_the_timeline_opens_with_both_response_times() -> None:
+    """Time to acknowledge (who, where, against the runbook's response time) and time to
+    mitigate head the timeline; missing ones say so."""
+    measured = _incident(
+        acknowledgeBy="2026-01-01T11:02:00Z",
+        acknowledgedAt="2026-01-01T10:14:00Z",
+        acknowledgedBy="Jane *Doe*",
+        acknowledgedVia="pagerduty",
+        secondsToAcknowledge=720.0,
+        mitigatedAt="2026-01-01T10:40:00Z",
+        secondsToMitigate=2280.0,
+    )
+    text = render_postmortem(measured, impact=ImpactFigures(), now=NOW)
+    assert (
+        "- **Time to acknowledge:** 12 minutes, by Jane \\*Doe\\* in PagerDuty "
+        "(within the runbook's P2 response time)"
+    ) in text
+    assert "- **Time to mitigate:** 38 minutes" in text
+    late = render_postmortem(
+        {**measured, "acknowledgedAt": "2026-01-01T11:30:00Z", "acknowledgedVia": "approval"},
+        impact=ImpactFigures(),
+        now=NOW,
+    )
+    assert "by an approval (later than the runbook's P2 response time)" in late
+    none = render_postmortem(
+        _incident(acknowledgeBy="2026-01-01T11:02:00Z"), impact=ImpactFigures(), now=NOW
+    )
+    assert "- **Time to acknowledge:** not acknowledged (due by 11:02)" in none
+    assert "- **Time to mitigate:** not mitigated" in none

@@ -164,6 +164,35 @@ def _one_line(text: object) -> str:
     return literal(str(text), limit=MESSAGE_LIMIT)
 
 
+def _response_times(incident: dict[str, Any], severity: str | None) -> list[str]:
+    """Time to acknowledge (against the runbook's response time) and time to mitigate, as
+    the receiver measured them; a line each, and a blank line after."""
+    target = f"the runbook's {severity} response time" if severity else "the response time"
+    to_ack = incident.get("secondsToAcknowledge")
+    deadline = parse_time(incident.get("acknowledgeBy"))
+    acked = parse_time(incident.get("acknowledgedAt"))
+    if to_ack is None or acked is None:
+        ack = "**Time to acknowledge:** not acknowledged"
+        if deadline is not None:
+            ack += f" (due by {deadline.strftime('%H:%M')})"
+    else:
+        ack = f"**Time to acknowledge:** {_duration(float(to_ack))}"
+        if incident.get("acknowledgedBy"):
+            ack += f", by {_one_line(incident['acknowledgedBy'])}"
+        via = {"pagerduty": "in PagerDuty", "approval": "by an approval"}
+        if where := via.get(str(incident.get("acknowledgedVia"))):
+            ack += f" {where}"
+        if deadline is not None:
+            ack += f" ({'within' if acked <= deadline else 'later than'} {target})"
+    to_mitigate = incident.get("secondsToMitigate")
+    mitigated = (
+        "**Time to mitigate:** not mitigated"
+        if to_mitigate is None
+        else f"**Time to mitigate:** {_duration(float(to_mitigate))}"
+    )
+    return [f"- {ack}", f"- {mitigated}", ""]
+
+
 def _count(value: float) -> str:
     return f"{round(value):,}"
 
@@ -272,6 +301,7 @@ def render_postmortem(
     out.append("### Timeline")
     out.append("_Times in UTC._")
     out.append("")
+    out.extend(_response_times(incident, severity))
     day0 = opened.date()
     for entry in timeline:
         at = parse_time(entry.get("at"))

@@ -15,7 +15,9 @@ call            PagerDuty              status page                 Slack
 opened          trigger                news for the one public     message
                                        incident (severities, after
                                        the hold-off)
-changed         trigger (update)       news on a state change      -
+changed         trigger (update); once  news on a state change     -
+                acknowledged, a change
+                event (no new page)
 action_taken    change event (applied  news on a state change      message
                 or reverted), once an
                 acknowledge (optional)
@@ -116,7 +118,13 @@ class Notifier:
                 len(snapshot.actions),
             ]
         )
-        drafts = [self._pagerduty(snapshot, event, "trigger")]
+        # Once a person acknowledged it, an update must not page again: it goes as a change
+        # event beside the incident, and the status page (and Slack) carry on as before.
+        drafts = [
+            self._pagerduty_update(snapshot, event)
+            if snapshot.acknowledged
+            else self._pagerduty(snapshot, event, "trigger")
+        ]
         return await self._store_drafts(snapshot, drafts, self._statuspage(snapshot, event))
 
     async def action_taken(
@@ -136,6 +144,7 @@ class Notifier:
         if (
             outcome == "applied"
             and snapshot.status == "open"
+            and not snapshot.acknowledged
             and pd is not None
             and pd.acknowledge_on_action
         ):
@@ -251,6 +260,17 @@ class Notifier:
             self._key(snapshot, event, destination, kind),
             severity=snapshot.severity,
         )
+
+    def _pagerduty_update(self, snapshot: IncidentSnapshot, event: str) -> Draft:
+        destination = self._where("pagerduty")
+        kind = "pagerduty.change"
+        payload = pagerduty.update_event(
+            snapshot,
+            settings=self._settings.pagerduty,
+            public_url=self._public_url,
+            at=self._clock(),
+        )
+        return Draft(destination, kind, payload, self._key(snapshot, event, destination, kind))
 
     def _slack(
         self,

@@ -44,8 +44,10 @@ __all__ = [
     "alert_event",
     "change_event",
     "dedup_key",
+    "incident_of",
     "link_hosts",
     "triage_failed_event",
+    "update_event",
 ]
 
 PD_SEVERITY: dict[Severity, str] = {
@@ -55,6 +57,7 @@ PD_SEVERITY: dict[Severity, str] = {
     Severity.P4: "info",
 }
 MAX_DEDUP_KEY = 255
+DEDUP_PREFIX = "posthog-receiver/"
 MAX_SUMMARY = 1024
 # What a minimal page says when automatic triage failed, and how loud it is.
 TRIAGE_FAILED_SUMMARY = "automatic triage failed — follow the runbook by hand"
@@ -78,7 +81,18 @@ def dedup_key(incident_id: str) -> str:
     (:mod:`receiver.identity`), so this key is too: after the state is lost, a resend of a group
     still firing updates the same PagerDuty alert, and its resolve resolves it.
     """
-    return f"posthog-receiver/{incident_id}"[:MAX_DEDUP_KEY]
+    return f"{DEDUP_PREFIX}{incident_id}"[:MAX_DEDUP_KEY]
+
+
+def incident_of(key: str) -> str | None:
+    """The incident id a ``dedup_key`` of ours names; ``None`` for a key that is not ours.
+
+    A key cut at 255 characters names a cut id, which matches no incident: such ids do not
+    occur (:mod:`receiver.identity` makes them short)."""
+    prefix = DEDUP_PREFIX
+    if not key.startswith(prefix) or len(key) == len(prefix):
+        return None
+    return key[len(prefix) :]
 
 
 def _setting(settings: PagerDutySettings | None, name: str) -> Any:
@@ -346,6 +360,40 @@ def change_event(
                 "incident": url,
                 "severity": snapshot.severity.value,
                 "action": {k: v for k, v in action.items() if isinstance(v, str | int | float)},
+            },
+        },
+        "links": _link(url, "Incident in posthog-receiver"),
+    }
+    return _within_limit(event, url)
+
+
+def update_event(
+    snapshot: IncidentSnapshot,
+    *,
+    settings: PagerDutySettings | None,
+    public_url: str,
+    at: float,
+) -> dict[str, Any]:
+    """A change event (without ``routing_key``) saying how an acknowledged incident stands
+    now: responders see the update next to the incident, and nobody is paged again (a
+    ``trigger`` would update the alert, and PagerDuty may notify on it)."""
+    url = incident_url(public_url, snapshot.id)
+    error_class = snapshot.error_class.value if snapshot.error_class else "unknown"
+    summary = one_line(
+        f"Update — [{snapshot.severity}] PostHog integration: {snapshot.title} "
+        f"({error_class}), {snapshot.phase}"
+    )
+    event = {
+        "payload": {
+            "summary": cut(summary, MAX_SUMMARY),
+            "source": _setting(settings, "source"),
+            "timestamp": iso_utc(at),
+            "custom_details": {
+                "incident": url,
+                "severity": snapshot.severity.value,
+                "status": snapshot.phase,
+                "class": error_class,
+                "decision": snapshot.decision_summary,
             },
         },
         "links": _link(url, "Incident in posthog-receiver"),

@@ -47,6 +47,8 @@ class IncidentSnapshot:
     external_url: str = ""
     resolved_at: float | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    # A person took the incident (PagerDuty, or an approval): it is not paged again.
+    acknowledged: bool = False
 
     @property
     def applied_actions(self) -> list[Mapping[str, Any]]:

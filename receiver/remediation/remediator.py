@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -36,7 +37,7 @@ from typing import Any
 import structlog
 
 from receiver.config import RemediationSettings
-from receiver.incidents import add_timeline
+from receiver.incidents import ResponseTime, add_timeline, record_mitigation
 from receiver.kube.deployments import DeploymentState, EnvValue
 from receiver.kube.errors import KubeConflict, KubeError, KubeForbidden, KubeUnavailable
 from receiver.kube.workload import IntegrationWorkload
@@ -993,15 +994,22 @@ class Remediator:
     async def _record(self, incident_id: str, outcome: ActionOutcome) -> None:
         """Timeline, log, metric and Kubernetes Event for one outcome."""
         data = outcome.as_dict()
-        await self._store.write(
-            lambda c: add_timeline(
-                c, incident_id, "remediation", outcome.summary, data, at=outcome.at
-            )
-        )
+
+        def write(c: sqlite3.Connection) -> ResponseTime | None:
+            add_timeline(c, incident_id, "remediation", outcome.summary, data, at=outcome.at)
+            if outcome.status != "applied":
+                return None
+            # "applied" is only said of an action whose rollout and error rate verified: the
+            # first one mitigates the incident (the runbook's time to mitigate).
+            how = f"{outcome.action} verified"
+            return record_mitigation(c, incident_id, at=outcome.at, how=how)
+
+        mitigation = await self._store.write(write)
         log = logger.warning if outcome.needs_a_person else logger.info
         log("remediation " + outcome.status, incident_id=incident_id, **data)
         if self._metrics is not None:
             self._metrics.remediation_actions.labels(outcome.action, outcome.status).inc()
+            self._metrics.observe_mitigation(mitigation)
         if self._workload is None:
             return
         try:

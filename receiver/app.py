@@ -21,7 +21,7 @@ from typing import get_args
 import structlog
 from aiohttp import web
 
-from receiver import api, evidence_api, notify, openapi
+from receiver import api, drill_api, evidence_api, notify, openapi
 from receiver.config import Settings
 from receiver.evidence import EvidenceCollector
 from receiver.evidence_api import EVIDENCE
@@ -314,6 +314,7 @@ def create_app(
         web.get("/api/incidents", api.incidents),
         web.get("/api/incidents/{id}", api.incident),
         *evidence_api.ROUTES,
+        *drill_api.ROUTES,
         *openapi.ROUTES,
     ]
     access_log = debug_enabled()

@@ -185,6 +185,13 @@ def permissions_needed(settings: Settings) -> list[Permission]:
     return needed
 
 
+def _kube_detail(e: KubeError) -> str:
+    """The failure for people: the API server's status, not its whole Status document."""
+    if e.status is not None and 400 <= e.status < 500:
+        return f"the API server answered {e.status} to: {e.operation}"
+    return str(e)
+
+
 def _kube_fix(e: KubeError, what: str) -> str:
     if isinstance(e, KubeForbidden):
         return f"grant '{e.operation}' to the receiver's service account (its Role: docs/rbac.md)"
@@ -389,7 +396,9 @@ class _Drill:
                 pods = await workload.integration_pods()
                 key = await workload.api_key()
             except KubeError as e:
-                raise StepFailed(str(e), _kube_fix(e, "the Deployment or its Secret")) from None
+                raise StepFailed(
+                    _kube_detail(e), _kube_fix(e, "the Deployment or its Secret")
+                ) from None
             secret = "present" if key.exists and key.non_empty else "missing or empty"
             return (
                 f"Deployment {workload.where}: {dep.replicas} replicas; {len(pods.pods)} pods; "
@@ -443,7 +452,7 @@ class _Drill:
                     else "server accepted copying the new API key"
                 )
         except KubeError as e:
-            raise StepFailed(str(e), _kube_fix(e, "the Deployment or a Secret")) from None
+            raise StepFailed(_kube_detail(e), _kube_fix(e, "the Deployment or a Secret")) from None
         raise StepSkipped("escalates to people only: nothing to change in the cluster")
 
     async def _can_i(self, connection: KubeConnection, permission: Permission) -> str:
@@ -451,7 +460,7 @@ class _Drill:
             verdict = await can_i(connection.api, permission, policy=connection.policy)
         except KubeError as e:
             raise StepFailed(
-                str(e),
+                _kube_detail(e),
                 "the access review itself failed: check the API server (any authenticated "
                 "account may create a SelfSubjectAccessReview)",
             ) from None

@@ -5,11 +5,12 @@
 .../incidents/{incident_id}`` updates (200) and ``GET .../incidents/unresolved`` lists the
 incidents not resolved, newest first, ``per_page`` (1 to 100) at a time from ``page`` (1 on);
 ``GET /v1/pages/{page_id}`` and ``GET .../components/{component_id}`` read the page and a
-component; unknown pages, components and incidents are 404. Incident fields are checked: ``name`` required on create
-and at most 255 characters, ``status`` one of investigating/identified/monitoring/resolved,
-``impact_override`` in its enum, ``body`` at most 25000 characters, ``components`` mapping
-known component ids to a component status, ``metadata`` an object of objects (namespaces) of
-plain values. ``impact`` follows ``impact_override``; ``metadata`` is kept and listed.
+component; unknown pages, components and incidents are 404. Incident fields are checked:
+``name`` required on create and at most 255 characters, ``status`` one of
+investigating/identified/monitoring/resolved, ``impact_override`` in its enum, ``body`` at
+most 25000 characters, ``components`` mapping known component ids to a component status,
+``metadata`` an object of objects (namespaces) of plain values. ``impact`` follows
+``impact_override``; ``metadata`` is kept and listed.
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ RULES_FILE = ROOT / "helm" / "posthog-incident-receiver" / "files" / "posthog-ru
 RULES_TESTS = Path(__file__).resolve().parent / "alert_rules" / "posthog-rules.test.yaml"
 ALERTMANAGER_EXAMPLE = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 RECEIVER_NAME = "posthog-incident-receiver"
+# The groups that watch the receiver itself (its own metrics), the drill's among them.
+RECEIVER_GROUPS = ("posthog-incident-receiver", "posthog-receiver-drill")
 
 
 def tool(name: str, package: str) -> str:
@@ -56,6 +58,11 @@ def run(argv: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProc
 def rule_groups() -> dict[str, list[dict[str, Any]]]:
     data = yaml.safe_load(RULES_FILE.read_text())
     return {group["name"]: group["rules"] for group in data["groups"]}
+
+
+def receiver_rules() -> list[dict[str, Any]]:
+    groups = rule_groups()
+    return [rule for name in RECEIVER_GROUPS for rule in groups[name]]
 
 
 def test_promtool_accepts_the_rules() -> None:
@@ -137,7 +144,7 @@ def test_triage_reads_each_alert_as_intended(alertname: str, status_code: str | 
 
 def test_receiver_alerts_watch_its_own_metrics() -> None:
     """The self-monitoring alerts select the receiver's scrape job and its own metric names."""
-    for rule in rule_groups()["posthog-incident-receiver"]:
+    for rule in receiver_rules():
         assert rule["alert"].startswith("PostHogReceiver")
         assert f'job="{RECEIVER_NAME}"' in rule["expr"]
         assert Severity(rule["labels"]["priority"])
@@ -361,7 +368,7 @@ def rule_selectors() -> list[tuple[str, str, dict[str, list[str]]]]:
     """(alert, metric, {label: every value the rule selects}) for each receiver selector in an
     expression. Only positive matchers on plain values (``=`` and ``=~"a|b"``) are kept."""
     found = []
-    for rule in rule_groups()["posthog-incident-receiver"]:
+    for rule in receiver_rules():
         for metric, matchers in SELECTOR.findall(rule["expr"]):
             wanted: dict[str, list[str]] = {}
             for label, op, value in MATCHER.findall(matchers):
@@ -380,7 +387,7 @@ def test_rule_selectors_are_parsed() -> None:
     assert {metric for _, metric, _ in selectors} == set(
         re.findall(
             r"posthog_receiver_[a-z_]+",
-            " ".join(r["expr"] for r in rule_groups()["posthog-incident-receiver"]),
+            " ".join(r["expr"] for r in receiver_rules()),
         )
     )
     assert (

@@ -39,6 +39,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
+import structlog
 
 from receiver.config import RemediationSettings, RunbookActionSettings, Settings
 from receiver.health import HealthReader, HealthState
@@ -68,8 +69,12 @@ __all__ = [
     "run_drill",
 ]
 
+logger = structlog.get_logger(__name__)
+
 StepStatus = Literal["passed", "failed", "skipped"]
 MARK = "DRILL"
+# The receiver answers at once (it only sets gauges); a longer wait means it is not there.
+REPORT_TIMEOUT_SECONDS = 10.0
 TITLE = f"{MARK}: posthog-receiver game day, no action needed"
 
 
@@ -223,6 +228,11 @@ class _Drill:
             status, detail, fix = "failed", e.detail, e.fix
         except StepSkipped as e:
             status, detail, fix = "skipped", str(e), ""
+        except Exception as e:
+            # A bug must not hide the other steps' results: this one fails, the drill goes on.
+            logger.exception("drill step crashed", step=name)
+            status, detail = "failed", f"unexpected error ({type(e).__name__})"
+            fix = "see the error logged above; this is a fault of the receiver, not of the setup"
         result = StepResult(name, status, time.monotonic() - started, detail, fix)
         self.steps.append(result)
         self.on_step(result)
@@ -559,7 +569,7 @@ async def report_to_receiver(
                 service="the receiver",
                 json_body=report.result(),
                 headers=_authorization(settings),
-                timeout_seconds=10.0,
+                timeout_seconds=REPORT_TIMEOUT_SECONDS,
                 ok=(204,),
                 redactor=redactor,
             )

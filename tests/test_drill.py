@@ -115,18 +115,20 @@ async def world(
     pagerduty = FakePagerDuty(ROUTING_KEY)
     slack = FakeSlack(SLACK_PATH)
     statuspage = FakeStatuspage(STATUSPAGE_KEY, PAGE_ID, COMPONENT_ID)
-    for fake in (pagerduty, slack, statuspage):
-        await fake.start()
-    async with ClusterEmulator(role=runbook_role()) as cluster, Server(cluster):
-        cluster.put_object(DEPLOYMENTS, NAMESPACE, "posthog-integration", deployment())
-        for name in ("posthog-integration-a", "posthog-integration-b"):
-            cluster.put_object(PODS, NAMESPACE, name, pod(name, started="2026-11-01T00:00:00Z"))
-        cluster.put_object(
-            SECRETS, NAMESPACE, "posthog-secrets", secret("posthog-secrets", {"api-key": "cGhj"})
-        )
-        yield World(pagerduty, slack, statuspage, status_page, health, cluster, tmp_path)
-    for fake in (pagerduty, slack, statuspage):
-        await fake.stop()
+    try:
+        for fake in (pagerduty, slack, statuspage):
+            await fake.start()
+        async with ClusterEmulator(role=runbook_role()) as cluster, Server(cluster):
+            cluster.put_object(DEPLOYMENTS, NAMESPACE, "posthog-integration", deployment())
+            for name in ("posthog-integration-a", "posthog-integration-b"):
+                started = "2026-11-01T00:00:00Z"
+                cluster.put_object(PODS, NAMESPACE, name, pod(name, started=started))
+            key = secret("posthog-secrets", {"api-key": "cGhj"})
+            cluster.put_object(SECRETS, NAMESPACE, "posthog-secrets", key)
+            yield World(pagerduty, slack, statuspage, status_page, health, cluster, tmp_path)
+    finally:
+        for fake in (pagerduty, slack, statuspage):
+            await fake.stop()
 
 
 def step_lines(out: str, word: str) -> list[str]:

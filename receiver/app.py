@@ -21,7 +21,7 @@ from typing import get_args
 import structlog
 from aiohttp import web
 
-from receiver import api, evidence_api, notify, openapi
+from receiver import api, drill_api, evidence_api, notify, openapi
 from receiver import web as ui
 from receiver.config import Settings
 from receiver.evidence import EvidenceCollector
@@ -332,6 +332,7 @@ def create_app(
         web.get("/api/incidents/{id}", api.incident),
         web.get("/api/response-times", api.response_times),
         *evidence_api.ROUTES,
+        *drill_api.ROUTES,
         *openapi.ROUTES,
     ]
     if settings.ui.enabled:

@@ -30,6 +30,7 @@ EXIT_CONFIG = 2
 EXIT_NOT_FOUND = 1
 EXIT_PAYLOAD = 3
 EXIT_UNAVAILABLE = 4
+EXIT_DRILL_FAILED = 1
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -104,6 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
     evidence.add_argument("incident_id", metavar="ID", help="incident id (inc-YYYYMMDD-...)")
     evidence.add_argument(
         "-o", "--output", type=Path, metavar="FILE", required=True, help="where to write it"
+    )
+
+    drill = sub.add_parser(
+        "drill",
+        help="run a game day now: a DRILL incident through every configured destination",
+        description=(
+            "Send a PagerDuty event (resolved at the end) and a Slack message marked DRILL, read "
+            "the status page and its component (nothing published), dry-run every configured "
+            "runbook action and check every permission it needs in Kubernetes, read PostHog's "
+            "status page and the health URL. Each step is printed with its time and, when it "
+            "fails, what to fix; exit status 1 when any step fails."
+        ),
+    )
+    _add_config(drill)
+    drill.add_argument(
+        "--report-to",
+        metavar="URL",
+        help="the running receiver's base URL: the result is sent to its POST /api/drills "
+        "(with the webhook credentials) and exported as metrics",
     )
     return parser
 
@@ -425,12 +445,47 @@ def _evidence(args: argparse.Namespace) -> int:
     return _with_collector(args, use)
 
 
+def _drill(args: argparse.Namespace) -> int:
+    from receiver.drill import StepResult, report_to_receiver, run_drill
+    from receiver.logs import configure_logging
+    from receiver.redaction import Redactor
+
+    settings = _load(args.config)
+    try:
+        # The drill sends for real, as serve does: a secret that cannot be read stops it here.
+        require_secrets(settings, args.config)
+    except ConfigError as e:
+        raise _config_error(e) from None
+    redactor = Redactor.from_settings(settings)
+    # The steps are the output: logs go to stderr, and only problems unless debugging.
+    level = "debug" if settings.logging.level == "debug" else "warning"
+    configure_logging(settings.logging.model_copy(update={"level": level}), redactor=redactor)
+
+    def show(step: StepResult) -> None:
+        print("\n".join(step.lines()), flush=True)
+
+    async def run() -> bool:
+        report = await run_drill(settings, redactor=redactor, on_step=show)
+        ok = report.ok
+        if args.report_to:
+            recorded = await report_to_receiver(
+                report, receiver_url=args.report_to, settings=settings, redactor=redactor
+            )
+            show(recorded)
+            ok = ok and recorded.status == "passed"
+        print(report.summary())
+        return ok
+
+    return 0 if asyncio.run(run()) else EXIT_DRILL_FAILED
+
+
 COMMANDS = {
     "serve": _serve,
     "check-config": _check_config,
     "triage": _triage,
     "postmortem": _postmortem,
     "evidence": _evidence,
+    "drill": _drill,
 }
 
 

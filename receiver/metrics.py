@@ -310,6 +310,24 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        # Reported by `posthog-receiver drill --report-to` (POST /api/drills): a command cannot
+        # be scraped. In memory: after a restart they are 0 until the next drill, so the alert
+        # rules read them through max_over_time, which remembers across restarts.
+        self.drill_last_run = Gauge(
+            "posthog_receiver_drill_last_run_timestamp_seconds",
+            "When the last drill reported to this replica finished (Unix time; 0: none yet).",
+            registry=r,
+        )
+        self.drill_last_success = Gauge(
+            "posthog_receiver_drill_last_success_timestamp_seconds",
+            "When the last drill in which every step passed finished (Unix time; 0: none yet).",
+            registry=r,
+        )
+        self.drill_steps_failed = Gauge(
+            "posthog_receiver_drill_steps_failed",
+            "Steps that failed in the last drill reported to this replica.",
+            registry=r,
+        )
         self._start_from_zero(list(destinations), list(actions), list(action_statuses))
         for severity in Severity:
             self.time_to_acknowledge.labels(severity.value)

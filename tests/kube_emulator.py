@@ -9,7 +9,10 @@ subclass adds, as a real API server would:
 - ``labelSelector`` (equality terms) on lists;
 - ``metadata.generation`` bumped when a Deployment's spec changes, and a tiny Deployment
   controller that finishes the rollout at once (or never, with ``rollouts_finish = False``);
-- faults on demand: the next matching requests answer an error status or hang.
+- faults on demand: the next matching requests answer an error status or hang;
+- RBAC, when ``role`` is set: every request is checked against the Role's rules and refused
+  with 403 as the API server words it, and ``SelfSubjectAccessReview`` answers from the same
+  rules (without a Role every request is allowed, as for a cluster admin).
 Writes go around kmock's own write path so that a refused or faulted request stores nothing.
 """
 
@@ -53,10 +56,61 @@ class Fault:
     meanwhile: Callable[[], None] | None = None
 
 
+@dataclass(frozen=True)
+class Rule:
+    """One rule of a Role: ``resources`` may name a subresource (``pods/log``)."""
+
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    resource_names: tuple[str, ...] = ()
+
+    def allows(self, verb: str, group: str, resource: str, name: str | None) -> bool:
+        return (
+            group in self.api_groups
+            and resource in self.resources
+            and verb in self.verbs
+            and (not self.resource_names or name in self.resource_names)
+        )
+
+
+SERVICE_ACCOUNT = "system:serviceaccount:monitoring:posthog-receiver"
+VERBS = {
+    action.FETCH: "get",
+    action.LIST: "list",
+    action.WATCH: "watch",
+    action.CREATE: "create",
+    action.UPDATE: "patch",
+    action.DELETE: "delete",
+}
+
+
+def runbook_role(*, without: tuple[str, str] | None = None) -> list[Rule]:
+    """The Role of docs/rbac.md for the default target (and the evidence's reads), less one
+    ``(verb, resource)`` if ``without`` says so."""
+    rules = [
+        Rule(("apps",), ("deployments",), ("get", "patch"), ("posthog-integration",)),
+        Rule(("",), ("pods",), ("list",)),
+        Rule(("",), ("pods/log",), ("get",)),
+        Rule(("",), ("secrets",), ("get",), ("posthog-secrets",)),
+        Rule(("",), ("events",), ("create", "list")),
+    ]
+    if without is None:
+        return rules
+    verb, resource = without
+    return [
+        Rule(r.api_groups, r.resources, tuple(v for v in r.verbs if v != verb), r.resource_names)
+        if resource in r.resources
+        else r
+        for r in rules
+    ]
+
+
 @attrs.define(kw_only=True)
 class ClusterEmulator(KubernetesEmulator):
     rollouts_finish: bool = True
     faults: list[Fault] = attrs.field(factory=list)
+    role: list[Rule] | None = None
     _version: int = attrs.field(default=100, init=False)
 
     # -- setup helpers ----------------------------------------------------------------------
@@ -126,7 +180,54 @@ class ClusterEmulator(KubernetesEmulator):
                 return fault
         return None
 
+    def allowed(self, verb: str, group: str, resource: str, name: str | None) -> bool:
+        if self.role is None:
+            return True
+        return any(rule.allows(verb, group, resource, name) for rule in self.role)
+
+    def _access_review(self, request: Request) -> aiohttp.web.StreamResponse:
+        review = request.data
+        attributes = (review.get("spec") or {}).get("resourceAttributes") if review else None
+        if not isinstance(attributes, dict) or not attributes.get("verb"):
+            raise KubernetesError(
+                status=400, reason="BadRequest", message="resourceAttributes.verb is required"
+            )
+        resource = attributes.get("resource", "")
+        if attributes.get("subresource"):
+            resource = f"{resource}/{attributes['subresource']}"
+        allowed = self.allowed(
+            attributes["verb"], attributes.get("group", ""), resource, attributes.get("name")
+        )
+        status: dict[str, Any] = {"allowed": allowed}
+        if not allowed:
+            status["reason"] = "no RBAC rule allows it"
+        return aiohttp.web.json_response({**review, "status": status}, status=201)
+
+    def _authorize(self, request: Request) -> None:
+        resource = request.resource
+        if resource is None or request.action not in VERBS:
+            return
+        plural = resource.plural
+        if request.subresource:
+            plural = f"{plural}/{request.subresource}"
+        verb = VERBS[request.action]
+        if not self.allowed(verb, resource.group or "", plural, request.name):
+            kind = f"{plural}.{resource.group}" if resource.group else plural
+            group = f'API group "{resource.group or ""}"'
+            raise KubernetesError(
+                status=403,
+                reason="Forbidden",
+                message=(
+                    f'{kind} "{request.name or ""}" is forbidden: User "{SERVICE_ACCOUNT}" '
+                    f'cannot {verb} resource "{plural}" in {group} in the namespace '
+                    f'"{request.namespace}"'
+                ),
+            )
+
     async def _handle(self, request: Request) -> aiohttp.web.StreamResponse:
+        if request.resource is not None and request.resource.plural == "selfsubjectaccessreviews":
+            return self._access_review(request)
+        self._authorize(request)
         fault = self._fault_for(request)
         if fault is not None:
             if fault.meanwhile is not None:

@@ -36,8 +36,13 @@ from receiver.triage import classify, severity_of
 ROOT = Path(__file__).resolve().parents[1]
 RULES_FILE = ROOT / "helm" / "posthog-incident-receiver" / "files" / "posthog-rules.yaml"
 RULES_TESTS = Path(__file__).resolve().parent / "alert_rules" / "posthog-rules.test.yaml"
+# The drill's rules look back 8 days: their tests run on an hourly evaluation, in a file of
+# their own (each file has one evaluation interval).
+DRILL_RULES_TESTS = RULES_TESTS.with_name("posthog-drill-rules.test.yaml")
 ALERTMANAGER_EXAMPLE = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 RECEIVER_NAME = "posthog-incident-receiver"
+# The groups that watch the receiver itself (its own metrics), the drill's among them.
+RECEIVER_GROUPS = ("posthog-incident-receiver", "posthog-receiver-drill")
 
 
 def tool(name: str, package: str) -> str:
@@ -58,6 +63,11 @@ def rule_groups() -> dict[str, list[dict[str, Any]]]:
     return {group["name"]: group["rules"] for group in data["groups"]}
 
 
+def receiver_rules() -> list[dict[str, Any]]:
+    groups = rule_groups()
+    return [rule for name in RECEIVER_GROUPS for rule in groups[name]]
+
+
 def test_promtool_accepts_the_rules() -> None:
     """`promtool check rules` accepts the rules file."""
     result = run([tool("promtool", "prometheus"), "check", "rules", str(RULES_FILE)])
@@ -67,12 +77,12 @@ def test_promtool_accepts_the_rules() -> None:
 
 def test_each_alert_fires_with_the_labels_triage_reads() -> None:
     """`promtool test rules`: each alert fires for its class with its labels, and only then."""
-    result = run(
-        [tool("promtool", "prometheus"), "test", "rules", RULES_TESTS.name], cwd=RULES_TESTS.parent
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    files = (RULES_TESTS, DRILL_RULES_TESTS)
+    for file in files:
+        result = run([tool("promtool", "prometheus"), "test", "rules", file.name], cwd=file.parent)
+        assert result.returncode == 0, result.stdout + result.stderr
     # The unit tests cover every alert in the file.
-    tests = yaml.safe_load(RULES_TESTS.read_text())["tests"]
+    tests = [t for file in files for t in yaml.safe_load(file.read_text())["tests"]]
     tested = {
         case["alertname"] for t in tests for case in t["alert_rule_test"] if case["exp_alerts"]
     }
@@ -137,7 +147,7 @@ def test_triage_reads_each_alert_as_intended(alertname: str, status_code: str | 
 
 def test_receiver_alerts_watch_its_own_metrics() -> None:
     """The self-monitoring alerts select the receiver's scrape job and its own metric names."""
-    for rule in rule_groups()["posthog-incident-receiver"]:
+    for rule in receiver_rules():
         assert rule["alert"].startswith("PostHogReceiver")
         assert f'job="{RECEIVER_NAME}"' in rule["expr"]
         assert Severity(rule["labels"]["priority"])
@@ -361,7 +371,7 @@ def rule_selectors() -> list[tuple[str, str, dict[str, list[str]]]]:
     """(alert, metric, {label: every value the rule selects}) for each receiver selector in an
     expression. Only positive matchers on plain values (``=`` and ``=~"a|b"``) are kept."""
     found = []
-    for rule in rule_groups()["posthog-incident-receiver"]:
+    for rule in receiver_rules():
         for metric, matchers in SELECTOR.findall(rule["expr"]):
             wanted: dict[str, list[str]] = {}
             for label, op, value in MATCHER.findall(matchers):
@@ -380,7 +390,7 @@ def test_rule_selectors_are_parsed() -> None:
     assert {metric for _, metric, _ in selectors} == set(
         re.findall(
             r"posthog_receiver_[a-z_]+",
-            " ".join(r["expr"] for r in rule_groups()["posthog-incident-receiver"]),
+            " ".join(r["expr"] for r in receiver_rules()),
         )
     )
     assert (

@@ -222,6 +222,7 @@ def test_values_validate_against_the_schema(scenario: str) -> None:
         ({"image": {"pullPolicy": "Sometimes"}}, "image/pullPolicy"),
         ({"podSecurityContext": {"runAsUser": 0}}, "podSecurityContext/runAsUser"),
         ({"service": {"port": 80}}, "service/port"),
+        ({"drill": {"enabled": True, "schedule": "weekly"}}, "drill/schedule"),
     ],
 )
 def test_schema_rejects_bad_values(override: dict[str, Any], complaint: str) -> None:
@@ -1117,6 +1118,69 @@ def test_prometheus_rule_groups_can_be_chosen() -> None:
     docs = render({"prometheusRule": {"enabled": True, "receiver": False}})
     groups = only(docs, "PrometheusRule")["spec"]["groups"]
     assert [g["name"] for g in groups] == ["posthog-integration"]
+
+
+def test_drill_alerts_come_with_the_drill() -> None:
+    """The drill's alert group is in the PrometheusRule only when the drill runs."""
+    without = render({"prometheusRule": {"enabled": True}})
+    names = [g["name"] for g in only(without, "PrometheusRule")["spec"]["groups"]]
+    assert names == ["posthog-integration", "posthog-incident-receiver"]
+    with_drill = render({"prometheusRule": {"enabled": True}, "drill": {"enabled": True}})
+    names = [g["name"] for g in only(with_drill, "PrometheusRule")["spec"]["groups"]]
+    assert names == ["posthog-integration", "posthog-incident-receiver", "posthog-receiver-drill"]
+
+
+def test_drill_cronjob_is_off_by_default() -> None:
+    """No drill runs unless asked for: it pages PagerDuty and posts to Slack."""
+    assert of_kind(rendered("default"), "CronJob") == []
+
+
+def test_drill_cronjob_runs_the_drill_as_the_receiver_and_reports_to_it() -> None:
+    """The drill uses the receiver's config, credentials and service account (so it checks
+    the receiver's own permissions), reports to the receiver's Service, and the NetworkPolicy
+    admits it there; one drill at a time, not retried."""
+    docs = rendered("monitoring")
+    cron = only(docs, "CronJob")
+    deployment = only(docs, "Deployment")["spec"]["template"]["spec"]
+    service = only(docs, "Service")
+    assert cron["spec"]["schedule"] == "0 9 * * 1"
+    assert cron["spec"]["timeZone"] == "Europe/Berlin"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0
+    pod = job["template"]["spec"]
+    assert pod["serviceAccountName"] == deployment["serviceAccountName"]
+    (container,) = pod["containers"]
+    (receiver,) = deployment["containers"]
+    assert container["image"] == receiver["image"]
+    port = service["spec"]["ports"][0]["port"]
+    assert container["args"] == [
+        "drill",
+        "--config",
+        receiver["args"][2],
+        "--report-to",
+        f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{port}",
+    ]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    receiver_volumes = {v["name"]: v for v in deployment["volumes"]}
+    for name in ("config", "secrets"):
+        assert volumes[name] == receiver_volumes[name]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    for mount in receiver["volumeMounts"]:
+        if mount["name"] in ("config", "secrets"):
+            assert mounts[mount["name"]] == mount
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    labels = job["template"]["metadata"]["labels"]
+    selector = service["spec"]["selector"]
+    assert not selector.items() <= labels.items()  # never behind the receiver's Service
+    policy = only(docs, "NetworkPolicy")
+    admitted = [
+        peer["podSelector"]["matchLabels"]
+        for rule in policy["spec"]["ingress"]
+        for peer in rule["from"]
+        if "namespaceSelector" not in peer
+    ]
+    assert any(wanted.items() <= labels.items() for wanted in admitted)
 
 
 def test_runbook_base_url_moves_every_alert_link() -> None:

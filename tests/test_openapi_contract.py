@@ -332,6 +332,17 @@ async def _evidence(c: Contract) -> None:
         assert bundle.getnames()
 
 
+@drives("POST", "/api/drills")
+async def _drills(c: Contract) -> None:
+    result = json.dumps(
+        {"drill": "drill-20261205T010000Z", "steps": 19, "failed": ["Health URL: read"]}
+    ).encode()
+    path = "/api/drills"
+    assert await c.status("POST", path, headers=BEARER, body=result, valid_request=True) == 204
+    assert await c.status("POST", path, headers=BEARER, body=b'{"steps": 1}') == 400
+    assert await c.status("POST", path, body=result) == 401
+
+
 @drives("GET", "/openapi.json")
 async def _openapi_json(c: Contract) -> None:
     status, data, _ = await c.call("GET", "/openapi.json")

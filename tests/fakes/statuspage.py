@@ -4,11 +4,13 @@
 /v1/pages/{page_id}/incidents`` creates (201, with the incident's ``id``), ``PATCH
 .../incidents/{incident_id}`` updates (200) and ``GET .../incidents/unresolved`` lists the
 incidents not resolved, newest first, ``per_page`` (1 to 100) at a time from ``page`` (1 on);
-unknown pages and incidents are 404. Incident fields are checked: ``name`` required on create
-and at most 255 characters, ``status`` one of investigating/identified/monitoring/resolved,
-``impact_override`` in its enum, ``body`` at most 25000 characters, ``components`` mapping
-known component ids to a component status, ``metadata`` an object of objects (namespaces) of
-plain values. ``impact`` follows ``impact_override``; ``metadata`` is kept and listed.
+``GET /v1/pages/{page_id}`` and ``GET .../components/{component_id}`` read the page and a
+component; unknown pages, components and incidents are 404. Incident fields are checked:
+``name`` required on create and at most 255 characters, ``status`` one of
+investigating/identified/monitoring/resolved, ``impact_override`` in its enum, ``body`` at
+most 25000 characters, ``components`` mapping known component ids to a component status,
+``metadata`` an object of objects (namespaces) of plain values. ``impact`` follows
+``impact_override``; ``metadata`` is kept and listed.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class FakeStatuspage(FakeService):
         self.app.router.add_post("/v1/pages/{page_id}/incidents", self._create)
         self.app.router.add_get("/v1/pages/{page_id}/incidents/unresolved", self._unresolved)
         self.app.router.add_patch("/v1/pages/{page_id}/incidents/{incident_id}", self._update)
+        self.app.router.add_get("/v1/pages/{page_id}", self._page)
+        self.app.router.add_get("/v1/pages/{page_id}/components/{component_id}", self._component)
 
     def _check(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") != f"OAuth {self.api_key}":
@@ -175,6 +179,29 @@ class FakeStatuspage(FakeService):
         open_ones = [i for i in self.incidents.values() if i["status"] != "resolved"]
         open_ones.sort(key=lambda i: i["created_at"], reverse=True)
         return web.json_response(open_ones[(page - 1) * per_page : page * per_page])
+
+    async def _page(self, request: web.Request) -> web.Response:
+        if problem := self._check(request):
+            return problem
+        self.record(request, None)
+        return web.json_response(
+            {"id": self.page_id, "name": "Example Status", "url": "https://status.example.com"}
+        )
+
+    async def _component(self, request: web.Request) -> web.Response:
+        if problem := self._check(request):
+            return problem
+        if request.match_info["component_id"] != self.component_id:
+            return self.reject(404, "no such component", as_json={"error": "Not found"})
+        self.record(request, None)
+        return web.json_response(
+            {
+                "id": self.component_id,
+                "page_id": self.page_id,
+                "name": "PostHog integration",
+                "status": self.component_status,
+            }
+        )
 
     def unresolved(self) -> list[dict[str, Any]]:
         """The incidents customers see as still open."""

@@ -61,8 +61,9 @@ case "${1:-}" in
     exec "$VENV/bin/posthog-receiver" serve "$@"
     ;;
   test)
-    # Real Prometheus and Alertmanager for the tests; wrk for the benchmark and its smoke test.
-    system_packages prometheus prometheus-alertmanager wrk
+    # Real Prometheus, Alertmanager and PostgreSQL for the tests; wrk for the benchmark and its
+    # smoke test.
+    system_packages prometheus prometheus-alertmanager postgresql wrk
     venv_support
     python_env dev
     shift

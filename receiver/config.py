@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -49,6 +50,7 @@ __all__ = [
     "EvidenceSettings",
     "HealthCheckSettings",
     "KubernetesSettings",
+    "LeadershipSettings",
     "LoggingSettings",
     "NotifySettings",
     "OutboxSettings",
@@ -394,6 +396,68 @@ class WorkerSettings(_Group):
     def _stall_after_poll(self) -> WorkerSettings:
         if self.stall_after_seconds <= self.poll_interval_seconds:
             raise ValueError("'stall_after_seconds' must be longer than 'poll_interval_seconds'")
+        return self
+
+
+def _default_leader_identity() -> str:
+    """The pod's name (``POD_NAME``, from the downward API), else ``<hostname>-<pid>``."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class LeadershipSettings(_Group):
+    """Who acts among several replicas (``store.backend: postgres``): one leader at a time.
+
+    The leader holds a lease in the database and renews it every ``retry_seconds``. One that
+    could not renew for ``renew_deadline_seconds`` stops acting before its lease
+    (``lease_seconds``) can expire and another replica take over, as client-go's leader
+    election does. Every side effect is fenced by the leader's term (see
+    ``receiver.leadership``).
+    """
+
+    lease_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description=(
+            "How long a lease lasts after its last renewal: a replica takes over from a leader "
+            "that stopped renewing (crashed, paused, cut off) after at most this long."
+        ),
+    )
+    renew_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "A leader that has not renewed its lease for this long stops acting (shorter than "
+            "lease_seconds, so it stops before anyone else can start)."
+        ),
+    )
+    retry_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description=(
+            "How often the leader renews its lease and the other replicas try to take it; "
+            "also the time one attempt may take."
+        ),
+    )
+    identity: str = Field(
+        default_factory=_default_leader_identity,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$",
+        description=(
+            "This replica's name in the lease, shown in the API; unique per replica. Default: "
+            "the POD_NAME environment variable, else <hostname>-<pid>."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _deadline_within_lease(self) -> LeadershipSettings:
+        # A leader must give up before its lease can expire, and get a few tries at renewing
+        # before it gives up.
+        if self.renew_deadline_seconds >= self.lease_seconds:
+            raise ValueError("'renew_deadline_seconds' must be shorter than 'lease_seconds'")
+        if self.retry_seconds >= self.renew_deadline_seconds:
+            raise ValueError("'retry_seconds' must be shorter than 'renew_deadline_seconds'")
         return self
 
 
@@ -1413,6 +1477,8 @@ class Settings(BaseSettings):
     webhook: WebhookSettings
     store: StoreSettings = StoreSettings()
     worker: WorkerSettings = WorkerSettings()
+    # Built when the settings are, not at import: its identity names this process.
+    leadership: LeadershipSettings = Field(default_factory=LeadershipSettings)
     logging: LoggingSettings = LoggingSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     prometheus: PrometheusSettings = PrometheusSettings()

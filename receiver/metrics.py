@@ -22,10 +22,11 @@ from prometheus_client import (
 
 from receiver import __version__
 
-__all__ = ["INCIDENT_STATUSES", "PRUNE_REASONS", "Metrics"]
+__all__ = ["INCIDENT_STATUSES", "LEADERSHIP_CHANGES", "PRUNE_REASONS", "Metrics"]
 
 INCIDENT_STATUSES = ("open", "resolved")
 PRUNE_REASONS = ("incident", "age", "size", "unfinished")
+LEADERSHIP_CHANGES = ("gained", "lost")
 
 # The *_created series double every counter for no use in alerting.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -246,6 +247,18 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.leader = Gauge(
+            "posthog_receiver_leader",
+            "1 while this replica leads (the one that acts: remediation, reverts, "
+            "notifications, evidence), else 0.",
+            registry=r,
+        )
+        self.leadership_changes = Counter(
+            "posthog_receiver_leadership_changes_total",
+            "Times this replica became leader (gained) or stopped leading (lost).",
+            ["change"],
+            registry=r,
+        )
         self._start_from_zero(list(destinations), list(actions), list(action_statuses))
 
     def _start_from_zero(
@@ -271,3 +284,5 @@ class Metrics:
             self.incidents_kept.labels(status)
         for reason in PRUNE_REASONS:
             self.evidence_bundles_pruned.labels(reason)
+        for change in LEADERSHIP_CHANGES:
+            self.leadership_changes.labels(change)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +25,7 @@ from typing import Any, Literal
 from receiver.alertmanager import Alert, WebhookPayload
 from receiver.identity import Episode, incident_id_for
 from receiver.runbook import ErrorClass, Severity
-from receiver.store import now
+from receiver.store import Connection, Row, now
 
 __all__ = [
     "AlertChange",
@@ -117,7 +116,7 @@ def dedup_hash(dedup_key: str) -> int:
 
 
 def enqueue_webhook(
-    conn: sqlite3.Connection, *, dedup_key: str, group_key: str, body: bytes
+    conn: Connection, *, dedup_key: str, group_key: str, body: bytes
 ) -> bool:
     """Store a received notification; ``False`` if the same news was stored before."""
     return enqueue_webhooks(conn, [(dedup_key, group_key, body)])[0]
@@ -128,7 +127,7 @@ _ROWS_PER_STATEMENT = 160
 
 
 def enqueue_webhooks(
-    conn: sqlite3.Connection,
+    conn: Connection,
     webhooks: Sequence[tuple[str, str, bytes]],
     *,
     received_at: Sequence[float] | None = None,
@@ -180,13 +179,13 @@ def enqueue_webhooks(
     return results
 
 
-def recent_dedup_keys(conn: sqlite3.Connection, limit: int) -> list[str]:
+def recent_dedup_keys(conn: Connection, limit: int) -> list[str]:
     """The dedup keys of the ``limit`` newest inbox rows, oldest first."""
     rows = conn.execute("SELECT dedup_key FROM inbox ORDER BY id DESC LIMIT ?", (limit,))
     return [row[0] for row in rows][::-1]
 
 
-def pending_inbox(conn: sqlite3.Connection, limit: int = 100) -> list[InboxRow]:
+def pending_inbox(conn: Connection, limit: int = 100) -> list[InboxRow]:
     rows = conn.execute(
         "SELECT id, payload, received_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?",
         (limit,),
@@ -194,11 +193,11 @@ def pending_inbox(conn: sqlite3.Connection, limit: int = 100) -> list[InboxRow]:
     return [InboxRow(r["id"], r["payload"], r["received_at"]) for r in rows]
 
 
-def inbox_depth(conn: sqlite3.Connection) -> int:
+def inbox_depth(conn: Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0])
 
 
-def mark_inbox(conn: sqlite3.Connection, row_id: int, *, state: str, error: str | None) -> None:
+def mark_inbox(conn: Connection, row_id: int, *, state: str, error: str | None) -> None:
     conn.execute(
         "UPDATE inbox SET state = ?, processed_at = ?, error = ?, attempts = attempts + 1"
         " WHERE id = ?",
@@ -206,7 +205,7 @@ def mark_inbox(conn: sqlite3.Connection, row_id: int, *, state: str, error: str 
     )
 
 
-def prune_inbox(conn: sqlite3.Connection, *, older_than: float) -> int:
+def prune_inbox(conn: Connection, *, older_than: float) -> int:
     cur = conn.execute(
         "DELETE FROM inbox WHERE state != 'pending' AND received_at < ?", (older_than,)
     )
@@ -217,7 +216,7 @@ def prune_inbox(conn: sqlite3.Connection, *, older_than: float) -> int:
 
 
 def add_timeline(
-    conn: sqlite3.Connection,
+    conn: Connection,
     incident_id: str,
     kind: str,
     message: str,
@@ -233,7 +232,7 @@ def add_timeline(
 
 
 def _queue_event(
-    conn: sqlite3.Connection, incident_id: str, kind: EventKind, data: dict[str, Any]
+    conn: Connection, incident_id: str, kind: EventKind, data: dict[str, Any]
 ) -> None:
     conn.execute(
         "INSERT INTO incident_events (incident_id, kind, data, created_at) VALUES (?, ?, ?, ?)",
@@ -242,7 +241,7 @@ def _queue_event(
 
 
 def due_events(
-    conn: sqlite3.Connection, limit: int = 50, *, busy: Collection[str] = ()
+    conn: Connection, limit: int = 50, *, busy: Collection[str] = ()
 ) -> list[IncidentEvent]:
     """Pending events whose retry time has come, in order; an incident whose earliest pending
     event is still backing off contributes nothing, so each incident's events stay in order.
@@ -275,7 +274,7 @@ def due_events(
 
 
 def retry_event(
-    conn: sqlite3.Connection, event_id: int, *, error: str, give_up: bool, backoff: float
+    conn: Connection, event_id: int, *, error: str, give_up: bool, backoff: float
 ) -> None:
     """Record a failed attempt: try again after ``backoff`` seconds, or give up."""
     conn.execute(
@@ -285,7 +284,7 @@ def retry_event(
     )
 
 
-def mark_event(conn: sqlite3.Connection, event_id: int, *, state: str, error: str | None) -> None:
+def mark_event(conn: Connection, event_id: int, *, state: str, error: str | None) -> None:
     conn.execute(
         "UPDATE incident_events SET state = ?, error = ?, attempts = attempts + 1 WHERE id = ?",
         (state, error, event_id),
@@ -303,12 +302,12 @@ def _title(payload: WebhookPayload) -> str:
     return f"{name} ({extra})" if extra else name
 
 
-def _id_taken(conn: sqlite3.Connection, incident_id: str) -> bool:
+def _id_taken(conn: Connection, incident_id: str) -> bool:
     row = conn.execute("SELECT 1 FROM incidents WHERE id = ?", (incident_id,)).fetchone()
     return row is not None
 
 
-def _open_incident(conn: sqlite3.Connection, payload: WebhookPayload, episode: Episode) -> str:
+def _open_incident(conn: Connection, payload: WebhookPayload, episode: Episode) -> str:
     # Derived, not random (receiver.identity): the same episode maps to the same id after the
     # state is lost. An id already taken (the episode re-opened) gets the next suffix.
     incident_id = incident_id_for(episode, taken=lambda candidate: _id_taken(conn, candidate))
@@ -330,7 +329,7 @@ def _open_incident(conn: sqlite3.Connection, payload: WebhookPayload, episode: E
     return incident_id
 
 
-def _upsert_alert(conn: sqlite3.Connection, incident_id: str, alert: Alert) -> AlertChange | None:
+def _upsert_alert(conn: Connection, incident_id: str, alert: Alert) -> AlertChange | None:
     row = conn.execute(
         "SELECT status, starts_at, ends_at FROM alerts WHERE incident_id = ? AND fingerprint = ?",
         (incident_id, alert.fingerprint),
@@ -376,7 +375,7 @@ def _upsert_alert(conn: sqlite3.Connection, incident_id: str, alert: Alert) -> A
     return change
 
 
-def apply_notification(conn: sqlite3.Connection, payload: WebhookPayload) -> NotificationOutcome:
+def apply_notification(conn: Connection, payload: WebhookPayload) -> NotificationOutcome:
     """Diff one notification into incidents; run inside the store's write transaction."""
     open_row = conn.execute(
         "SELECT id FROM incidents WHERE group_key = ? AND status = 'open'", (payload.group_key,)
@@ -419,7 +418,7 @@ def apply_notification(conn: sqlite3.Connection, payload: WebhookPayload) -> Not
 
 
 def record_triage(
-    conn: sqlite3.Connection,
+    conn: Connection,
     incident_id: str,
     *,
     error_class: ErrorClass,
@@ -478,7 +477,7 @@ def record_triage(
 # -- reading incidents ----------------------------------------------------------------------
 
 
-def _incident_summary(row: sqlite3.Row) -> dict[str, Any]:
+def _incident_summary(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "status": row["status"],
@@ -503,7 +502,7 @@ def _iso(ts: float | None) -> str | None:
 
 
 def list_incidents(
-    conn: sqlite3.Connection, *, status: str | None = None, limit: int = 100
+    conn: Connection, *, status: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     if status is None:
         rows = conn.execute(
@@ -517,7 +516,7 @@ def list_incidents(
     return [_incident_summary(r) for r in rows]
 
 
-def get_incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any] | None:
+def get_incident(conn: Connection, incident_id: str) -> dict[str, Any] | None:
     row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
     if row is None:
         return None
@@ -593,7 +592,7 @@ class PrunedIncidents:
 
 
 def prune_incidents(
-    conn: sqlite3.Connection, *, resolved_before: float, limit: int
+    conn: Connection, *, resolved_before: float, limit: int
 ) -> PrunedIncidents:
     """Delete at most ``limit`` incidents resolved before ``resolved_before`` (oldest first)
     with every row that belongs to them; an incident with work left is kept (``_PRUNABLE``).
@@ -617,7 +616,7 @@ def prune_incidents(
     return PrunedIncidents(ids, paths)
 
 
-def incidents_kept(conn: sqlite3.Connection) -> dict[str, int]:
+def incidents_kept(conn: Connection) -> dict[str, int]:
     """How many incidents the store holds, by status (open, resolved)."""
     kept = {"open": 0, "resolved": 0}
     for row in conn.execute("SELECT status, count(*) FROM incidents GROUP BY status"):
@@ -636,7 +635,7 @@ class StoredBundle:
     resolved_at: float | None
 
 
-def stored_bundles(conn: sqlite3.Connection) -> list[StoredBundle]:
+def stored_bundles(conn: Connection) -> list[StoredBundle]:
     """Every evidence bundle recorded, with its incident's resolution time."""
     rows = conn.execute(
         "SELECT b.id, b.incident_id, b.phase, b.path,"
@@ -649,7 +648,7 @@ def stored_bundles(conn: sqlite3.Connection) -> list[StoredBundle]:
     ]
 
 
-def forget_bundles(conn: sqlite3.Connection, bundles: Sequence[StoredBundle], why: str) -> None:
+def forget_bundles(conn: Connection, bundles: Sequence[StoredBundle], why: str) -> None:
     """Delete the records of bundles whose files are being deleted, and say so on each
     incident's timeline (``why``: the reason, for a person)."""
     for bundle in bundles:

@@ -53,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -79,7 +78,7 @@ from receiver.notify.slack import SlackSender
 from receiver.notify.statuspage import StatuspageSender
 from receiver.redaction import Redactor
 from receiver.runbook import Severity
-from receiver.store import Store, StoreUnavailable
+from receiver.store import Connection, Row, Store, StoreUnavailable
 
 __all__ = [
     "DESTINATIONS",
@@ -144,7 +143,7 @@ def _scope(ordering_key: str) -> str:
 # -- the tables ----------------------------------------------------------------------------
 
 
-def enqueue(conn: sqlite3.Connection, incident_id: str, drafts: list[Draft], *, now: float) -> int:
+def enqueue(conn: Connection, incident_id: str, drafts: list[Draft], *, now: float) -> int:
     """Store drafts not stored before (by idempotency key); the number newly stored."""
     stored = 0
     for d in drafts:
@@ -169,7 +168,7 @@ def enqueue(conn: sqlite3.Connection, incident_id: str, drafts: list[Draft], *, 
     return stored
 
 
-def get_state(conn: sqlite3.Connection, destination: str, incident_id: str) -> dict[str, str]:
+def get_state(conn: Connection, destination: str, incident_id: str) -> dict[str, str]:
     """What a destination remembers about an incident."""
     rows = conn.execute(
         "SELECT key, value FROM notify_state WHERE destination = ? AND incident_id = ?",
@@ -179,7 +178,7 @@ def get_state(conn: sqlite3.Connection, destination: str, incident_id: str) -> d
 
 
 def set_state(
-    conn: sqlite3.Connection,
+    conn: Connection,
     destination: str,
     incident_id: str,
     values: Mapping[str, str],
@@ -202,14 +201,14 @@ def set_state(
         )
 
 
-def queue_depth(conn: sqlite3.Connection) -> dict[str, int]:
+def queue_depth(conn: Connection) -> dict[str, int]:
     rows = conn.execute(
         "SELECT destination, count(*) AS n FROM outbox WHERE state = 'pending' GROUP BY destination"
     ).fetchall()
     return {r["destination"]: int(r["n"]) for r in rows}
 
 
-def list_messages(conn: sqlite3.Connection, incident_id: str | None = None) -> list[dict[str, Any]]:
+def list_messages(conn: Connection, incident_id: str | None = None) -> list[dict[str, Any]]:
     """Stored messages, oldest first (for inspection and the incident API)."""
     where, args = ("WHERE incident_id = ?", (incident_id,)) if incident_id else ("", ())
     rows = conn.execute(
@@ -227,7 +226,7 @@ class _Head:
     """The first pending message of an ordering key, as stored (its payload is read only if
     it is attempted: a storm's backlog is looked at on every pass)."""
 
-    row: sqlite3.Row
+    row: Row
 
     @property
     def destination(self) -> str:
@@ -251,7 +250,7 @@ class _Head:
         )
 
 
-def _heads(conn: sqlite3.Connection) -> list[_Head]:
+def _heads(conn: Connection) -> list[_Head]:
     """The first pending message of every ordering key (the soonest hold-off, then the
     oldest), the most urgent keys first: by the most severe message waiting in the key, then
     the oldest head."""
@@ -267,7 +266,7 @@ def _heads(conn: sqlite3.Connection) -> list[_Head]:
     return [_Head(r) for r in rows]
 
 
-def _superseded(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+def _superseded(conn: Connection) -> list[Row]:
     """Queued messages a later queued one says again: each with the next message of its kind,
     incident and ordering key (``by``), unless that one or one between them changes state."""
     kinds = ", ".join("?" * len(SUPERSEDABLE))
@@ -290,7 +289,7 @@ def _superseded(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     ).fetchall()
 
 
-def _skip_superseded(conn: sqlite3.Connection) -> dict[str, int]:
+def _skip_superseded(conn: Connection) -> dict[str, int]:
     """Skip the queued messages a later queued message says again; the count per destination."""
     skipped: dict[str, int] = {}
     for r in _superseded(conn):
@@ -303,7 +302,7 @@ def _skip_superseded(conn: sqlite3.Connection) -> dict[str, int]:
     return skipped
 
 
-def _flapping(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+def _flapping(conn: Connection) -> list[Row]:
     """Status-page message queues whose incident resolved before the hold-off ended."""
     return conn.execute(
         "SELECT DISTINCT ordering_key, destination, incident_id FROM outbox"
@@ -313,7 +312,7 @@ def _flapping(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     ).fetchall()
 
 
-def _drop_flapping(conn: sqlite3.Connection) -> dict[str, int]:
+def _drop_flapping(conn: Connection) -> dict[str, int]:
     """Skip the status-page messages of incidents resolved within their hold-off that never
     reached the status page; the count skipped per destination."""
     skipped: dict[str, int] = {}
@@ -335,7 +334,7 @@ def _drop_flapping(conn: sqlite3.Connection) -> dict[str, int]:
     return skipped
 
 
-def _prune(conn: sqlite3.Connection, *, older_than: float) -> int:
+def _prune(conn: Connection, *, older_than: float) -> int:
     """Forget finished messages created before ``older_than``; pending ones always stay."""
     cur = conn.execute(
         "DELETE FROM outbox WHERE state != 'pending' AND created_at < ?", (older_than,)
@@ -343,7 +342,7 @@ def _prune(conn: sqlite3.Connection, *, older_than: float) -> int:
     return cur.rowcount
 
 
-def _record_sent(conn: sqlite3.Connection, message: Message, sent: Sent, *, now: float) -> None:
+def _record_sent(conn: Connection, message: Message, sent: Sent, *, now: float) -> None:
     conn.execute(
         "UPDATE outbox SET state = ?, sent_at = ?, attempts = attempts + 1, last_error = ?"
         " WHERE id = ?",
@@ -354,7 +353,7 @@ def _record_sent(conn: sqlite3.Connection, message: Message, sent: Sent, *, now:
 
 
 def _record_retry(
-    conn: sqlite3.Connection, message_id: int, *, error: str, next_attempt_at: float
+    conn: Connection, message_id: int, *, error: str, next_attempt_at: float
 ) -> None:
     conn.execute(
         "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
@@ -363,7 +362,7 @@ def _record_retry(
     )
 
 
-def _record_failed(conn: sqlite3.Connection, message_id: int, *, error: str) -> None:
+def _record_failed(conn: Connection, message_id: int, *, error: str) -> None:
     conn.execute(
         "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
         (error[:MAX_ERROR], message_id),

@@ -118,8 +118,11 @@ def bundles_for(conn: Connection, incident_id: str) -> list[BundleRecord]:
 
 def _record(conn: Connection, record: BundleRecord, files: int) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO evidence_bundles (incident_id, phase, path, created_at,"
-        " size_bytes, sha256, failed_sources) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO evidence_bundles (incident_id, phase, path, created_at,"
+        " size_bytes, sha256, failed_sources) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (incident_id, phase) DO UPDATE SET path = excluded.path,"
+        " created_at = excluded.created_at, size_bytes = excluded.size_bytes,"
+        " sha256 = excluded.sha256, failed_sources = excluded.failed_sources",
         (
             record.incident_id,
             record.phase,

@@ -148,9 +148,9 @@ def enqueue(conn: Connection, incident_id: str, drafts: list[Draft], *, now: flo
     stored = 0
     for d in drafts:
         cur = conn.execute(
-            "INSERT OR IGNORE INTO outbox (idempotency_key, destination, incident_id,"
+            "INSERT INTO outbox (idempotency_key, destination, incident_id,"
             " ordering_key, kind, payload, not_before, next_attempt_at, created_at, priority)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 d.idempotency_key,
                 d.destination,
@@ -268,22 +268,22 @@ def _heads(conn: Connection) -> list[_Head]:
 
 def _superseded(conn: Connection) -> list[Row]:
     """Queued messages a later queued one says again: each with the next message of its kind,
-    incident and ordering key (``by``), unless that one or one between them changes state."""
+    incident and ordering key (``by_id``), unless that one or one between them changes state."""
     kinds = ", ".join("?" * len(SUPERSEDABLE))
     return conn.execute(
-        "SELECT s.id, s.destination, s.by FROM ("
+        "SELECT s.id, s.destination, s.by_id FROM ("
         "   SELECT old.id, old.destination, old.ordering_key, old.incident_id,"
-        "     min(new.id) AS by"
+        "     min(new.id) AS by_id"
         "   FROM outbox AS old JOIN outbox AS new"
         "     ON new.state = 'pending' AND new.ordering_key = old.ordering_key"
         "     AND new.incident_id = old.incident_id AND new.kind = old.kind AND new.id > old.id"
         f"  WHERE old.state = 'pending' AND old.kind IN ({kinds})"
         "   GROUP BY old.id) AS s"
-        " JOIN outbox AS nw ON nw.id = s.by"
+        " JOIN outbox AS nw ON nw.id = s.by_id"
         f" WHERE NOT {_changes_state('nw')} AND NOT EXISTS ("
         "   SELECT 1 FROM outbox AS b"
         "   WHERE b.state = 'pending' AND b.ordering_key = s.ordering_key"
-        "   AND b.incident_id = s.incident_id AND b.id > s.id AND b.id < s.by"
+        "   AND b.incident_id = s.incident_id AND b.id > s.id AND b.id < s.by_id"
         f"  AND {_changes_state('b')})",
         SUPERSEDABLE,
     ).fetchall()
@@ -296,7 +296,7 @@ def _skip_superseded(conn: Connection) -> dict[str, int]:
         cur = conn.execute(
             "UPDATE outbox SET state = 'skipped', superseded_by = ?, last_error = ?"
             " WHERE id = ? AND state = 'pending'",
-            (r["by"], f"superseded by message {r['by']}, queued after it", r["id"]),
+            (r["by_id"], f"superseded by message {r['by_id']}, queued after it", r["id"]),
         )
         skipped[r["destination"]] = skipped.get(r["destination"], 0) + cur.rowcount
     return skipped
@@ -308,7 +308,8 @@ def _flapping(conn: Connection) -> list[Row]:
         "SELECT DISTINCT ordering_key, destination, incident_id FROM outbox"
         " WHERE state = 'pending' AND kind = 'statuspage.update'"
         " AND json_extract(payload, '$.status') = 'resolved'"
-        " AND json_extract(payload, '$.resolved_at') < not_before"
+        # CAST: PostgreSQL's json_extract gives text (DOUBLE PRECISION is REAL to SQLite).
+        " AND CAST(json_extract(payload, '$.resolved_at') AS DOUBLE PRECISION) < not_before"
     ).fetchall()
 
 
@@ -352,9 +353,7 @@ def _record_sent(conn: Connection, message: Message, sent: Sent, *, now: float) 
         set_state(conn, message.destination, message.state_key, sent.remember, now=now)
 
 
-def _record_retry(
-    conn: Connection, message_id: int, *, error: str, next_attempt_at: float
-) -> None:
+def _record_retry(conn: Connection, message_id: int, *, error: str, next_attempt_at: float) -> None:
     conn.execute(
         "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
         " WHERE id = ?",

@@ -247,7 +247,8 @@ def schedule_revert(conn: Connection, incident_id: str, due_at: float) -> bool:
     if not revertible(conn, incident_id):
         return False
     cur = conn.execute(
-        "INSERT OR IGNORE INTO remediation_reverts (incident_id, due_at) VALUES (?, ?)",
+        "INSERT INTO remediation_reverts (incident_id, due_at) VALUES (?, ?)"
+        " ON CONFLICT DO NOTHING",
         (incident_id, due_at),
     )
     return cur.rowcount == 1

@@ -336,6 +336,7 @@ class PostgresStore(Store):
 
     async def open(self) -> None:
         """Connect, migrate under the advisory lock, and start the store's threads."""
+        self._closing = False
         await asyncio.to_thread(self._open_pool)
         try:
             await self._run(self._migrate_in, write=True, serializable=False)

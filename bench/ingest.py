@@ -293,10 +293,13 @@ def bench_receiver(
     port = free_port()
     home = workdir / f"receiver-{synchronous}"
     home.mkdir(parents=True)
+    store: dict[str, Any] = {"path": str(home / "receiver.sqlite3"), "synchronous": synchronous}
+    if synchronous == "postgres":  # the shared store: each 200 waits for its inbox commit
+        store = {"backend": "postgres", "postgres": {"dsn": {"value": args.postgres_dsn}}}
     config = {
         "server": {"host": "127.0.0.1", "port": port},
         "webhook": {"bearer_token": {"env": "POSTHOG_RECEIVER_WEBHOOK_TOKEN"}},
-        "store": {"path": str(home / "receiver.sqlite3"), "synchronous": synchronous},
+        "store": store,
         "logging": {"level": args.log_level, "format": "json"},
         "worker": {"paused": args.worker_paused},
     }
@@ -448,7 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes",
         default="bare,normal,full",
-        help="comma-separated targets: bare, normal, full (store.synchronous), floor",
+        help="comma-separated targets: bare, normal, full (store.synchronous), floor, "
+        "postgres (store.backend: postgres, needs --postgres-dsn)",
+    )
+    parser.add_argument(
+        "--postgres-dsn", default="", help="an empty PostgreSQL database for the postgres target"
     )
     parser.add_argument(
         "--rounds",
@@ -490,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if "postgres" in modes and not args.postgres_dsn:
+        parser.error("the postgres target needs --postgres-dsn (an empty database)")
     script_text, body_bytes = lua_script()
     rounds: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
@@ -500,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 if mode in ("bare", "floor"):
                     rounds[mode].append(bench_reference(args, script, workdir, mode))
-                elif mode in ("normal", "full"):
+                elif mode in ("normal", "full", "postgres"):
                     rounds[mode].append(bench_receiver(args, script, workdir / str(n), mode))
                 else:
                     parser.error(f"unknown mode {mode!r}")

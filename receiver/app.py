@@ -177,10 +177,10 @@ def in_request_context(handler: Handler, *, api: bool = False, logged: bool = Tr
     return functools.update_wrapper(handle, handler)
 
 
-async def open_spool(spool: Spool, store: Store, recent_keys: int) -> RecentKeys:
-    """Open ``spool``; the repeat keys of the newest notifications, from the inbox and from
-    what the spool still holds from the last run, to recognise their resends at once."""
-    spooled = await asyncio.to_thread(spool.open)
+async def open_spool(spool: Spool | None, store: Store, recent_keys: int) -> RecentKeys:
+    """Open ``spool`` (if any); the repeat keys of the newest notifications, from the inbox and
+    from what the spool still holds from the last run, to recognise their resends at once."""
+    spooled = await asyncio.to_thread(spool.open) if spool is not None else []
     recent = RecentKeys(recent_keys)
     if recent_keys:
         newest = await store.read(functools.partial(recent_dedup_keys, limit=recent_keys))
@@ -255,15 +255,21 @@ def create_app(
         await store.open()
         app[STORE] = store
         app[RESPONSE_TIMES] = ResponseTimes(store=store, metrics=app[METRICS])
-        # Acknowledged webhooks are spooled, then moved into the store's inbox by the worker.
-        spool = app[SPOOL] = Spool.for_store(
-            settings.store,
-            on_damage=app[METRICS].spool_damaged.inc,
-            probe_bytes=settings.server.max_body_bytes,
-        )
+        # SQLite: acknowledged webhooks are spooled, then moved into the store's inbox by the
+        # worker. PostgreSQL: committed to the shared inbox before the 200, so that losing this
+        # replica loses nothing acknowledged (docs/install.md, "High availability").
+        spool: Spool | None = None
+        if store.backend == "sqlite":
+            spool = app[SPOOL] = Spool.for_store(
+                settings.store,
+                on_damage=app[METRICS].spool_damaged.inc,
+                probe_bytes=settings.server.max_body_bytes,
+            )
         try:
             recent = await open_spool(spool, store, settings.store.recent_keys)
-            app[METRICS].spool_bytes.set_function(lambda: spool.pending_bytes)
+            if spool is not None:
+                spooled = spool
+                app[METRICS].spool_bytes.set_function(lambda: spooled.pending_bytes)
             async with contextlib.AsyncExitStack() as clients:
                 # One cluster connection for the process: triage, remediation and evidence.
                 cluster = await clients.enter_async_context(open_cluster(settings.kubernetes))
@@ -316,7 +322,8 @@ def create_app(
                 await intake.writer.close()
                 await worker.stop()
         finally:
-            await asyncio.to_thread(spool.close)
+            if spool is not None:
+                await asyncio.to_thread(spool.close)
             await store.close()
         logger.info("receiver stopped")
 

@@ -10,8 +10,9 @@ All functions take the store's connection and run inside ``store.write``/``store
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+
+from receiver.store import Connection
 
 __all__ = ["AuditEntry", "recent_audit", "record_audit"]
 
@@ -28,14 +29,14 @@ class AuditEntry:
     detail: str = ""
 
 
-def record_audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
+def record_audit(conn: Connection, entry: AuditEntry) -> None:
     conn.execute(
         "INSERT INTO audit_log (at, actor, origin, action, detail) VALUES (?, ?, ?, ?, ?)",
         (entry.at, entry.actor, entry.origin, entry.action, entry.detail),
     )
 
 
-def recent_audit(conn: sqlite3.Connection, limit: int = 20) -> list[AuditEntry]:
+def recent_audit(conn: Connection, limit: int = 20) -> list[AuditEntry]:
     """The ``limit`` newest entries, newest first."""
     rows = conn.execute(
         "SELECT at, actor, origin, action, detail FROM audit_log ORDER BY id DESC LIMIT ?",

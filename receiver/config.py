@@ -337,9 +337,62 @@ class UiSettings(_Group):
         return self
 
 
+class PostgresDsnSource(SecretSource):
+    """A libpq connection string or URI (``postgresql://user@host:5432/db``); it may hold a
+    password, so it is a secret."""
+
+    def check(self, raw: str) -> None:
+        text = raw.strip()
+        if not text.startswith(("postgresql://", "postgres://")) and "=" not in text:
+            raise ValueError(
+                "must be a PostgreSQL URI (postgresql://...) or key=value connection string"
+            )
+
+
+class PostgresSettings(_Group):
+    """The shared PostgreSQL store of several replicas (``store.backend: postgres``)."""
+
+    dsn: PostgresDsnSource | None = Field(
+        default=None,
+        description=(
+            "Connection string of the database (PostgreSQL 13 or newer), from a secret source; "
+            "required with store.backend postgres."
+        ),
+    )
+    pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=200,
+        description=(
+            "Connections this replica keeps open to the database; each write or read holds "
+            "one for its transaction."
+        ),
+    )
+    statement_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description=(
+            "Longest a statement may run before the database cancels it (the webhook is then "
+            "answered 503 and sent again by Alertmanager)."
+        ),
+    )
+
+
 class StoreSettings(_Group):
     """Durable state: the inbox of received webhooks, incidents, journals and the outbox."""
 
+    backend: Literal["sqlite", "postgres"] = Field(
+        default="sqlite",
+        description=(
+            "'sqlite': one replica, a database file at store.path (the default, needs no "
+            "server). 'postgres': the shared store of several replicas (store.postgres)."
+        ),
+    )
+    postgres: PostgresSettings = Field(
+        default_factory=PostgresSettings,
+        description="The PostgreSQL database, used with store.backend postgres.",
+    )
     path: Path = Field(default=Path("state/receiver.sqlite3"), description="SQLite database file.")
     synchronous: Literal["normal", "full"] = Field(
         default="normal",
@@ -394,6 +447,12 @@ class StoreSettings(_Group):
             "'stored' and recognised as a repeat when it is moved into the inbox."
         ),
     )
+
+    @model_validator(mode="after")
+    def _postgres_needs_dsn(self) -> StoreSettings:
+        if self.backend == "postgres" and self.postgres.dsn is None:
+            raise ValueError("store.postgres.dsn is required with store.backend postgres")
+        return self
 
 
 class WorkerSettings(_Group):

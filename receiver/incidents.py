@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +25,7 @@ from typing import Any, Literal
 from receiver.alertmanager import Alert, WebhookPayload
 from receiver.identity import Episode, incident_id_for
 from receiver.runbook import ErrorClass, Severity
-from receiver.store import now
+from receiver.store import Connection, Row, now
 
 __all__ = [
     "AlertChange",
@@ -127,9 +126,7 @@ def dedup_hash(dedup_key: str) -> int:
     return int(dedup_key[:16], 16) & _HASH_BITS
 
 
-def enqueue_webhook(
-    conn: sqlite3.Connection, *, dedup_key: str, group_key: str, body: bytes
-) -> bool:
+def enqueue_webhook(conn: Connection, *, dedup_key: str, group_key: str, body: bytes) -> bool:
     """Store a received notification; ``False`` if the same news was stored before."""
     return enqueue_webhooks(conn, [(dedup_key, group_key, body)])[0]
 
@@ -139,7 +136,7 @@ _ROWS_PER_STATEMENT = 160
 
 
 def enqueue_webhooks(
-    conn: sqlite3.Connection,
+    conn: Connection,
     webhooks: Sequence[tuple[str, str, bytes]],
     *,
     received_at: Sequence[float] | None = None,
@@ -191,13 +188,13 @@ def enqueue_webhooks(
     return results
 
 
-def recent_dedup_keys(conn: sqlite3.Connection, limit: int) -> list[str]:
+def recent_dedup_keys(conn: Connection, limit: int) -> list[str]:
     """The dedup keys of the ``limit`` newest inbox rows, oldest first."""
     rows = conn.execute("SELECT dedup_key FROM inbox ORDER BY id DESC LIMIT ?", (limit,))
     return [row[0] for row in rows][::-1]
 
 
-def pending_inbox(conn: sqlite3.Connection, limit: int = 100) -> list[InboxRow]:
+def pending_inbox(conn: Connection, limit: int = 100) -> list[InboxRow]:
     rows = conn.execute(
         "SELECT id, payload, received_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?",
         (limit,),
@@ -205,11 +202,11 @@ def pending_inbox(conn: sqlite3.Connection, limit: int = 100) -> list[InboxRow]:
     return [InboxRow(r["id"], r["payload"], r["received_at"]) for r in rows]
 
 
-def inbox_depth(conn: sqlite3.Connection) -> int:
+def inbox_depth(conn: Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0])
 
 
-def mark_inbox(conn: sqlite3.Connection, row_id: int, *, state: str, error: str | None) -> None:
+def mark_inbox(conn: Connection, row_id: int, *, state: str, error: str | None) -> None:
     conn.execute(
         "UPDATE inbox SET state = ?, processed_at = ?, error = ?, attempts = attempts + 1"
         " WHERE id = ?",
@@ -217,7 +214,7 @@ def mark_inbox(conn: sqlite3.Connection, row_id: int, *, state: str, error: str 
     )
 
 
-def prune_inbox(conn: sqlite3.Connection, *, older_than: float) -> int:
+def prune_inbox(conn: Connection, *, older_than: float) -> int:
     cur = conn.execute(
         "DELETE FROM inbox WHERE state != 'pending' AND received_at < ?", (older_than,)
     )
@@ -228,7 +225,7 @@ def prune_inbox(conn: sqlite3.Connection, *, older_than: float) -> int:
 
 
 def add_timeline(
-    conn: sqlite3.Connection,
+    conn: Connection,
     incident_id: str,
     kind: str,
     message: str,
@@ -243,9 +240,7 @@ def add_timeline(
     )
 
 
-def _queue_event(
-    conn: sqlite3.Connection, incident_id: str, kind: EventKind, data: dict[str, Any]
-) -> None:
+def _queue_event(conn: Connection, incident_id: str, kind: EventKind, data: dict[str, Any]) -> None:
     conn.execute(
         "INSERT INTO incident_events (incident_id, kind, data, created_at) VALUES (?, ?, ?, ?)",
         (incident_id, kind, json.dumps(data), now()),
@@ -253,7 +248,7 @@ def _queue_event(
 
 
 def due_events(
-    conn: sqlite3.Connection, limit: int = 50, *, busy: Collection[str] = ()
+    conn: Connection, limit: int = 50, *, busy: Collection[str] = ()
 ) -> list[IncidentEvent]:
     """Pending events whose retry time has come, in order; an incident whose earliest pending
     event is still backing off contributes nothing, so each incident's events stay in order.
@@ -286,7 +281,7 @@ def due_events(
 
 
 def retry_event(
-    conn: sqlite3.Connection, event_id: int, *, error: str, give_up: bool, backoff: float
+    conn: Connection, event_id: int, *, error: str, give_up: bool, backoff: float
 ) -> None:
     """Record a failed attempt: try again after ``backoff`` seconds, or give up."""
     conn.execute(
@@ -296,7 +291,7 @@ def retry_event(
     )
 
 
-def mark_event(conn: sqlite3.Connection, event_id: int, *, state: str, error: str | None) -> None:
+def mark_event(conn: Connection, event_id: int, *, state: str, error: str | None) -> None:
     conn.execute(
         "UPDATE incident_events SET state = ?, error = ?, attempts = attempts + 1 WHERE id = ?",
         (state, error, event_id),
@@ -314,12 +309,12 @@ def _title(payload: WebhookPayload) -> str:
     return f"{name} ({extra})" if extra else name
 
 
-def _id_taken(conn: sqlite3.Connection, incident_id: str) -> bool:
+def _id_taken(conn: Connection, incident_id: str) -> bool:
     row = conn.execute("SELECT 1 FROM incidents WHERE id = ?", (incident_id,)).fetchone()
     return row is not None
 
 
-def _open_incident(conn: sqlite3.Connection, payload: WebhookPayload, episode: Episode) -> str:
+def _open_incident(conn: Connection, payload: WebhookPayload, episode: Episode) -> str:
     # Derived, not random (receiver.identity): the same episode maps to the same id after the
     # state is lost. An id already taken (the episode re-opened) gets the next suffix.
     incident_id = incident_id_for(episode, taken=lambda candidate: _id_taken(conn, candidate))
@@ -341,7 +336,7 @@ def _open_incident(conn: sqlite3.Connection, payload: WebhookPayload, episode: E
     return incident_id
 
 
-def _upsert_alert(conn: sqlite3.Connection, incident_id: str, alert: Alert) -> AlertChange | None:
+def _upsert_alert(conn: Connection, incident_id: str, alert: Alert) -> AlertChange | None:
     row = conn.execute(
         "SELECT status, starts_at, ends_at FROM alerts WHERE incident_id = ? AND fingerprint = ?",
         (incident_id, alert.fingerprint),
@@ -387,7 +382,7 @@ def _upsert_alert(conn: sqlite3.Connection, incident_id: str, alert: Alert) -> A
     return change
 
 
-def apply_notification(conn: sqlite3.Connection, payload: WebhookPayload) -> NotificationOutcome:
+def apply_notification(conn: Connection, payload: WebhookPayload) -> NotificationOutcome:
     """Diff one notification into incidents; run inside the store's write transaction."""
     open_row = conn.execute(
         "SELECT id FROM incidents WHERE group_key = ? AND status = 'open'", (payload.group_key,)
@@ -435,7 +430,7 @@ def apply_notification(conn: sqlite3.Connection, payload: WebhookPayload) -> Not
 
 
 def record_triage(
-    conn: sqlite3.Connection,
+    conn: Connection,
     incident_id: str,
     *,
     error_class: ErrorClass,
@@ -520,7 +515,7 @@ def _duration(seconds: float) -> str:
 
 
 def record_acknowledgement(
-    conn: sqlite3.Connection, incident_id: str, *, by: str, at: float, via: AcknowledgedVia
+    conn: Connection, incident_id: str, *, by: str, at: float, via: AcknowledgedVia
 ) -> ResponseTime | None:
     """The incident's first acknowledgement: who (``by``), when (``at``) and through what
     (``via``), with its time to acknowledge on the timeline. ``None`` when the incident was
@@ -566,7 +561,7 @@ def record_acknowledgement(
 
 
 def record_mitigation(
-    conn: sqlite3.Connection, incident_id: str, *, at: float, how: str
+    conn: Connection, incident_id: str, *, at: float, how: str
 ) -> ResponseTime | None:
     """The incident's first mitigation (a remediation that verified, or recovery), with its
     time to mitigate on the timeline; ``None`` when it was mitigated before."""
@@ -595,7 +590,7 @@ def record_mitigation(
     return measured
 
 
-def overdue_acknowledgements(conn: sqlite3.Connection, *, at: float) -> dict[Severity, int]:
+def overdue_acknowledgements(conn: Connection, *, at: float) -> dict[Severity, int]:
     """Open incidents not acknowledged whose acknowledge-by time has passed at ``at``, by
     severity (every severity present, 0 when none)."""
     overdue = dict.fromkeys(Severity, 0)
@@ -642,7 +637,7 @@ def _median(values: list[float]) -> float | None:
     return (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def response_times(conn: sqlite3.Connection, *, since: float, at: float) -> list[SeverityResponse]:
+def response_times(conn: Connection, *, since: float, at: float) -> list[SeverityResponse]:
     """Per severity (P1 first, every one present), how the incidents opened since ``since``
     were acknowledged and mitigated, as of ``at``. Untriaged incidents have no target and are
     left out."""
@@ -727,7 +722,7 @@ class PagerDutyRecorded:
     acknowledgement: ResponseTime | None = None
 
 
-def record_pagerduty_news(conn: sqlite3.Connection, news: PagerDutyNews) -> PagerDutyRecorded:
+def record_pagerduty_news(conn: Connection, news: PagerDutyNews) -> PagerDutyRecorded:
     """Record ``news`` on our incident's timeline, once per PagerDuty event id.
 
     An event for an incident that is not ours (no such incident, and no PagerDuty incident
@@ -787,7 +782,7 @@ def record_pagerduty_news(conn: sqlite3.Connection, news: PagerDutyNews) -> Page
 # -- reading incidents ----------------------------------------------------------------------
 
 
-def _incident_summary(row: sqlite3.Row) -> dict[str, Any]:
+def _incident_summary(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "status": row["status"],
@@ -809,7 +804,7 @@ def _incident_summary(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def _since_opened(row: sqlite3.Row, ts: float | None) -> float | None:
+def _since_opened(row: Row, ts: float | None) -> float | None:
     return None if ts is None else round(max(0.0, ts - row["opened_at"]), 3)
 
 
@@ -822,7 +817,7 @@ def _iso(ts: float | None) -> str | None:
 
 
 def list_incidents(
-    conn: sqlite3.Connection, *, status: str | None = None, limit: int = 100
+    conn: Connection, *, status: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     if status is None:
         rows = conn.execute(
@@ -836,7 +831,7 @@ def list_incidents(
     return [_incident_summary(r) for r in rows]
 
 
-def get_incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any] | None:
+def get_incident(conn: Connection, incident_id: str) -> dict[str, Any] | None:
     row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
     if row is None:
         return None
@@ -913,9 +908,7 @@ class PrunedIncidents:
     bundle_paths: list[str]
 
 
-def prune_incidents(
-    conn: sqlite3.Connection, *, resolved_before: float, limit: int
-) -> PrunedIncidents:
+def prune_incidents(conn: Connection, *, resolved_before: float, limit: int) -> PrunedIncidents:
     """Delete at most ``limit`` incidents resolved before ``resolved_before`` (oldest first)
     with every row that belongs to them; an incident with work left is kept (``_PRUNABLE``).
 
@@ -938,7 +931,7 @@ def prune_incidents(
     return PrunedIncidents(ids, paths)
 
 
-def incidents_kept(conn: sqlite3.Connection) -> dict[str, int]:
+def incidents_kept(conn: Connection) -> dict[str, int]:
     """How many incidents the store holds, by status (open, resolved)."""
     kept = {"open": 0, "resolved": 0}
     for row in conn.execute("SELECT status, count(*) FROM incidents GROUP BY status"):
@@ -957,7 +950,7 @@ class StoredBundle:
     resolved_at: float | None
 
 
-def stored_bundles(conn: sqlite3.Connection) -> list[StoredBundle]:
+def stored_bundles(conn: Connection) -> list[StoredBundle]:
     """Every evidence bundle recorded, with its incident's resolution time."""
     rows = conn.execute(
         "SELECT b.id, b.incident_id, b.phase, b.path,"
@@ -970,7 +963,7 @@ def stored_bundles(conn: sqlite3.Connection) -> list[StoredBundle]:
     ]
 
 
-def forget_bundles(conn: sqlite3.Connection, bundles: Sequence[StoredBundle], why: str) -> None:
+def forget_bundles(conn: Connection, bundles: Sequence[StoredBundle], why: str) -> None:
     """Delete the records of bundles whose files are being deleted, and say so on each
     incident's timeline (``why``: the reason, for a person)."""
     for bundle in bundles:

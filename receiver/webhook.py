@@ -20,8 +20,9 @@ import base64
 import contextlib
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 from aiohttp import web
@@ -30,6 +31,7 @@ from pydantic import ValidationError
 
 from receiver.alertmanager import WebhookPayload
 from receiver.config import Settings, WebhookSettings
+from receiver.incidents import enqueue_webhooks
 from receiver.logs import debug_enabled
 from receiver.metrics import Metrics
 from receiver.spool import RecentKeys, Spool, Spooled
@@ -122,9 +124,32 @@ def _fail(waiting: list[_Waiting], error: BaseException) -> None:
             w.future.set_exception(error)
 
 
+class Sink(Protocol):
+    """Where the intake makes webhooks durable before answering 200: the local spool (SQLite
+    mode) or the shared store's inbox (PostgreSQL mode)."""
+
+    async def append(self, records: Sequence[Spooled], /) -> None: ...
+
+
+class InboxSink:
+    """Webhooks committed straight into the store's inbox, many per transaction.
+
+    With PostgreSQL (several replicas) an acknowledged webhook must survive the loss of the
+    replica that took it (pod deleted, node gone): a local spool would not, so the 200 waits
+    for the commit to the shared store. docs/benchmarks.md records what that costs.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def append(self, records: Sequence[Spooled], /) -> None:
+        batch = list(records)
+        await self._store.write(lambda conn: enqueue_webhooks(conn, batch))
+
+
 class SpoolWriter:
-    """Validates received webhooks and writes them to the spool, many at a time (on the event
-    loop).
+    """Validates received webhooks and writes them to its sink (the spool, or the store's
+    inbox), many at a time (on the event loop).
 
     ``receive`` returns once the webhook is durably spooled: its payload, and ``True`` if it
     was written or ``False`` if it is a resend of news spooled before (remembered in
@@ -141,7 +166,7 @@ class SpoolWriter:
 
     def __init__(
         self,
-        spool: Spool,
+        spool: Sink,
         recent: RecentKeys,
         *,
         max_batch: int = 512,
@@ -255,7 +280,7 @@ class Intake:
     settings: Settings
     metrics: Metrics
     worker: Worker
-    spool: Spool
+    spool: Spool | None  # None: webhooks are committed straight into the store's inbox
     recent: RecentKeys
     store: Store
     writer: SpoolWriter = field(init=False)
@@ -269,7 +294,8 @@ class Intake:
         self.credentials = Credentials(self.settings.webhook)
         self.debug = debug_enabled()
         self.max_body_bytes = self.settings.server.max_body_bytes
-        writer = self.writer = SpoolWriter(self.spool, self.recent, on_written=self._written)
+        sink: Sink = self.spool if self.spool is not None else InboxSink(self.store)
+        writer = self.writer = SpoolWriter(sink, self.recent, on_written=self._written)
         self.worker.defer_to(lambda: writer.busy)  # acknowledgements first (docs/benchmarks.md)
         # Pre-bound metric children: ``labels()`` is a locked dict lookup on every call.
         self.counted = {

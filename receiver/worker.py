@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ from receiver.metrics import Metrics
 from receiver.redaction import Redactor
 from receiver.retention import Retention
 from receiver.spool import Spool
-from receiver.store import Store, StoreUnavailable, now
+from receiver.store import Connection, Store, StoreUnavailable, now
 
 __all__ = ["Responder", "Worker"]
 
@@ -388,7 +387,7 @@ class _Handling:
 
 
 def _record_failure(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     event: IncidentEvent,
     reason: str,
@@ -417,7 +416,7 @@ class _Apply:
     def __init__(self, row: InboxRow) -> None:
         self.row = row
 
-    def __call__(self, conn: sqlite3.Connection) -> NotificationOutcome | None:
+    def __call__(self, conn: Connection) -> NotificationOutcome | None:
         state = conn.execute("SELECT state FROM inbox WHERE id = ?", (self.row.id,)).fetchone()
         if state is None or state["state"] != "pending":
             return None  # done meanwhile (a second worker pass); nothing to do twice

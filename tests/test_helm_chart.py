@@ -854,20 +854,7 @@ def _posthog_receiver() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "receiver"]
 
 
-def _check_config_scenario(scenario: str) -> Any:
-    if scenario != "ha":
-        return scenario
-    return pytest.param(
-        scenario,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="store.backend, store.postgres.dsn and leadership.identity are not yet "
-            "receiver settings: the PostgreSQL store and leadership land separately",
-        ),
-    )
-
-
-@pytest.mark.parametrize("scenario", [_check_config_scenario(s) for s in SCENARIOS])
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_rendered_config_passes_check_config(
     scenario: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

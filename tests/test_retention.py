@@ -11,12 +11,10 @@ import base64
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from aiohttp.test_utils import TestClient
 
 from receiver.alertmanager import WebhookPayload
@@ -32,6 +30,14 @@ from receiver.store import Store
 from tests.conftest import ClientFactory
 from tests.helpers import alert, bearer, notification, wait_until
 from tests.incident_payloads import notification as incident_notification
+from tests.store_backends import (
+    postgres_cluster,
+    postgres_dsn,
+    store_of_each_backend,
+)
+
+# Fixtures, used by name.
+__all__ = ["postgres_cluster", "postgres_dsn", "store_of_each_backend"]
 
 DAY = 86400.0
 TABLES = (
@@ -44,14 +50,6 @@ TABLES = (
     "remediation_actions",
     "remediation_reverts",
 )
-
-
-@pytest_asyncio.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(StoreSettings(path=tmp_path / "state" / "receiver.sqlite3"))
-    await s.open()
-    yield s
-    await s.close()
 
 
 def _evidence(tmp_path: Path, **overrides: Any) -> EvidenceSettings:

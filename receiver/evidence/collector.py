@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import sqlite3
 import tarfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -46,7 +45,7 @@ from receiver.kube.logs import PodLogReader
 from receiver.metrics import Metrics
 from receiver.prometheus import PrometheusClient, PrometheusError, Series
 from receiver.redaction import Redactor
-from receiver.store import Store, now
+from receiver.store import Connection, Store, now
 
 __all__ = [
     "BundleRecord",
@@ -97,7 +96,7 @@ class BundleRecord:
     failed_sources: list[str]
 
 
-def bundles_for(conn: sqlite3.Connection, incident_id: str) -> list[BundleRecord]:
+def bundles_for(conn: Connection, incident_id: str) -> list[BundleRecord]:
     """The incident's bundles, oldest first."""
     rows = conn.execute(
         "SELECT * FROM evidence_bundles WHERE incident_id = ? ORDER BY created_at, id",
@@ -117,10 +116,13 @@ def bundles_for(conn: sqlite3.Connection, incident_id: str) -> list[BundleRecord
     ]
 
 
-def _record(conn: sqlite3.Connection, record: BundleRecord, files: int) -> None:
+def _record(conn: Connection, record: BundleRecord, files: int) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO evidence_bundles (incident_id, phase, path, created_at,"
-        " size_bytes, sha256, failed_sources) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO evidence_bundles (incident_id, phase, path, created_at,"
+        " size_bytes, sha256, failed_sources) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (incident_id, phase) DO UPDATE SET path = excluded.path,"
+        " created_at = excluded.created_at, size_bytes = excluded.size_bytes,"
+        " sha256 = excluded.sha256, failed_sources = excluded.failed_sources",
         (
             record.incident_id,
             record.phase,

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -49,7 +48,7 @@ from receiver.notify import pagerduty, slack, statuspage
 from receiver.notify.outbox import Draft, enqueue, get_state, list_messages, set_state
 from receiver.notify.snapshot import IncidentSnapshot, action_summary
 from receiver.runbook import Severity
-from receiver.store import Store
+from receiver.store import Connection, Store
 
 __all__ = ["Notifier"]
 
@@ -201,7 +200,7 @@ class Notifier:
         ]
         now = self._clock()
 
-        def write(conn: sqlite3.Connection) -> int:
+        def write(conn: Connection) -> int:
             # A trigger stored already (the full triage's, or this one) has paged, or will:
             # a minimal one now would only replace what people see with less.
             if any(m["kind"] == TRIGGER for m in list_messages(conn, snapshot.id)):
@@ -329,7 +328,7 @@ class Notifier:
         )
         now = self._clock()
 
-        def write(conn: sqlite3.Connection) -> int:
+        def write(conn: Connection) -> int:
             all_drafts = list(drafts)
             if _status_page_changed(conn, snapshot, status_page, severities, now=now):
                 all_drafts.append(status_page)
@@ -342,7 +341,7 @@ class Notifier:
 
 
 def _status_page_changed(
-    conn: sqlite3.Connection,
+    conn: Connection,
     snapshot: IncidentSnapshot,
     draft: Draft,
     severities: tuple[Severity, ...],

@@ -53,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -79,7 +78,7 @@ from receiver.notify.slack import SlackSender
 from receiver.notify.statuspage import StatuspageSender
 from receiver.redaction import Redactor
 from receiver.runbook import Severity
-from receiver.store import Store, StoreUnavailable
+from receiver.store import Connection, Row, Store, StoreUnavailable
 
 __all__ = [
     "DESTINATIONS",
@@ -144,14 +143,14 @@ def _scope(ordering_key: str) -> str:
 # -- the tables ----------------------------------------------------------------------------
 
 
-def enqueue(conn: sqlite3.Connection, incident_id: str, drafts: list[Draft], *, now: float) -> int:
+def enqueue(conn: Connection, incident_id: str, drafts: list[Draft], *, now: float) -> int:
     """Store drafts not stored before (by idempotency key); the number newly stored."""
     stored = 0
     for d in drafts:
         cur = conn.execute(
-            "INSERT OR IGNORE INTO outbox (idempotency_key, destination, incident_id,"
+            "INSERT INTO outbox (idempotency_key, destination, incident_id,"
             " ordering_key, kind, payload, not_before, next_attempt_at, created_at, priority)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 d.idempotency_key,
                 d.destination,
@@ -169,7 +168,7 @@ def enqueue(conn: sqlite3.Connection, incident_id: str, drafts: list[Draft], *, 
     return stored
 
 
-def get_state(conn: sqlite3.Connection, destination: str, incident_id: str) -> dict[str, str]:
+def get_state(conn: Connection, destination: str, incident_id: str) -> dict[str, str]:
     """What a destination remembers about an incident."""
     rows = conn.execute(
         "SELECT key, value FROM notify_state WHERE destination = ? AND incident_id = ?",
@@ -179,7 +178,7 @@ def get_state(conn: sqlite3.Connection, destination: str, incident_id: str) -> d
 
 
 def set_state(
-    conn: sqlite3.Connection,
+    conn: Connection,
     destination: str,
     incident_id: str,
     values: Mapping[str, str],
@@ -202,14 +201,14 @@ def set_state(
         )
 
 
-def queue_depth(conn: sqlite3.Connection) -> dict[str, int]:
+def queue_depth(conn: Connection) -> dict[str, int]:
     rows = conn.execute(
         "SELECT destination, count(*) AS n FROM outbox WHERE state = 'pending' GROUP BY destination"
     ).fetchall()
     return {r["destination"]: int(r["n"]) for r in rows}
 
 
-def list_messages(conn: sqlite3.Connection, incident_id: str | None = None) -> list[dict[str, Any]]:
+def list_messages(conn: Connection, incident_id: str | None = None) -> list[dict[str, Any]]:
     """Stored messages, oldest first (for inspection and the incident API)."""
     where, args = ("WHERE incident_id = ?", (incident_id,)) if incident_id else ("", ())
     rows = conn.execute(
@@ -227,7 +226,7 @@ class _Head:
     """The first pending message of an ordering key, as stored (its payload is read only if
     it is attempted: a storm's backlog is looked at on every pass)."""
 
-    row: sqlite3.Row
+    row: Row
 
     @property
     def destination(self) -> str:
@@ -251,7 +250,7 @@ class _Head:
         )
 
 
-def _heads(conn: sqlite3.Connection) -> list[_Head]:
+def _heads(conn: Connection) -> list[_Head]:
     """The first pending message of every ordering key (the soonest hold-off, then the
     oldest), the most urgent keys first: by the most severe message waiting in the key, then
     the oldest head."""
@@ -267,53 +266,54 @@ def _heads(conn: sqlite3.Connection) -> list[_Head]:
     return [_Head(r) for r in rows]
 
 
-def _superseded(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+def _superseded(conn: Connection) -> list[Row]:
     """Queued messages a later queued one says again: each with the next message of its kind,
-    incident and ordering key (``by``), unless that one or one between them changes state."""
+    incident and ordering key (``by_id``), unless that one or one between them changes state."""
     kinds = ", ".join("?" * len(SUPERSEDABLE))
     return conn.execute(
-        "SELECT s.id, s.destination, s.by FROM ("
+        "SELECT s.id, s.destination, s.by_id FROM ("
         "   SELECT old.id, old.destination, old.ordering_key, old.incident_id,"
-        "     min(new.id) AS by"
+        "     min(new.id) AS by_id"
         "   FROM outbox AS old JOIN outbox AS new"
         "     ON new.state = 'pending' AND new.ordering_key = old.ordering_key"
         "     AND new.incident_id = old.incident_id AND new.kind = old.kind AND new.id > old.id"
         f"  WHERE old.state = 'pending' AND old.kind IN ({kinds})"
         "   GROUP BY old.id) AS s"
-        " JOIN outbox AS nw ON nw.id = s.by"
+        " JOIN outbox AS nw ON nw.id = s.by_id"
         f" WHERE NOT {_changes_state('nw')} AND NOT EXISTS ("
         "   SELECT 1 FROM outbox AS b"
         "   WHERE b.state = 'pending' AND b.ordering_key = s.ordering_key"
-        "   AND b.incident_id = s.incident_id AND b.id > s.id AND b.id < s.by"
+        "   AND b.incident_id = s.incident_id AND b.id > s.id AND b.id < s.by_id"
         f"  AND {_changes_state('b')})",
         SUPERSEDABLE,
     ).fetchall()
 
 
-def _skip_superseded(conn: sqlite3.Connection) -> dict[str, int]:
+def _skip_superseded(conn: Connection) -> dict[str, int]:
     """Skip the queued messages a later queued message says again; the count per destination."""
     skipped: dict[str, int] = {}
     for r in _superseded(conn):
         cur = conn.execute(
             "UPDATE outbox SET state = 'skipped', superseded_by = ?, last_error = ?"
             " WHERE id = ? AND state = 'pending'",
-            (r["by"], f"superseded by message {r['by']}, queued after it", r["id"]),
+            (r["by_id"], f"superseded by message {r['by_id']}, queued after it", r["id"]),
         )
         skipped[r["destination"]] = skipped.get(r["destination"], 0) + cur.rowcount
     return skipped
 
 
-def _flapping(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+def _flapping(conn: Connection) -> list[Row]:
     """Status-page message queues whose incident resolved before the hold-off ended."""
     return conn.execute(
         "SELECT DISTINCT ordering_key, destination, incident_id FROM outbox"
         " WHERE state = 'pending' AND kind = 'statuspage.update'"
         " AND json_extract(payload, '$.status') = 'resolved'"
-        " AND json_extract(payload, '$.resolved_at') < not_before"
+        # CAST: PostgreSQL's json_extract gives text (DOUBLE PRECISION is REAL to SQLite).
+        " AND CAST(json_extract(payload, '$.resolved_at') AS DOUBLE PRECISION) < not_before"
     ).fetchall()
 
 
-def _drop_flapping(conn: sqlite3.Connection) -> dict[str, int]:
+def _drop_flapping(conn: Connection) -> dict[str, int]:
     """Skip the status-page messages of incidents resolved within their hold-off that never
     reached the status page; the count skipped per destination."""
     skipped: dict[str, int] = {}
@@ -335,7 +335,7 @@ def _drop_flapping(conn: sqlite3.Connection) -> dict[str, int]:
     return skipped
 
 
-def _prune(conn: sqlite3.Connection, *, older_than: float) -> int:
+def _prune(conn: Connection, *, older_than: float) -> int:
     """Forget finished messages created before ``older_than``; pending ones always stay."""
     cur = conn.execute(
         "DELETE FROM outbox WHERE state != 'pending' AND created_at < ?", (older_than,)
@@ -343,7 +343,7 @@ def _prune(conn: sqlite3.Connection, *, older_than: float) -> int:
     return cur.rowcount
 
 
-def _record_sent(conn: sqlite3.Connection, message: Message, sent: Sent, *, now: float) -> None:
+def _record_sent(conn: Connection, message: Message, sent: Sent, *, now: float) -> None:
     conn.execute(
         "UPDATE outbox SET state = ?, sent_at = ?, attempts = attempts + 1, last_error = ?"
         " WHERE id = ?",
@@ -353,9 +353,7 @@ def _record_sent(conn: sqlite3.Connection, message: Message, sent: Sent, *, now:
         set_state(conn, message.destination, message.state_key, sent.remember, now=now)
 
 
-def _record_retry(
-    conn: sqlite3.Connection, message_id: int, *, error: str, next_attempt_at: float
-) -> None:
+def _record_retry(conn: Connection, message_id: int, *, error: str, next_attempt_at: float) -> None:
     conn.execute(
         "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
         " WHERE id = ?",
@@ -363,7 +361,7 @@ def _record_retry(
     )
 
 
-def _record_failed(conn: sqlite3.Connection, message_id: int, *, error: str) -> None:
+def _record_failed(conn: Connection, message_id: int, *, error: str) -> None:
     conn.execute(
         "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
         (error[:MAX_ERROR], message_id),

@@ -17,12 +17,12 @@ the rule does not depend on that lock: the journal rows of a target are the sing
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from receiver.remediation import guards, journal
 from receiver.remediation.plan import PlannedAction
+from receiver.store import Connection
 
 __all__ = ["Claim", "applied_by", "change_refused", "claim", "join"]
 
@@ -38,7 +38,7 @@ class Claim:
 
 
 def change_refused(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     incident_id: str,
     action: PlannedAction,
@@ -54,7 +54,7 @@ def change_refused(
 
 
 def claim(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     incident_id: str,
     action: PlannedAction,
@@ -110,7 +110,7 @@ def claim(
 
 
 def applied_by(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     incident_id: str,
     action: str,
@@ -131,7 +131,7 @@ def applied_by(
 
 
 def join(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     incident_id: str,
     action: PlannedAction,

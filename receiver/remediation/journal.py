@@ -20,9 +20,10 @@ All functions take the store's connection and run inside ``store.write``/``store
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from receiver.store import Connection, Row
 
 __all__ = [
     "JournalEntry",
@@ -69,7 +70,7 @@ class JournalEntry:
     reason: str
 
 
-def _entry(row: sqlite3.Row) -> JournalEntry:
+def _entry(row: Row) -> JournalEntry:
     return JournalEntry(
         id=row["id"],
         incident_id=row["incident_id"],
@@ -87,7 +88,7 @@ def _json(value: dict[str, Any] | None) -> str | None:
     return json.dumps(value, sort_keys=True) if value is not None else None
 
 
-def get_entry(conn: sqlite3.Connection, incident_id: str, action: str) -> JournalEntry | None:
+def get_entry(conn: Connection, incident_id: str, action: str) -> JournalEntry | None:
     row = conn.execute(
         "SELECT * FROM remediation_actions WHERE incident_id = ? AND action = ?",
         (incident_id, action),
@@ -96,7 +97,7 @@ def get_entry(conn: sqlite3.Connection, incident_id: str, action: str) -> Journa
 
 
 def write_intent(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     incident_id: str,
     action: str,
@@ -125,7 +126,7 @@ def write_intent(
 
 
 def set_state(
-    conn: sqlite3.Connection,
+    conn: Connection,
     entry_id: int,
     state: State,
     *,
@@ -142,7 +143,7 @@ def set_state(
     )
 
 
-def actions_used(conn: sqlite3.Connection, incident_id: str, *, other_than: str) -> int:
+def actions_used(conn: Connection, incident_id: str, *, other_than: str) -> int:
     """Changes made (or possibly made) for an incident by actions other than ``other_than``
     (whose own unfinished attempt must not use up its budget): what the budget counts."""
     row = conn.execute(
@@ -154,7 +155,7 @@ def actions_used(conn: sqlite3.Connection, incident_id: str, *, other_than: str)
     return int(row[0])
 
 
-def last_applied(conn: sqlite3.Connection, action: str, target: str) -> float | None:
+def last_applied(conn: Connection, action: str, target: str) -> float | None:
     row = conn.execute(
         "SELECT applied_at FROM remediation_cooldowns WHERE action = ? AND target = ?",
         (action, target),
@@ -162,7 +163,7 @@ def last_applied(conn: sqlite3.Connection, action: str, target: str) -> float | 
     return float(row[0]) if row else None
 
 
-def touch_cooldown(conn: sqlite3.Connection, action: str, target: str, at: float) -> None:
+def touch_cooldown(conn: Connection, action: str, target: str, at: float) -> None:
     conn.execute(
         "INSERT INTO remediation_cooldowns (action, target, applied_at) VALUES (?, ?, ?)"
         " ON CONFLICT (action, target) DO UPDATE SET applied_at = excluded.applied_at",
@@ -170,7 +171,7 @@ def touch_cooldown(conn: sqlite3.Connection, action: str, target: str, at: float
     )
 
 
-def revertible(conn: sqlite3.Connection, incident_id: str) -> list[JournalEntry]:
+def revertible(conn: Connection, incident_id: str) -> list[JournalEntry]:
     """Entries of an incident that a revert has to look at, newest first."""
     rows = conn.execute(
         "SELECT * FROM remediation_actions WHERE incident_id = ? AND kind = 'set_env'"
@@ -180,7 +181,7 @@ def revertible(conn: sqlite3.Connection, incident_id: str) -> list[JournalEntry]
     return [_entry(r) for r in rows]
 
 
-def holders(conn: sqlite3.Connection, target: str, *, other_than: str) -> list[JournalEntry]:
+def holders(conn: Connection, target: str, *, other_than: str) -> list[JournalEntry]:
     """Entries of other, still open incidents that rely on the same variable's value."""
     rows = conn.execute(
         "SELECT a.* FROM remediation_actions a JOIN incidents i ON i.id = a.incident_id"
@@ -192,7 +193,7 @@ def holders(conn: sqlite3.Connection, target: str, *, other_than: str) -> list[J
 
 
 def others(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     action: str,
     target: str,
@@ -218,7 +219,7 @@ def others(
     return [_entry(r) for r in rows]
 
 
-def hand_over(conn: sqlite3.Connection, entry: JournalEntry, *, at: float) -> JournalEntry | None:
+def hand_over(conn: Connection, entry: JournalEntry, *, at: float) -> JournalEntry | None:
     """Give the revert of ``entry`` to the first other open incident relying on its value; the
     heir, or ``None`` when none is left (then ``entry`` is to be reverted).
 
@@ -240,19 +241,20 @@ def hand_over(conn: sqlite3.Connection, entry: JournalEntry, *, at: float) -> Jo
     return heir
 
 
-def schedule_revert(conn: sqlite3.Connection, incident_id: str, due_at: float) -> bool:
+def schedule_revert(conn: Connection, incident_id: str, due_at: float) -> bool:
     """Schedule the revert of an incident's changes; ``False`` if nothing needs reverting
     or it was scheduled before."""
     if not revertible(conn, incident_id):
         return False
     cur = conn.execute(
-        "INSERT OR IGNORE INTO remediation_reverts (incident_id, due_at) VALUES (?, ?)",
+        "INSERT INTO remediation_reverts (incident_id, due_at) VALUES (?, ?)"
+        " ON CONFLICT DO NOTHING",
         (incident_id, due_at),
     )
     return cur.rowcount == 1
 
 
-def due_reverts(conn: sqlite3.Connection, now: float) -> list[str]:
+def due_reverts(conn: Connection, now: float) -> list[str]:
     rows = conn.execute(
         "SELECT incident_id FROM remediation_reverts WHERE state = 'pending' AND due_at <= ?"
         " ORDER BY due_at",
@@ -261,13 +263,13 @@ def due_reverts(conn: sqlite3.Connection, now: float) -> list[str]:
     return [r[0] for r in rows]
 
 
-def postpone_revert(conn: sqlite3.Connection, incident_id: str, due_at: float) -> None:
+def postpone_revert(conn: Connection, incident_id: str, due_at: float) -> None:
     conn.execute(
         "UPDATE remediation_reverts SET due_at = ? WHERE incident_id = ?", (due_at, incident_id)
     )
 
 
-def finish_revert(conn: sqlite3.Connection, incident_id: str) -> None:
+def finish_revert(conn: Connection, incident_id: str) -> None:
     conn.execute(
         "INSERT INTO remediation_reverts (incident_id, due_at, state) VALUES (?, 0, 'done')"
         " ON CONFLICT (incident_id) DO UPDATE SET state = 'done'",

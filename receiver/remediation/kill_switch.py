@@ -11,10 +11,10 @@ All functions take the store's connection and run inside ``store.write``/``store
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from receiver.audit import AuditEntry, record_audit
+from receiver.store import Connection
 
 __all__ = ["RuntimeSwitch", "runtime_kill_switch", "set_runtime_kill_switch"]
 
@@ -31,7 +31,7 @@ class RuntimeSwitch:
     changed_at: float
 
 
-def runtime_kill_switch(conn: sqlite3.Connection) -> RuntimeSwitch | None:
+def runtime_kill_switch(conn: Connection) -> RuntimeSwitch | None:
     """The runtime kill switch; ``None`` if nobody ever flipped it (off)."""
     row = conn.execute(
         "SELECT is_on, changed_by, changed_from, changed_at FROM runtime_switches WHERE name = ?",
@@ -43,7 +43,7 @@ def runtime_kill_switch(conn: sqlite3.Connection) -> RuntimeSwitch | None:
 
 
 def set_runtime_kill_switch(
-    conn: sqlite3.Connection, *, on: bool, actor: str, origin: str, at: float
+    conn: Connection, *, on: bool, actor: str, origin: str, at: float
 ) -> bool:
     """Switch the runtime kill switch ``on`` or off and audit it; ``False`` (and nothing
     written) if it already was so."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -48,7 +47,7 @@ from receiver.remediation.kill_switch import runtime_kill_switch
 from receiver.remediation.outcome import EVENT_REASONS, ActionOutcome, Status
 from receiver.remediation.plan import PlannedAction, plan
 from receiver.runbook import ErrorClass, Verdict
-from receiver.store import Store, now
+from receiver.store import Connection, Store, now
 from receiver.wording import quoted
 
 __all__ = ["Remediator"]
@@ -995,7 +994,7 @@ class Remediator:
         """Timeline, log, metric and Kubernetes Event for one outcome."""
         data = outcome.as_dict()
 
-        def write(c: sqlite3.Connection) -> ResponseTime | None:
+        def write(c: Connection) -> ResponseTime | None:
             add_timeline(c, incident_id, "remediation", outcome.summary, data, at=outcome.at)
             if outcome.status != "applied":
                 return None

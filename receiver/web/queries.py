@@ -9,7 +9,6 @@ runs inside ``store.read``.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from receiver.incidents import get_incident
 from receiver.notify.outbox import list_messages, queue_depth
 from receiver.remediation.journal import JournalEntry
 from receiver.remediation.kill_switch import RuntimeSwitch, runtime_kill_switch
+from receiver.store import Connection
 
 __all__ = [
     "IncidentDetail",
@@ -76,7 +76,7 @@ _LIST = (
 
 
 def incident_rows(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     status: str | None = None,
     severity: str | None = None,
@@ -96,7 +96,7 @@ def incident_rows(
     return [IncidentRow(*tuple(r)) for r in rows]
 
 
-def _journal(conn: sqlite3.Connection, incident_id: str) -> list[JournalEntry]:
+def _journal(conn: Connection, incident_id: str) -> list[JournalEntry]:
     rows = conn.execute(
         "SELECT id, incident_id, action, kind, target, state, before, after, reason"
         " FROM remediation_actions WHERE incident_id = ? ORDER BY id",
@@ -118,7 +118,7 @@ def _journal(conn: sqlite3.Connection, incident_id: str) -> list[JournalEntry]:
     ]
 
 
-def incident_detail(conn: sqlite3.Connection, incident_id: str) -> IncidentDetail | None:
+def incident_detail(conn: Connection, incident_id: str) -> IncidentDetail | None:
     """The incident with its alerts, timeline, journal, notifications and bundles."""
     incident = get_incident(conn, incident_id)
     if incident is None:
@@ -133,7 +133,7 @@ def incident_detail(conn: sqlite3.Connection, incident_id: str) -> IncidentDetai
     )
 
 
-def operations(conn: sqlite3.Connection) -> Operations:
+def operations(conn: Connection) -> Operations:
     return Operations(
         runtime_switch=runtime_kill_switch(conn),
         backlog=queue_depth(conn),

@@ -1,4 +1,4 @@
-"""The store: durable state behind one small interface, SQLite by default.
+"""The SQLite store: the embedded default, one replica with its database file on its volume.
 
 Why a writer thread with group commit: sqlite3 calls block, so they must stay off the event
 loop, and SQLite allows one writer at a time anyway. Every write is a function run on the
@@ -34,7 +34,6 @@ import contextlib
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,8 +42,15 @@ from typing import Any, TypeVar
 import structlog
 
 from receiver.config import StoreSettings
+from receiver.store.base import (
+    Connection,
+    Store,
+    StoreNotReadable,
+    StoreUnavailable,
+    nothing,
+)
 
-__all__ = ["MIGRATIONS", "Store", "StoreNotReadable", "StoreUnavailable"]
+__all__ = ["MIGRATIONS", "SqliteStore"]
 
 T = TypeVar("T")
 logger = structlog.get_logger(__name__)
@@ -300,19 +306,11 @@ MIGRATIONS: list[str] = [
 ]
 
 
-class StoreUnavailable(Exception):
-    """The store could not complete an operation (disk full, locked, closed): transient."""
-
-
-class StoreNotReadable(Exception):
-    """No database to read: none at the path, or one at another schema version."""
-
-
 class _JobFailed(Exception):
     """A job raised in a batch run without savepoints; the batch is run again isolated."""
 
 
-_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+_Job = tuple[Callable[[Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 
 def _connect(
@@ -350,7 +348,7 @@ def _settle_all(outcomes: Sequence[tuple[asyncio.Future[Any], Any, BaseException
             fut.set_result(result)
 
 
-class Store:
+class SqliteStore(Store):
     """SQLite state: ``write`` runs a function in a committed transaction; ``read`` reads."""
 
     def __init__(self, settings: StoreSettings) -> None:
@@ -368,6 +366,10 @@ class Store:
     @property
     def path(self) -> Path:
         return self._settings.path
+
+    @property
+    def backend(self) -> str:
+        return "sqlite"
 
     @property
     def read_only(self) -> bool:
@@ -586,7 +588,7 @@ class Store:
                 outcomes.append((job, result, None))
         return outcomes
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` on the writer thread; return once its transaction is committed."""
         if self._read_only:
             raise StoreUnavailable("store is open read-only")
@@ -609,7 +611,7 @@ class Store:
             self._local.conn = conn
         return conn
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` against a read-only connection, off the event loop."""
         if self._readers is None:
             raise StoreUnavailable("store is not open")
@@ -629,7 +631,7 @@ class Store:
         if self._writer is None or not self._writer.is_alive():
             return False
         try:
-            await self.write(_nothing)
+            await self.write(nothing)
         except StoreUnavailable:
             return False
         return True
@@ -638,12 +640,3 @@ class Store:
 def _identity(path: Path) -> tuple[int, int]:
     stat = path.stat()
     return stat.st_dev, stat.st_ino
-
-
-def _nothing(conn: sqlite3.Connection) -> None:
-    """A write that changes nothing: commits an empty transaction."""
-
-
-def now() -> float:
-    """Wall-clock seconds; one place so tests and records agree on the clock."""
-    return time.time()

@@ -1,0 +1,27 @@
+"""The store: durable state behind one typed interface, SQLite by default, PostgreSQL shared.
+
+``Store(settings)`` opens the backend ``store.backend`` names (``receiver.store.base``); the
+domain's SQL lives in this package's modules, written once for both backends.
+"""
+
+from receiver.store.base import (
+    Connection,
+    Cursor,
+    Row,
+    Store,
+    StoreNotReadable,
+    StoreUnavailable,
+    now,
+)
+from receiver.store.sqlite import MIGRATIONS
+
+__all__ = [
+    "MIGRATIONS",
+    "Connection",
+    "Cursor",
+    "Row",
+    "Store",
+    "StoreNotReadable",
+    "StoreUnavailable",
+    "now",
+]

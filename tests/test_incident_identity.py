@@ -198,7 +198,7 @@ async def test_the_same_episode_reopened_is_a_second_incident(fresh_store: Store
         assert incident["status"] == "resolved"
         assert [a["fingerprint"] for a in incident["alerts"]] == ["a"]
         kinds = [t["kind"] for t in incident["timeline"]]
-        assert kinds == ["incident", "alert_firing", "alert_resolved", "incident"]
+        assert kinds == ["incident", "alert_firing", "alert_resolved", "incident", "mitigated"]
 
 
 @pytest.mark.asyncio

@@ -556,8 +556,9 @@ def get_incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any] |
 # -- retention ------------------------------------------------------------------------------
 
 # The tables whose rows belong to one incident, emptied before the incident's own row (the
-# first four refer to it with a foreign key).
+# first four and approvals refer to it with a foreign key).
 _INCIDENT_TABLES = (
+    "approvals",
     "alerts",
     "timeline",
     "incident_events",

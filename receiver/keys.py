@@ -7,11 +7,12 @@ from aiohttp import web
 from receiver.config import Settings
 from receiver.metrics import Metrics
 from receiver.notify import OutboxWorker
+from receiver.responder import IncidentResponder
 from receiver.spool import Spool
 from receiver.store import Store
 from receiver.worker import Worker
 
-__all__ = ["METRICS", "OUTBOX", "SETTINGS", "SPOOL", "STORE", "WORKER"]
+__all__ = ["METRICS", "OUTBOX", "RESPONDER", "SETTINGS", "SPOOL", "STORE", "WORKER"]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -19,3 +20,5 @@ METRICS = web.AppKey("metrics", Metrics)
 WORKER = web.AppKey("worker", Worker)
 SPOOL = web.AppKey("spool", Spool)
 OUTBOX = web.AppKey("outbox", OutboxWorker)
+# The full responder, where the application built it (approvals are decided through it).
+RESPONDER = web.AppKey("responder", IncidentResponder)

@@ -8,7 +8,19 @@ from typing import Any, Literal
 
 __all__ = ["ActionOutcome", "Status"]
 
-Status = Literal["applied", "dry_run", "skipped", "failed", "escalated", "reverted"]
+# ``awaiting_approval``: the guards let it through, and it waits for a person; ``approved``
+# and ``denied``: what that person decided (an approved action's own outcome follows).
+Status = Literal[
+    "applied",
+    "dry_run",
+    "skipped",
+    "failed",
+    "escalated",
+    "reverted",
+    "awaiting_approval",
+    "approved",
+    "denied",
+]
 
 # The Kubernetes Event reason for each status (CamelCase, as Event reasons are written).
 EVENT_REASONS: dict[str, str] = {
@@ -18,6 +30,9 @@ EVENT_REASONS: dict[str, str] = {
     "failed": "RemediationFailed",
     "escalated": "RemediationEscalated",
     "reverted": "RemediationReverted",
+    "awaiting_approval": "RemediationAwaitingApproval",
+    "approved": "RemediationApproved",
+    "denied": "RemediationDenied",
 }
 
 
@@ -44,7 +59,7 @@ class ActionOutcome:
 
     @property
     def needs_a_person(self) -> bool:
-        return self.status in ("failed", "escalated")
+        return self.status in ("failed", "escalated", "awaiting_approval")
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -61,7 +61,8 @@ from receiver.notify import IncidentSnapshot, Notifier, prometheus_urls
 from receiver.notify.outbox import list_messages
 from receiver.redaction import Redactor
 from receiver.remediation import Remediator
-from receiver.remediation.approval import Approval, Decision
+from receiver.remediation.approval import Approval
+from receiver.remediation.approval import Decision as ApprovalDecision
 from receiver.runbook import ErrorClass, Severity, Verdict
 from receiver.store import Store
 from receiver.triage import acknowledge_by, assess
@@ -132,7 +133,7 @@ class Remediation(Protocol):
     async def revert(self, *, incident_id: str) -> Sequence[object]: ...
 
     async def decide(
-        self, approval_id: str, *, decision: Decision, by: str, via: str, origin: str
+        self, approval_id: str, *, decision: ApprovalDecision, by: str, via: str, origin: str
     ) -> Approval | None: ...
 
     async def apply_approved(self, decided: Approval) -> object: ...
@@ -188,6 +189,7 @@ def action_notice(outcome: Mapping[str, Any]) -> dict[str, Any] | None:
     ident = _digest(name, status, reason, before, after)
     return {
         "id": ident,
+        "approval_id": outcome.get("approval_id"),
         "name": name,
         "outcome": status,
         "target": str(outcome.get("target") or ""),
@@ -484,7 +486,7 @@ class IncidentResponder:
     # -- approvals --------------------------------------------------------------------------
 
     async def decide_approval(
-        self, approval_id: str, *, decision: Decision, by: str, via: str, origin: str
+        self, approval_id: str, *, decision: ApprovalDecision, by: str, via: str, origin: str
     ) -> Approval | None:
         """A person approved or denied an action: record it (once, whoever was first) and tell
         people; an approved action is then applied in the background. ``None``: it was decided

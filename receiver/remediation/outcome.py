@@ -56,6 +56,8 @@ class ActionOutcome:
     at: float = 0.0
     transient: bool = False
     verified: bool = False
+    # The approval this outcome waits for (``awaiting_approval``): what Approve/Deny carry.
+    approval_id: str | None = None
 
     @property
     def needs_a_person(self) -> bool:
@@ -70,6 +72,7 @@ class ActionOutcome:
             "before": self.before,
             "after": self.after,
             "verified": self.verified,
+            **({"approval_id": self.approval_id} if self.approval_id else {}),
             "at": datetime.fromtimestamp(self.at, UTC).isoformat().replace("+00:00", "Z"),
         }
 

@@ -391,13 +391,14 @@ class Remediator:
         if found.state == "approved":
             return None
         if found.state == "awaiting":
-            return self._outcome(
+            waiting = self._outcome(
                 action.name,
                 target,
                 "awaiting_approval",
                 f"awaiting approval until {_when(found.expires_at)}: approve or deny it on "
                 "the incident page",
             )
+            return dataclasses.replace(waiting, approval_id=found.id)
         if found.state == "denied":
             return self._outcome(
                 action.name,

@@ -16,7 +16,7 @@ import jinja2
 from aiohttp import web
 
 from receiver.config import Settings
-from receiver.web import pages
+from receiver.web import pages, slack
 from receiver.web.access import Access
 from receiver.web.keys import ACCESS
 
@@ -68,4 +68,6 @@ ROUTES = (
     web.get("/incidents/{id}/evidence/{phase}", pages.evidence),
     web.get("/operations", pages.operations),
     web.post("/operations/kill-switch", pages.kill_switch),
+    web.post("/incidents/{id}/approvals/{approval}", pages.decide_approval),
+    web.post("/slack/interactions", slack.interactions),
 )

@@ -78,6 +78,4 @@ def plan(
                 f"label {select_label}={quoted(name[:60])} names no applicable configured action"
             )
         chosen = [e for e in chosen if e.name in wanted]
-    return Plan(
-        actions=[planned(e) for e in chosen], notes=notes
-    )
+    return Plan(actions=[planned(e) for e in chosen], notes=notes)

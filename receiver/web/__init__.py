@@ -58,6 +58,7 @@ def setup(app: web.Application, settings: Settings) -> None:
         )
 
     app.cleanup_ctx.append(credentials)
+    slack.setup(app)
     app.router.add_get("/static/{name}", serve_static)
 
 

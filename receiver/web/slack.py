@@ -30,12 +30,26 @@ from receiver.keys import RESPONDER, SETTINGS
 from receiver.remediation.approval import Approval
 from receiver.store import StoreUnavailable
 
-__all__ = ["REPLAY_WINDOW_SECONDS", "interactions", "signature", "signature_valid"]
+__all__ = ["REPLAY_WINDOW_SECONDS", "interactions", "setup", "signature", "signature_valid"]
 
 logger = structlog.get_logger(__name__)
 
 REPLAY_WINDOW_SECONDS = 300
-_UPDATES = web.AppKey("slack_message_updates", set[asyncio.Task[None]])
+_UPDATES: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("slack_message_updates")
+
+
+def setup(app: web.Application) -> None:
+    """Where message updates under way are kept; cancelled when the application stops."""
+    updates: set[asyncio.Task[None]] = set()
+    app[_UPDATES] = updates
+
+    async def stop(app: web.Application) -> None:
+        running = list(updates)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    app.on_cleanup.append(stop)
 
 
 def signature(secret: bytes, *, timestamp: str, body: bytes) -> str:
@@ -141,7 +155,7 @@ def _outcome_text(decided: Approval | None, decision: str, user: str) -> str:
 
 def _update_later(app: web.Application, url: str, text: str) -> None:
     """Replace the message's buttons with the outcome, off the request (Slack's 3 seconds)."""
-    updates = app.setdefault(_UPDATES, set())
+    updates = app[_UPDATES]
 
     async def update() -> None:
         try:

@@ -28,7 +28,16 @@ from receiver.evidence import EvidenceCollector
 from receiver.evidence_api import EVIDENCE
 from receiver.health import HealthReader
 from receiver.incidents import IncidentEvent, recent_dedup_keys
-from receiver.keys import METRICS, OUTBOX, RESPONSE_TIMES, SETTINGS, SPOOL, STORE, WORKER
+from receiver.keys import (
+    METRICS,
+    OUTBOX,
+    RESPONDER,
+    RESPONSE_TIMES,
+    SETTINGS,
+    SPOOL,
+    STORE,
+    WORKER,
+)
 from receiver.kube.client import ClusterAccess, open_cluster
 from receiver.kube.workload import IntegrationWorkload
 from receiver.logs import debug_enabled
@@ -114,6 +123,8 @@ async def open_responder(
         metrics=app[METRICS],
         redactor=redactor,
     )
+    stack.push_async_callback(responder.stop_approvals)
+    app[RESPONDER] = responder
     checks = RevertChecks(responder, interval_seconds=settings.responder.revert_check_seconds)
     checks.start()
     stack.push_async_callback(checks.stop)

@@ -42,6 +42,7 @@ from receiver.wording import quoted
 
 __all__ = [
     "ActionKind",
+    "ApprovalMode",
     "ClassRule",
     "ConfigError",
     "EvidenceLogsSettings",
@@ -637,6 +638,10 @@ class RemediationTarget(_Group):
 
 
 ActionKind = Literal["set_env", "restart_if_key_rotated", "copy_api_key", "escalate_infrastructure"]
+ApprovalMode = Literal["required", "none"]
+# Actions that restart the integration or replace its key wait for a person unless configured
+# otherwise; the env toggles (and the escalation, which changes nothing) do not.
+APPROVAL_BY_DEFAULT: frozenset[str] = frozenset({"restart_if_key_rotated", "copy_api_key"})
 
 
 class RunbookActionSettings(_Group):
@@ -653,6 +658,21 @@ class RunbookActionSettings(_Group):
     env: str | None = Field(default=None, description="Variable to set (set_env).")
     value: str | None = Field(default=None, description="Value to set (set_env).")
     enabled: bool = Field(default=True, description="Off: the entry is never planned.")
+    approval: ApprovalMode | None = Field(
+        default=None,
+        description=(
+            "'required': the action waits for a person to approve it (page, Slack); 'none': it "
+            "runs under its guards alone. Unset: required for restart_if_key_rotated and "
+            "copy_api_key, none for the rest."
+        ),
+    )
+
+    @property
+    def approval_required(self) -> bool:
+        """Whether the action waits for a person (``approval``, or its kind's default)."""
+        if self.approval is None:
+            return self.kind in APPROVAL_BY_DEFAULT
+        return self.approval == "required"
 
     @model_validator(mode="after")
     def _shape(self) -> RunbookActionSettings:
@@ -770,6 +790,14 @@ class RemediationSettings(_Group):
     )
     budget_per_incident: int = Field(
         default=3, ge=0, description="Most actions applied for one incident."
+    )
+    approval_timeout_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description=(
+            "How long an action waits for approval; then it is marked expired and escalated "
+            "(a page and a Slack message: do it by hand)."
+        ),
     )
     revert_hold_down_seconds: float = Field(
         default=600.0, ge=0, description="Wait after resolve before changes are reverted."
@@ -1338,6 +1366,14 @@ class SlackSettings(_Group):
     )
     next_update_minutes: int = Field(
         default=30, ge=1, description="'Next update' is this many minutes after each message."
+    )
+    signing_secret: SecretSource | None = Field(
+        default=None,
+        description=(
+            "The Slack app's signing secret: with it, approval messages carry Approve/Deny "
+            "buttons, and their clicks (POST /slack/interactions) are checked against it. "
+            "Unset: no buttons, approvals from the incident page only."
+        ),
     )
     timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout.")
 

@@ -870,8 +870,9 @@ def get_incident(conn: Connection, incident_id: str) -> dict[str, Any] | None:
 # -- retention ------------------------------------------------------------------------------
 
 # The tables whose rows belong to one incident, emptied before the incident's own row (the
-# first four and the PagerDuty ones refer to it with a foreign key).
+# first four, the PagerDuty ones and approvals refer to it with a foreign key).
 _INCIDENT_TABLES = (
+    "approvals",
     "alerts",
     "timeline",
     "incident_events",

@@ -7,12 +7,22 @@ from aiohttp import web
 from receiver.config import Settings
 from receiver.metrics import Metrics
 from receiver.notify import OutboxWorker
+from receiver.responder import IncidentResponder
 from receiver.response_times import ResponseTimes
 from receiver.spool import Spool
 from receiver.store import Store
 from receiver.worker import Worker
 
-__all__ = ["METRICS", "OUTBOX", "RESPONSE_TIMES", "SETTINGS", "SPOOL", "STORE", "WORKER"]
+__all__ = [
+    "METRICS",
+    "OUTBOX",
+    "RESPONDER",
+    "RESPONSE_TIMES",
+    "SETTINGS",
+    "SPOOL",
+    "STORE",
+    "WORKER",
+]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -21,3 +31,5 @@ WORKER = web.AppKey("worker", Worker)
 SPOOL = web.AppKey("spool", Spool)
 OUTBOX = web.AppKey("outbox", OutboxWorker)
 RESPONSE_TIMES = web.AppKey("response_times", ResponseTimes)
+# The full responder, where the application built it (approvals are decided through it).
+RESPONDER = web.AppKey("responder", IncidentResponder)

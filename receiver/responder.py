@@ -61,6 +61,8 @@ from receiver.notify import IncidentSnapshot, Notifier, prometheus_urls
 from receiver.notify.outbox import list_messages
 from receiver.redaction import Redactor
 from receiver.remediation import Remediator
+from receiver.remediation.approval import Approval
+from receiver.remediation.approval import Decision as ApprovalDecision
 from receiver.runbook import ErrorClass, Severity, Verdict
 from receiver.store import Store
 from receiver.triage import acknowledge_by, assess
@@ -89,7 +91,19 @@ REMEDIATION_ENTRY = "remediation"
 # A skip saying the journal already has the action for this incident is a repeat (an event
 # handled again, or alerts changing while the action is in place), not news for people.
 REPEAT_SKIP_PREFIX = "already handled"
-NOTIFIED_OUTCOMES = frozenset({"applied", "dry_run", "skipped", "failed", "escalated", "reverted"})
+NOTIFIED_OUTCOMES = frozenset(
+    {
+        "applied",
+        "dry_run",
+        "skipped",
+        "failed",
+        "escalated",
+        "reverted",
+        "awaiting_approval",
+        "approved",
+        "denied",
+    }
+)
 # A severity for an incident that has not been triaged (its triage failed every attempt).
 UNTRIAGED_SEVERITY = Severity.P3
 # The timeline entry saying automatic triage failed and a minimal alert paged people.
@@ -117,6 +131,14 @@ class Remediation(Protocol):
     async def due_reverts(self) -> list[str]: ...
 
     async def revert(self, *, incident_id: str) -> Sequence[object]: ...
+
+    async def decide(
+        self, approval_id: str, *, decision: ApprovalDecision, by: str, via: str, origin: str
+    ) -> Approval | None: ...
+
+    async def apply_approved(self, decided: Approval) -> object: ...
+
+    async def expire_due(self) -> list[str]: ...
 
 
 class EvidenceSink(Protocol):
@@ -167,6 +189,7 @@ def action_notice(outcome: Mapping[str, Any]) -> dict[str, Any] | None:
     ident = _digest(name, status, reason, before, after)
     return {
         "id": ident,
+        "approval_id": outcome.get("approval_id"),
         "name": name,
         "outcome": status,
         "target": str(outcome.get("target") or ""),
@@ -295,6 +318,9 @@ class IncidentResponder:
         self._notifier = notifier
         self._evidence = evidence
         self._metrics = metrics
+        # Approved actions being applied, off the request that approved them (Slack expects
+        # an answer within 3 seconds; a rollout takes minutes): finished or cancelled on stop.
+        self._applying: set[asyncio.Task[None]] = set()
 
     async def handle(self, event: IncidentEvent) -> None:
         """Respond to one incident event; safe to call again for the same event.
@@ -458,6 +484,55 @@ class IncidentResponder:
             handled += 1
         return handled
 
+    # -- approvals --------------------------------------------------------------------------
+
+    async def decide_approval(
+        self, approval_id: str, *, decision: ApprovalDecision, by: str, via: str, origin: str
+    ) -> Approval | None:
+        """A person approved or denied an action: record it (once, whoever was first) and tell
+        people; an approved action is then applied in the background. ``None``: it was decided
+        before, or there is no remediation here."""
+        if self._remediation is None:
+            return None
+        decided = await self._remediation.decide(
+            approval_id, decision=decision, by=by, via=via, origin=origin
+        )
+        if decided is None:
+            return None
+        await self._announce_actions(decided.incident_id)
+        if decided.state == "approved":
+            task = asyncio.create_task(self._apply(decided), name=f"approved-{decided.id}")
+            self._applying.add(task)
+            task.add_done_callback(self._applying.discard)
+        return decided
+
+    async def _apply(self, decided: Approval) -> None:
+        log = logger.bind(incident_id=decided.incident_id, action=decided.action)
+        assert self._remediation is not None
+        try:
+            await self._remediation.apply_approved(decided)
+            await self._announce_actions(decided.incident_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Approved stays approved: the next remediation of the incident applies it.
+            log.exception("applying an approved action failed")
+
+    async def expire_approvals(self) -> int:
+        """Expire and escalate the approvals nobody decided in time; how many incidents."""
+        if self._remediation is None:
+            return 0
+        incidents = await self._remediation.expire_due()
+        for incident_id in dict.fromkeys(incidents):
+            await self._announce_actions(incident_id)
+        return len(incidents)
+
+    async def stop_approvals(self) -> None:
+        """Let approved actions under way finish their journal writes, or cancel them."""
+        for task in list(self._applying):
+            task.cancel()
+        await asyncio.gather(*self._applying, return_exceptions=True)
+
     # -- helpers ----------------------------------------------------------------------------
 
     async def _incident(self, incident_id: str) -> dict[str, Any] | None:
@@ -504,7 +579,8 @@ class IncidentResponder:
 
 
 class RevertChecks:
-    """Asks the responder, every ``interval_seconds``, to revert what is due."""
+    """Asks the responder, every ``interval_seconds``, to revert what is due and to expire
+    the approvals nobody decided in time."""
 
     def __init__(self, responder: IncidentResponder, *, interval_seconds: float) -> None:
         self._responder = responder
@@ -529,6 +605,12 @@ class RevertChecks:
                 raise
             except Exception:
                 logger.exception("revert check failed")
+            try:
+                await self._responder.expire_approvals()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("approval expiry check failed")
             await asyncio.sleep(self._interval)
 
 

@@ -65,6 +65,10 @@ async def make(store: Store, kube: KubeConnection) -> Make:
         **overrides: Any,
     ) -> Remediator:
         settings = remediation_settings(**overrides)
+        # These tests are about what each action does: none waits for a person here
+        # (approvals: tests/test_approvals.py).
+        unattended = [a.model_copy(update={"approval": "none"}) for a in settings.actions]
+        settings = settings.model_copy(update={"actions": unattended})
         workload = IntegrationWorkload(kube, target=settings.target) if cluster else None
         kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
         return Remediator(

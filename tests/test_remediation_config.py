@@ -85,3 +85,46 @@ def test_config_error_names_the_field(tmp_path: Path, monkeypatch: pytest.Monkey
     )
     with pytest.raises(ConfigError, match=r"remediation\.budget_per_incident"):
         load_settings(path)
+
+
+def test_restarts_and_key_copies_wait_for_approval_by_default_env_toggles_do_not() -> None:
+    """Unset ``approval``: required for restart_if_key_rotated and copy_api_key only; an
+    explicit setting wins either way."""
+    settings = RemediationSettings.model_validate(
+        {
+            "target": {"source_secret": "next"},
+            "actions": [
+                {
+                    "name": "queue",
+                    "kind": "set_env",
+                    "error_classes": ["rate_limited"],
+                    "env": "RATE_LIMIT_MODE",
+                    "value": "queue",
+                },
+                {"name": "restart", "kind": "restart_if_key_rotated", "error_classes": ["auth"]},
+                {"name": "copy", "kind": "copy_api_key", "error_classes": ["auth"]},
+                {
+                    "name": "copy_unattended",
+                    "kind": "copy_api_key",
+                    "error_classes": ["auth"],
+                    "approval": "none",
+                },
+                {
+                    "name": "queue_asked",
+                    "kind": "set_env",
+                    "error_classes": ["rate_limited"],
+                    "env": "RATE_LIMIT_MODE",
+                    "value": "queue",
+                    "approval": "required",
+                },
+            ],
+        }
+    )
+    assert {a.name: a.approval_required for a in settings.actions} == {
+        "queue": False,
+        "restart": True,
+        "copy": True,
+        "copy_unattended": False,
+        "queue_asked": True,
+    }
+    assert settings.approval_timeout_seconds == 900

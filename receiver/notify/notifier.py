@@ -52,7 +52,10 @@ from receiver.store import Connection, Store
 
 __all__ = ["Notifier"]
 
-CHANGE_OUTCOMES = {"applied", "reverted"}
+# A decision on an approval is a change people make: PagerDuty's change events show it too.
+CHANGE_OUTCOMES = {"applied", "reverted", "approved", "denied"}
+# How an expired approval's escalation begins (``Remediator.expire_due``).
+APPROVAL_EXPIRED = "approval expired"
 TRIGGER = "pagerduty.trigger"
 # The event id of the minimal page sent when automatic triage fails: one per incident.
 TRIAGE_FAILED_EVENT = "triage-failed"
@@ -148,7 +151,18 @@ class Notifier:
             and pd.acknowledge_on_action
         ):
             drafts.append(self._pagerduty(snapshot, "acknowledge", "acknowledge"))
-        drafts.append(self._slack(snapshot, event, current_action=action_summary(action)))
+        if outcome == "escalated" and str(action.get("detail", "")).startswith(APPROVAL_EXPIRED):
+            # Nobody decided in time: page again, saying what is to be done by hand.
+            drafts.append(self._pagerduty(snapshot, event, "trigger"))
+        approval_id = action.get("approval_id") if outcome == "awaiting_approval" else None
+        drafts.append(
+            self._slack(
+                snapshot,
+                event,
+                current_action=action_summary(action),
+                approval_id=str(approval_id) if approval_id else None,
+            )
+        )
         return await self._store_drafts(snapshot, drafts, self._statuspage(snapshot, event))
 
     async def incident_resolved(
@@ -278,6 +292,7 @@ class Notifier:
         *,
         current_action: str | None = None,
         opening: bool = False,
+        approval_id: str | None = None,
     ) -> Draft:
         destination = self._where("slack")
         kind = "slack.message"
@@ -288,6 +303,7 @@ class Notifier:
             incident_url=pagerduty.incident_url(self._public_url, snapshot.id),
             current_action=current_action,
             opening=opening,
+            approval_id=approval_id,
         )
         return Draft(
             destination,

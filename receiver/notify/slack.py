@@ -93,9 +93,12 @@ def incident_message(
     incident_url: str,
     current_action: str | None = None,
     opening: bool = False,
+    approval_id: str | None = None,
 ) -> dict[str, Any]:
     """The internal message for the incident as it is now; ``opening`` pings the configured
-    ``mentions`` too."""
+    ``mentions`` too. ``approval_id``: an action awaits approval, and with a signing secret
+    configured (the clicks come back to ``/slack/interactions``) the message carries
+    Approve/Deny buttons whose value is that id."""
     commander = settings.incident_commander if settings else None
     mentions = settings.mentions if settings and opening else ()
     minutes = settings.next_update_minutes if settings else DEFAULTS["next_update_minutes"].default
@@ -134,9 +137,34 @@ def incident_message(
     title_limit = min(MAX_TITLE, spare // 4)
     action_limit = min(MAX_ACTION, spare - title_limit)
     text = render(_shown(current_action, action_limit), _shown(snapshot.title, title_limit))
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    if approval_id is not None and settings is not None and settings.signing_secret is not None:
+        blocks.append(approval_buttons(approval_id))
+    return {"text": text, "blocks": blocks}
+
+
+def approval_buttons(approval_id: str) -> dict[str, Any]:
+    """Block Kit Approve/Deny buttons for one approval (their clicks are checked by
+    ``receiver.web.slack``)."""
     return {
-        "text": text,
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+        "type": "actions",
+        "block_id": "approval",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": "approve",
+                "style": "primary",
+                "text": {"type": "plain_text", "text": "Approve"},
+                "value": approval_id,
+            },
+            {
+                "type": "button",
+                "action_id": "deny",
+                "style": "danger",
+                "text": {"type": "plain_text", "text": "Deny"},
+                "value": approval_id,
+            },
+        ],
     }
 
 

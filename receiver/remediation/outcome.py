@@ -8,7 +8,19 @@ from typing import Any, Literal
 
 __all__ = ["ActionOutcome", "Status"]
 
-Status = Literal["applied", "dry_run", "skipped", "failed", "escalated", "reverted"]
+# ``awaiting_approval``: the guards let it through, and it waits for a person; ``approved``
+# and ``denied``: what that person decided (an approved action's own outcome follows).
+Status = Literal[
+    "applied",
+    "dry_run",
+    "skipped",
+    "failed",
+    "escalated",
+    "reverted",
+    "awaiting_approval",
+    "approved",
+    "denied",
+]
 
 # The Kubernetes Event reason for each status (CamelCase, as Event reasons are written).
 EVENT_REASONS: dict[str, str] = {
@@ -18,6 +30,9 @@ EVENT_REASONS: dict[str, str] = {
     "failed": "RemediationFailed",
     "escalated": "RemediationEscalated",
     "reverted": "RemediationReverted",
+    "awaiting_approval": "RemediationAwaitingApproval",
+    "approved": "RemediationApproved",
+    "denied": "RemediationDenied",
 }
 
 
@@ -41,10 +56,12 @@ class ActionOutcome:
     at: float = 0.0
     transient: bool = False
     verified: bool = False
+    # The approval this outcome waits for (``awaiting_approval``): what Approve/Deny carry.
+    approval_id: str | None = None
 
     @property
     def needs_a_person(self) -> bool:
-        return self.status in ("failed", "escalated")
+        return self.status in ("failed", "escalated", "awaiting_approval")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +72,7 @@ class ActionOutcome:
             "before": self.before,
             "after": self.after,
             "verified": self.verified,
+            **({"approval_id": self.approval_id} if self.approval_id else {}),
             "at": datetime.fromtimestamp(self.at, UTC).isoformat().replace("+00:00", "Z"),
         }
 

@@ -15,7 +15,7 @@ from receiver.config import ActionKind, RunbookActionSettings
 from receiver.runbook import ErrorClass, Verdict
 from receiver.wording import quoted
 
-__all__ = ["Plan", "PlannedAction", "plan"]
+__all__ = ["Plan", "PlannedAction", "plan", "planned"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class PlannedAction:
     kind: ActionKind
     env: str | None = None
     value: str | None = None
+    # Waits for a person before it changes anything (``approval: required``).
+    approval_required: bool = False
 
     @property
     def mutates(self) -> bool:
@@ -40,6 +42,13 @@ class PlannedAction:
 class Plan:
     actions: list[PlannedAction]
     notes: list[str] = field(default_factory=list)  # why label selections were ignored
+
+
+def planned(entry: RunbookActionSettings) -> PlannedAction:
+    """The planned action of one configured entry."""
+    return PlannedAction(
+        entry.name, entry.kind, entry.env, entry.value, approval_required=entry.approval_required
+    )
 
 
 def _applies(entry: RunbookActionSettings, error_class: str | None, verdict: str | None) -> bool:
@@ -69,6 +78,4 @@ def plan(
                 f"label {select_label}={quoted(name[:60])} names no applicable configured action"
             )
         chosen = [e for e in chosen if e.name in wanted]
-    return Plan(
-        actions=[PlannedAction(e.name, e.kind, e.env, e.value) for e in chosen], notes=notes
-    )
+    return Plan(actions=[planned(e) for e in chosen], notes=notes)

@@ -19,6 +19,12 @@ journal so they survive restarts; the worker asks ``due_reverts()`` and calls ``
 A revert sets a variable back only if it still holds what we set: a value someone changed
 since is left alone.
 
+An action with ``approval: required`` (:mod:`receiver.remediation.approval`) stops after the
+guards that can be checked at once: it is recorded as awaiting approval. Approved
+(:meth:`Remediator.decide`, then :meth:`Remediator.apply_approved`), it runs through the same
+path with every guard checked again, and the incident must still be open; denied, nothing is
+applied; not decided in time, it expires (:meth:`Remediator.expire_due`) and escalates.
+
 With no cluster configured (``kubernetes.mode: none``) nothing is changed: outcomes say what
 would have been done (dry-run) or that there is no cluster to act on.
 """
@@ -36,16 +42,16 @@ from typing import Any
 import structlog
 
 from receiver.config import RemediationSettings
-from receiver.incidents import ResponseTime, add_timeline, record_mitigation
+from receiver.incidents import ResponseTime, add_timeline, get_incident, record_mitigation
 from receiver.kube.deployments import DeploymentState, EnvValue
 from receiver.kube.errors import KubeConflict, KubeError, KubeForbidden, KubeUnavailable
 from receiver.kube.workload import IntegrationWorkload
 from receiver.metrics import Metrics
 from receiver.prometheus import PrometheusClient, PrometheusError
-from receiver.remediation import claim, guards, journal
+from receiver.remediation import approval, claim, guards, journal
 from receiver.remediation.kill_switch import runtime_kill_switch
 from receiver.remediation.outcome import EVENT_REASONS, ActionOutcome, Status
-from receiver.remediation.plan import PlannedAction, plan
+from receiver.remediation.plan import PlannedAction, plan, planned
 from receiver.runbook import ErrorClass, Verdict
 from receiver.store import Connection, Store, now
 from receiver.wording import quoted
@@ -88,6 +94,10 @@ def _env_from(data: Mapping[str, Any] | None) -> EnvValue:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class Remediator:
@@ -289,7 +299,12 @@ class Remediator:
         return self._outcome(action, target, "failed", str(e))
 
     async def _run(
-        self, incident_id: str, action: PlannedAction, verdict: Verdict | str | None
+        self,
+        incident_id: str,
+        action: PlannedAction,
+        verdict: Verdict | str | None,
+        *,
+        approved: bool = False,
     ) -> ActionOutcome | _Change:
         """Decide and, if so decided, make the change; called holding the target's lock."""
         target = self._target(action)
@@ -331,6 +346,11 @@ class Remediator:
             refusal = await self._change_refused(incident_id, action, target, facts)
         if refusal is not None:
             return self._outcome(action.name, target, "skipped", refusal)
+        # A dry run changes nothing: there is nothing for a person to approve.
+        if action.approval_required and not approved and not self._settings.dry_run:
+            waiting = await self._await_approval(incident_id, action, target)
+            if waiting is not None:
+                return waiting
 
         if self._workload is None:
             if self._settings.dry_run:
@@ -348,6 +368,141 @@ class Remediator:
         if action.kind == "restart_if_key_rotated":
             return await self._restart_if_key_rotated(incident_id, action, target, facts)
         return await self._copy_api_key(incident_id, action, target, facts)
+
+    # -- approvals --------------------------------------------------------------------------
+
+    async def _await_approval(
+        self, incident_id: str, action: PlannedAction, target: str
+    ) -> ActionOutcome | None:
+        """Request (or find) the person's approval; the outcome to record while there is no
+        go-ahead, ``None`` once approved (an approved run that was interrupted goes on)."""
+        at = self._clock()
+        expires = at + self._settings.approval_timeout_seconds
+        found, _ = await self._store.write(
+            lambda c: approval.request(
+                c,
+                incident_id=incident_id,
+                action=action.name,
+                target=target,
+                at=at,
+                expires_at=expires,
+            )
+        )
+        if found.state == "approved":
+            return None
+        if found.state == "awaiting":
+            waiting = self._outcome(
+                action.name,
+                target,
+                "awaiting_approval",
+                f"awaiting approval until {_when(found.expires_at)}: approve or deny it on "
+                "the incident page",
+            )
+            return dataclasses.replace(waiting, approval_id=found.id)
+        if found.state == "denied":
+            return self._outcome(
+                action.name,
+                target,
+                "skipped",
+                f"denied by {quoted(found.decided_by or 'someone')}: nothing applied",
+            )
+        return self._outcome(
+            action.name, target, "skipped", "its approval expired: to be done by hand"
+        )
+
+    async def decide(
+        self,
+        approval_id: str,
+        *,
+        decision: approval.Decision,
+        by: str,
+        via: str,
+        origin: str,
+    ) -> approval.Approval | None:
+        """Approve or deny an action awaiting approval, at most once whoever asks and however
+        often; ``None`` if it was decided (or expired) before. The decision goes on the
+        timeline, the audit log (same transaction), the log and a Kubernetes Event; an
+        approved action is then run by :meth:`apply_approved`."""
+        at = self._clock()
+        decided = await self._store.write(
+            lambda c: approval.decide(
+                c, approval_id, decision=decision, by=by, via=via, origin=origin, at=at
+            )
+        )
+        if decided is None:
+            return None
+        verb = "approved" if decision == "approved" else "denied: nothing applied"
+        logger.warning(
+            "audit",
+            action=f"{decision} {decided.action}",
+            actor=by,
+            origin=origin,
+            via=via,
+            incident_id=decided.incident_id,
+        )
+        await self._record(
+            decided.incident_id,
+            self._outcome(
+                decided.action, decided.target, decision, f"{verb} by {quoted(by)} from the {via}"
+            ),
+        )
+        return decided
+
+    async def apply_approved(self, decided: approval.Approval) -> ActionOutcome:
+        """Run an approved action through the normal path, every guard checked again (kill
+        switch, vendor incident, budget, cooldown, the Deployment) and the incident still open."""
+        incident_id = decided.incident_id
+        entry = next((a for a in self._settings.actions if a.name == decided.action), None)
+        incident = await self._store.read(lambda c: get_incident(c, incident_id))
+        if entry is None:
+            outcome = self._outcome(
+                decided.action, decided.target, "skipped", "approved, but no longer configured"
+            )
+        elif incident is None or incident.get("status") != "open":
+            outcome = self._outcome(
+                decided.action,
+                decided.target,
+                "skipped",
+                "approved, but the incident is already resolved: nothing applied",
+            )
+        else:
+            action = planned(entry)
+            verdict = (incident.get("decision") or {}).get("verdict")
+            target = self._target(action)
+            try:
+                async with self._lock(target):
+                    settled = await self._run(incident_id, action, verdict, approved=True)
+                outcome = await self._settled(settled)
+            except KubeError as e:
+                outcome = self._error_outcome(action.name, target, e)
+        await self._record(incident_id, outcome)
+        return outcome
+
+    async def expire_due(self) -> list[str]:
+        """Expire every approval nobody decided in time and escalate it (people are told to
+        do it by hand); the incidents concerned."""
+        at = self._clock()
+        due = await self._store.read(lambda c: approval.expired_due(c, at))
+        expired: list[str] = []
+        for waiting in due:
+            gone = await self._store.write(
+                lambda c, w=waiting: approval.expire(c, w.id, at=at)  # type: ignore[misc]
+            )
+            if gone is None:
+                continue  # decided meanwhile
+            minutes = self._settings.approval_timeout_seconds / 60
+            await self._record(
+                gone.incident_id,
+                self._outcome(
+                    gone.action,
+                    gone.target,
+                    "escalated",
+                    f"approval expired: do it by hand (nobody approved or denied it within "
+                    f"{minutes:g} minutes)",
+                ),
+            )
+            expired.append(gone.incident_id)
+        return expired
 
     async def _change_refused(
         self, incident_id: str, action: PlannedAction, target: str, facts: guards.Facts

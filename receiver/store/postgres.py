@@ -251,6 +251,24 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX pagerduty_incidents_incident ON pagerduty_incidents (incident_id);
     """,
+    # 4: SQLite's 10: runbook actions waiting for a person (approval: required).
+    """
+    CREATE TABLE approvals (
+        id TEXT PRIMARY KEY,
+        incident_id TEXT NOT NULL REFERENCES incidents (id),
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'awaiting'
+            CHECK (state IN ('awaiting', 'approved', 'denied', 'expired')),
+        requested_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        decided_at DOUBLE PRECISION,
+        decided_by TEXT,
+        decided_via TEXT,
+        UNIQUE (incident_id, action)
+    );
+    CREATE INDEX approvals_awaiting ON approvals (state, expires_at);
+    """,
 ]
 
 _VERSIONS_DDL = (

@@ -303,6 +303,26 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX pagerduty_incidents_incident ON pagerduty_incidents (incident_id);
     """,
+    # 10: runbook actions waiting for a person (approval: required): one row per incident and
+    # action; ``awaiting`` moves once, in one conditional update, to ``approved``, ``denied``
+    # or ``expired``, with who decided, when and from where.
+    """
+    CREATE TABLE approvals (
+        id TEXT PRIMARY KEY,
+        incident_id TEXT NOT NULL REFERENCES incidents (id),
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'awaiting'
+            CHECK (state IN ('awaiting', 'approved', 'denied', 'expired')),
+        requested_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        decided_at REAL,
+        decided_by TEXT,
+        decided_via TEXT,
+        UNIQUE (incident_id, action)
+    );
+    CREATE INDEX approvals_awaiting ON approvals (state, expires_at);
+    """,
 ]
 
 

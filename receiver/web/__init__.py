@@ -16,7 +16,7 @@ import jinja2
 from aiohttp import web
 
 from receiver.config import Settings
-from receiver.web import pages
+from receiver.web import pages, slack
 from receiver.web.access import Access
 from receiver.web.keys import ACCESS
 
@@ -58,6 +58,7 @@ def setup(app: web.Application, settings: Settings) -> None:
         )
 
     app.cleanup_ctx.append(credentials)
+    slack.setup(app)
     app.router.add_get("/static/{name}", serve_static)
 
 
@@ -68,4 +69,6 @@ ROUTES = (
     web.get("/incidents/{id}/evidence/{phase}", pages.evidence),
     web.get("/operations", pages.operations),
     web.post("/operations/kill-switch", pages.kill_switch),
+    web.post("/incidents/{id}/approvals/{approval}", pages.decide_approval),
+    web.post("/slack/interactions", slack.interactions),
 )

@@ -22,7 +22,8 @@ from markupsafe import Markup
 from receiver.audit import AuditEntry
 from receiver.evidence import IncidentNotFound
 from receiver.evidence_api import EVIDENCE
-from receiver.keys import OUTBOX, SETTINGS, STORE, WORKER
+from receiver.keys import OUTBOX, RESPONDER, SETTINGS, STORE, WORKER
+from receiver.remediation import approval
 from receiver.remediation.kill_switch import set_runtime_kill_switch
 from receiver.runbook import Severity
 from receiver.store import StoreUnavailable
@@ -30,7 +31,15 @@ from receiver.web import links, queries, views
 from receiver.web.access import Access, Viewer
 from receiver.web.keys import ACCESS
 
-__all__ = ["chart", "evidence", "incident", "incidents", "kill_switch", "operations"]
+__all__ = [
+    "chart",
+    "decide_approval",
+    "evidence",
+    "incident",
+    "incidents",
+    "kill_switch",
+    "operations",
+]
 
 logger = structlog.get_logger(__name__)
 
@@ -239,6 +248,7 @@ async def operations(request: web.Request) -> web.Response:
             "may_switch_off": settings.ui.allow_kill_switch_off,
             "csrf": _access(request).csrf_token(viewer) if viewer.may_change else "",
             "when": views.when,
+            "incident_path": links.incident_path,
         },
     )
 
@@ -247,17 +257,55 @@ def _origin(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
+def _signed_in_form(access: Access, viewer: Viewer, form: Any) -> None:
+    """Refuse (403) a state-changing form without this person's valid CSRF token, or sent by
+    a signed-link viewer (a link shows; only people who signed in change things)."""
+    token = form.get("csrf")
+    if not viewer.may_change or not access.csrf_valid(
+        viewer, token if isinstance(token, str) else None
+    ):
+        raise web.HTTPForbidden(text="This form has expired or did not come from this site.\n")
+
+
+async def decide_approval(request: web.Request) -> web.Response:
+    """``POST /incidents/{id}/approvals/{approval}``: approve or deny an action awaiting
+    approval (``decision=approve|deny``); signed in, with the form's CSRF token. Decided at
+    most once: a second click finds it decided and only shows the page again."""
+    incident_id = _incident_id(request)
+    access = _access(request)
+    viewer = access.require(request)
+    form = await request.post()
+    _signed_in_form(access, viewer, form)
+    wanted = form.get("decision")
+    if wanted not in ("approve", "deny"):
+        raise web.HTTPBadRequest(text="decision must be approve or deny.\n")
+    approval_id = request.match_info["approval"]
+    found = await _read(request, lambda c: approval.get(c, approval_id))
+    if found is None or found.incident_id != incident_id:
+        raise web.HTTPNotFound(text="No such approval for this incident.\n")
+    responder = request.app.get(RESPONDER)
+    if responder is None:
+        raise web.HTTPServiceUnavailable(text="Remediation is not running here.\n")
+    try:
+        await responder.decide_approval(
+            approval_id,
+            decision="approved" if wanted == "approve" else "denied",
+            by=viewer.name,
+            via="incident page",
+            origin=_origin(request),
+        )
+    except StoreUnavailable:
+        raise web.HTTPServiceUnavailable(text="The store is unavailable; try again.\n") from None
+    raise web.HTTPSeeOther(links.incident_path(incident_id))
+
+
 async def kill_switch(request: web.Request) -> web.Response:
     """``POST /operations/kill-switch``: switch the runtime kill switch on (or off, where
     ``ui.allow_kill_switch_off``); signed in, with the form's CSRF token; audited."""
     access = _access(request)
     viewer = access.require(request)
     form = await request.post()
-    token = form.get("csrf")
-    if not viewer.may_change or not access.csrf_valid(
-        viewer, token if isinstance(token, str) else None
-    ):
-        raise web.HTTPForbidden(text="This form has expired or did not come from this site.\n")
+    _signed_in_form(access, viewer, form)
     wanted = form.get("state")
     if wanted not in ("on", "off"):
         raise web.HTTPBadRequest(text="state must be on or off.\n")

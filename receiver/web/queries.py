@@ -16,6 +16,8 @@ from receiver.audit import AuditEntry, recent_audit
 from receiver.evidence.collector import BundleRecord, bundles_for
 from receiver.incidents import get_incident
 from receiver.notify.outbox import list_messages, queue_depth
+from receiver.remediation import approval
+from receiver.remediation.approval import Approval
 from receiver.remediation.journal import JournalEntry
 from receiver.remediation.kill_switch import RuntimeSwitch, runtime_kill_switch
 from receiver.store import Connection
@@ -55,16 +57,18 @@ class IncidentDetail:
     journal: list[JournalEntry]
     messages: list[dict[str, Any]]
     bundles: list[BundleRecord]
+    approvals: list[Approval]
 
 
 @dataclass(frozen=True)
 class Operations:
     """The operations view's stored part: the runtime kill switch, the outbox backlog per
-    destination and the newest audit entries."""
+    destination, the approvals awaiting a person and the newest audit entries."""
 
     runtime_switch: RuntimeSwitch | None
     backlog: dict[str, int]
     audit: list[AuditEntry]
+    awaiting: list[Approval]
 
 
 # Open incidents first, then newest first: the list answers "what needs me now".
@@ -130,6 +134,7 @@ def incident_detail(conn: Connection, incident_id: str) -> IncidentDetail | None
         journal=_journal(conn, incident_id),
         messages=list_messages(conn, incident_id),
         bundles=bundles_for(conn, incident_id),
+        approvals=approval.for_incident(conn, incident_id),
     )
 
 
@@ -138,4 +143,5 @@ def operations(conn: Connection) -> Operations:
         runtime_switch=runtime_kill_switch(conn),
         backlog=queue_depth(conn),
         audit=recent_audit(conn),
+        awaiting=approval.awaiting(conn),
     )

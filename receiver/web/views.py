@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from receiver.evidence.collector import BundleRecord
+from receiver.remediation.approval import Approval
 from receiver.remediation.journal import JournalEntry
 from receiver.web.queries import IncidentDetail, IncidentRow
 
@@ -54,6 +55,8 @@ ACTION_STATES: dict[str, str] = {
     "revert_skipped": "revert skipped",
     "handed_over": "handed over",
     "held": "already as wanted",
+    "approved": "approved",
+    "denied": "denied",
 }
 
 # Journal states that say more than the last outcome: the action is waiting, in flight, or
@@ -202,6 +205,9 @@ class ActionView:
     before: str
     after: str
     history: list[ActionStep] = field(default_factory=list)
+    # The approval it waits for (Approve/Deny on the page), and until when.
+    approval_id: str = ""
+    approval_expires: str = ""
 
 
 @dataclass(frozen=True)
@@ -312,10 +318,14 @@ def _outcome_state(data: Mapping[str, Any]) -> str:
 
 
 def action_views(
-    journal: Iterable[JournalEntry], timeline: Iterable[Mapping[str, Any]]
+    journal: Iterable[JournalEntry],
+    timeline: Iterable[Mapping[str, Any]],
+    approvals: Iterable[Approval] = (),
 ) -> list[ActionView]:
-    """Each action of the incident, in the order first seen: its current state from the
-    journal (waiting, in flight, undone) or else its latest outcome, with every outcome."""
+    """Each action of the incident, in the order first seen: awaiting approval while a person
+    may still decide, else its current state from the journal (waiting, in flight, undone) or
+    its latest outcome, with every outcome."""
+    waiting = {a.action: a for a in approvals if a.is_awaiting}
     history: dict[str, list[ActionStep]] = {}
     targets: dict[str, str] = {}
     for item in timeline:
@@ -336,14 +346,19 @@ def action_views(
             )
         )
     entries = {e.action: e for e in journal}
-    names = list(dict.fromkeys([*history, *entries]))
+    names = list(dict.fromkeys([*history, *entries, *waiting]))
     views: list[ActionView] = []
     for name in names:
         steps = history.get(name, [])
         latest = steps[-1] if steps else None
         entry = entries.get(name)
-        waiting = _JOURNAL_STATES.get(entry.state) if entry is not None else None
-        state = waiting or (latest.state if latest else (entry.state if entry else "planned"))
+        pending = waiting.get(name)
+        in_journal = _JOURNAL_STATES.get(entry.state) if entry is not None else None
+        state = (
+            "awaiting_approval"
+            if pending is not None
+            else in_journal or (latest.state if latest else (entry.state if entry else "planned"))
+        )
         before = latest.before if latest and latest.before else ""
         after = latest.after if latest and latest.after else ""
         reason = latest.reason if latest else ""
@@ -362,6 +377,8 @@ def action_views(
                 before=before,
                 after=after,
                 history=steps,
+                approval_id=pending.id if pending is not None else "",
+                approval_expires=when(pending.expires_at) if pending is not None else "",
             )
         )
     return views
@@ -442,7 +459,7 @@ def incident_page(detail: IncidentDetail, *, now: float) -> IncidentPage:
         resolved=when(resolved),
         alerts=[_alert(a) for a in incident.get("alerts") or []],
         triage=_triage(incident, timeline),
-        actions=action_views(detail.journal, timeline),
+        actions=action_views(detail.journal, timeline, detail.approvals),
         notifications=notification_views(detail.messages, now=now),
         bundles=[_bundle(b) for b in detail.bundles],
         timeline_entries=len(timeline),

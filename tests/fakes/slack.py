@@ -70,7 +70,34 @@ def _block(block: Any) -> str | None:
             if problem := _text_object(element, MAX_SECTION_TEXT):
                 return problem
         return None
+    if kind == "actions":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 1 <= len(elements) <= 25:
+            return "an actions block needs 1 to 25 elements"
+        for element in elements:
+            if problem := _button(element):
+                return problem
+        return None
     return f"unknown block type {kind}"
+
+
+def _button(element: Any) -> str | None:
+    if not isinstance(element, dict) or element.get("type") != "button":
+        return "only buttons are expected here"
+    action_id = element.get("action_id")
+    if not isinstance(action_id, str) or not 1 <= len(action_id) <= 255:
+        return "a button needs an action_id of 1 to 255 characters"
+    text = element.get("text")
+    if not isinstance(text, dict) or text.get("type") != "plain_text":
+        return "a button's text is plain_text"
+    if problem := _text_object(text, 75):
+        return problem
+    value = element.get("value")
+    if value is not None and (not isinstance(value, str) or len(value) > 2000):
+        return "a button's value is a string of at most 2000 characters"
+    if element.get("style") not in (None, "primary", "danger"):
+        return "a button's style is primary or danger"
+    return None
 
 
 class FakeSlack(FakeService):
@@ -79,7 +106,13 @@ class FakeSlack(FakeService):
     ) -> None:
         super().__init__(**kwargs)
         self.path = path
+        # What interactive messages' ``response_url`` received (the message's new content).
+        self.responses: list[dict[str, Any]] = []
         self.app.router.add_post("/{tail:.*}", self._post)
+
+    def response_url(self, n: int = 1) -> str:
+        """A ``response_url`` as Slack puts into an interaction's payload."""
+        return f"{self.url}/actions/T0001/{n}/responsexyz"
 
     @property
     def webhook_url(self) -> str:
@@ -100,6 +133,8 @@ class FakeSlack(FakeService):
         ]
 
     async def _post(self, request: web.Request) -> web.Response:
+        if request.path.startswith("/actions/"):
+            return await self._respond(request)
         if request.path != self.path:
             return self.reject(404, "no_service")
         body, problem = await self.read_json(request)
@@ -120,6 +155,17 @@ class FakeSlack(FakeService):
                 if _block(block) is not None:
                     return self.reject(400, "invalid_blocks")
         self.record(request, body)
+        return web.Response(text="ok")
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        """A ``response_url``: JSON with ``text`` (and blocks), ``replace_original``."""
+        body, problem = await self.read_json(request)
+        if problem or not isinstance(body, dict) or not isinstance(body.get("text"), str):
+            return self.reject(400, "invalid_payload")
+        for block in body.get("blocks") or ():
+            if _block(block) is not None:
+                return self.reject(400, "invalid_blocks")
+        self.responses.append(body)
         return web.Response(text="ok")
 
 

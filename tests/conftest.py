@@ -24,8 +24,10 @@ from receiver.kube.client import KubeConnection
 from receiver.kube.workload import IntegrationWorkload
 from receiver.store import Store
 from tests.fakes.health import FakeHealth
+from tests.fakes.pagerduty import FakePagerDuty
+from tests.fakes.slack import FakeSlack
 from tests.fakes.status_page import FakeStatusPage
-from tests.helpers import make_settings
+from tests.helpers import ROUTING_KEY, make_settings
 from tests.kube_emulator import ClusterEmulator, write_kubeconfig
 from tests.procs import alertmanager, receiver_proc
 
@@ -66,6 +68,24 @@ async def client(make_client: ClientFactory) -> TestClient[Any, Any]:
 async def status_page() -> AsyncIterator[FakeStatusPage]:
     """PostHog's status page (Statuspage JSON), green until a test says otherwise."""
     fake = FakeStatusPage()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest_asyncio.fixture
+async def pagerduty() -> AsyncIterator[FakePagerDuty]:
+    """A fake PagerDuty Events API v2 that takes ``ROUTING_KEY``."""
+    fake = FakePagerDuty(ROUTING_KEY)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest_asyncio.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    """A fake Slack incoming webhook."""
+    fake = FakeSlack()
     await fake.start()
     yield fake
     await fake.stop()

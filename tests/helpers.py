@@ -21,6 +21,7 @@ from receiver.config import Settings
 __all__ = [
     "BASIC_PASSWORD",
     "BASIC_USER",
+    "ROUTING_KEY",
     "TOKEN",
     "ZERO_TIME",
     "alert",
@@ -39,6 +40,10 @@ BASIC_USER = "alertmanager"
 BASIC_PASSWORD = "test-basic-password-77e0"
 ZERO_TIME = "0001-01-01T00:00:00Z"
 GROUP_KEY = '{}/{severity="page"}:{alertname="PostHogErrorsHigh"}'
+
+
+# The fake PagerDuty's integration key (32 characters, as PagerDuty's are).
+ROUTING_KEY = "R3sp0nd3rT3stR0ut1ngK3y012345678"
 
 
 def bearer(token: str = TOKEN) -> dict[str, str]:

@@ -9,7 +9,7 @@ import base64
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -30,7 +30,6 @@ from tests.fakes.slack import FakeSlack
 from tests.fakes.status_page import FakeStatusPage
 from tests.kube_emulator import DEPLOYMENTS, PODS, ClusterEmulator, deployment, pod
 from tests.test_responder import (
-    ROUTING_KEY,
     alert,
     eventually,
     make_settings,
@@ -56,22 +55,6 @@ def queue_mode(cluster: ClusterEmulator) -> str | None:
     container = next(c for c in obj["spec"]["template"]["spec"]["containers"] if c["name"] == NAME)
     env = {e["name"]: e.get("value") for e in container.get("env", [])}
     return env.get("RATE_LIMIT_MODE")
-
-
-@pytest_asyncio.fixture
-async def pagerduty() -> AsyncIterator[FakePagerDuty]:
-    fake = FakePagerDuty(ROUTING_KEY)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest_asyncio.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 @pytest_asyncio.fixture

@@ -44,22 +44,6 @@ async def statuspage() -> AsyncIterator[FakeStatuspage]:
     await fake.stop()
 
 
-@pytest_asyncio.fixture
-async def pagerduty() -> AsyncIterator[FakePagerDuty]:
-    fake = FakePagerDuty(ROUTING_KEY)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest_asyncio.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 def _settings(
     tmp_path: Path,
     status_page: FakeStatusPage,

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from aiohttp.test_utils import TestClient
 
 from receiver.app import create_app
@@ -23,7 +22,7 @@ from tests.conftest import remediation_settings
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.status_page import FakeStatusPage
 from tests.kube_emulator import DEPLOYMENTS, PODS, ClusterEmulator, deployment, pod
-from tests.test_responder import ROUTING_KEY, make_settings
+from tests.test_responder import make_settings
 
 NAME = "posthog-integration"
 INCIDENTS = 8
@@ -77,14 +76,6 @@ def stored_versions(cluster: ClusterEmulator) -> int:
     """Versions of the Deployment the emulator stored: one more for each write it accepted
     (a refused or dry-run write stores nothing)."""
     return len(cluster.objects[DEPLOYMENTS, "prod", NAME].history)
-
-
-@pytest_asyncio.fixture
-async def pagerduty() -> AsyncIterator[FakePagerDuty]:
-    fake = FakePagerDuty(ROUTING_KEY)
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 async def remediation_outcomes(client: TestClient[Any, Any]) -> dict[str, list[dict[str, Any]]]:

@@ -11,7 +11,7 @@ import json
 import sys
 import tarfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,9 @@ from tests.conftest import remediation_settings
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack, markup
 from tests.fakes.status_page import FakeStatusPage
+from tests.helpers import ROUTING_KEY
 from tests.kube_emulator import DEPLOYMENTS, PODS, ClusterEmulator, deployment, pod
 
-ROUTING_KEY = "R3sp0nd3rT3stR0ut1ngK3y012345678"[:32]
 GROUP_KEY = '{}:{alertname="PostHogErrorRateHigh"}'
 AppClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -76,22 +76,6 @@ async def eventually(check: Callable[[], Awaitable[Any]], *, within: float = 10.
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within}s (last: {result!r})")
         await asyncio.sleep(0.02)
-
-
-@pytest_asyncio.fixture
-async def pagerduty() -> AsyncIterator[FakePagerDuty]:
-    fake = FakePagerDuty(ROUTING_KEY)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest_asyncio.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 def make_settings(

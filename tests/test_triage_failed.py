@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,7 +34,7 @@ from receiver.worker import MAX_EVENT_ATTEMPTS
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack
 from tests.fakes.status_page import FakeStatusPage
-from tests.test_responder import ROUTING_KEY, alert, eventually, make_settings, payload
+from tests.test_responder import alert, eventually, make_settings, payload
 
 AppClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 # As an earlier release stored it: Python's isoformat of the validated time.
@@ -43,22 +42,6 @@ FAR_FUTURE = "9999-12-31T23:59:59+00:00"
 MINIMAL_SUMMARY = (
     "PostHog incident PostHogErrorRateHigh: automatic triage failed — follow the runbook by hand"
 )
-
-
-@pytest_asyncio.fixture
-async def pagerduty() -> AsyncIterator[FakePagerDuty]:
-    fake = FakePagerDuty(ROUTING_KEY)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest_asyncio.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture

@@ -66,7 +66,8 @@ class Approval:
 
 
 def _approval(row: Row) -> Approval:
-    return Approval(**{name: row[name] for name in row.keys()})
+    # Iterating a row gives its values (as sqlite3.Row does): the names come from keys().
+    return Approval(**{name: row[name] for name in row.keys()})  # noqa: SIM118
 
 
 def get(conn: Connection, approval_id: str) -> Approval | None:

@@ -346,11 +346,6 @@ class Remediator:
             refusal = await self._change_refused(incident_id, action, target, facts)
         if refusal is not None:
             return self._outcome(action.name, target, "skipped", refusal)
-        # A dry run changes nothing: there is nothing for a person to approve.
-        if action.approval_required and not approved and not self._settings.dry_run:
-            waiting = await self._await_approval(incident_id, action, target)
-            if waiting is not None:
-                return waiting
 
         if self._workload is None:
             if self._settings.dry_run:
@@ -358,13 +353,26 @@ class Remediator:
             return self._outcome(action.name, target, "skipped", self._no_cluster)
 
         dep = await self._workload.deployment()
+        if action.kind != "set_env":
+            refusal = guards.deployment_unsettled(
+                paused=dep.paused, rollout_problem=dep.rollout_problem
+            )
+            if refusal is not None:
+                return self._outcome(action.name, target, "skipped", refusal)
+        if action.kind == "restart_if_key_rotated":
+            # A key that was not rotated is escalated at once: a restart would not help, so
+            # there is nothing for a person to approve.
+            unusable = await self._key_not_rotated(action, target)
+            if unusable is not None:
+                return unusable
+        # Asked only once the change is what the runbook calls for; a dry run changes nothing,
+        # so there is nothing to approve.
+        if action.approval_required and not approved and not self._settings.dry_run:
+            waiting = await self._await_approval(incident_id, action, target)
+            if waiting is not None:
+                return waiting
         if action.kind == "set_env":
             return await self._set_env(incident_id, action, target, dep, facts)
-        refusal = guards.deployment_unsettled(
-            paused=dep.paused, rollout_problem=dep.rollout_problem
-        )
-        if refusal is not None:
-            return self._outcome(action.name, target, "skipped", refusal)
         if action.kind == "restart_if_key_rotated":
             return await self._restart_if_key_rotated(incident_id, action, target, facts)
         return await self._copy_api_key(incident_id, action, target, facts)
@@ -827,9 +835,9 @@ class Remediator:
             after=wanted.describe(),
         )
 
-    async def _restart_if_key_rotated(
-        self, incident_id: str, action: PlannedAction, target: str, facts: guards.Facts
-    ) -> ActionOutcome | _Change:
+    async def _key_not_rotated(self, action: PlannedAction, target: str) -> ActionOutcome | None:
+        """The escalation when the API key is missing, empty or not rotated since the pods
+        started (a restart would not help); ``None`` when a restart is what is called for."""
         assert self._workload is not None
         t = self._settings.target
         key = await self._workload.api_key()
@@ -856,6 +864,16 @@ class Remediator:
                 f"pods started {started}): a restart will not help; rotate the key "
                 "(verify it in the PostHog dashboard) and update the Secret",
             )
+        return None
+
+    async def _restart_if_key_rotated(
+        self, incident_id: str, action: PlannedAction, target: str, facts: guards.Facts
+    ) -> ActionOutcome | _Change:
+        assert self._workload is not None
+        unusable = await self._key_not_rotated(action, target)
+        if unusable is not None:  # changed since it was looked at
+            return unusable
+        key = await self._workload.api_key()
         return await self._restart(
             incident_id,
             action,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import html
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -361,6 +362,28 @@ class Stack:
             resp.raise_for_status()
             return await resp.json()
 
+    async def approve(self, incident_id: str) -> str | None:
+        """Approve what the incident page offers, as the on-call person signed in as the
+        example config does it (``oncall``, the webhook token); the approval's form action, or
+        ``None`` while nothing awaits approval."""
+        auth = aiohttp.BasicAuth("oncall", self.receiver.token)
+        page_url = f"{self.receiver.url}/incidents/{incident_id}"
+        async with self.session.get(page_url, auth=auth) as resp:
+            resp.raise_for_status()
+            page = await resp.text()
+        form = re.search(
+            r'<form method="post" action="([^"]+/approvals/[^"]+)" class="approve">\s*'
+            r'<input type="hidden" name="csrf" value="([^"]+)">',
+            page,
+        )
+        if form is None:
+            return None
+        action, csrf = html.unescape(form.group(1)), html.unescape(form.group(2))
+        data = {"csrf": csrf, "decision": "approve"}
+        async with self.session.post(self.receiver.url + action, data=data, auth=auth) as resp:
+            assert resp.status < 400, (resp.status, await resp.text())
+        return action
+
     async def incidents(self) -> list[dict[str, Any]]:
         body = await self.api("/api/incidents")
         items = body["incidents"] if isinstance(body, dict) else body
@@ -457,6 +480,10 @@ def receiver_settings(
             "rollout_poll_seconds": 0.1,
         },
         "responder": {"revert_check_seconds": 0.2},
+        # The on-call person, as the example config signs them in: approvals on the page.
+        "ui": {
+            "users": [{"username": "oncall", "password": {"env": "POSTHOG_RECEIVER_WEBHOOK_TOKEN"}}]
+        },
         "notify": {
             "pagerduty": {
                 "routing_key": {"file": str(secrets / "pagerduty-routing-key")},

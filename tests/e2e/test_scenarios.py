@@ -119,11 +119,14 @@ async def test_vendor_incident_fallback_and_status_page_no_restart(tmp_path: Pat
 
 
 async def test_auth_errors_after_rotation_restart_the_deployment(tmp_path: Path) -> None:
-    """401s after the API-key Secret changed (pods still on the old key) restart the
-    Deployment once; the incident then resolves."""
+    """401s after the API-key Secret changed (pods still on the old key) ask a person to
+    approve the restart (the example config's default for it); approved on the incident page,
+    the Deployment restarts once; the incident then resolves."""
     async with running_stack(tmp_path, key_changed_at=KEY_ROTATED_AFTER_PODS) as stack:
         stack.integration.rise("401")
 
+        incident = await _opened(stack, "auth")
+        await eventually(lambda: stack.approve(incident["id"]), what="an approval", timeout=FIRE)
         restarted = await eventually(
             stack.cluster.restarted_at, what="rollout restart", timeout=FIRE
         )

@@ -20,7 +20,9 @@ __all__ = [
     "enqueue_webhook",
     "enqueue_webhooks",
     "inbox_depth",
+    "inbox_size",
     "inbox_state",
+    "inbox_states",
     "mark_inbox",
     "pending_inbox",
     "prune_inbox",
@@ -151,3 +153,14 @@ def inbox_state(conn: Connection, row_id: int) -> str | None:
     no such row."""
     row = conn.execute("SELECT state FROM inbox WHERE id = ?", (row_id,)).fetchone()
     return None if row is None else str(row["state"])
+
+
+def inbox_size(conn: Connection) -> int:
+    """How many notifications the inbox holds, whatever their state."""
+    return int(conn.execute("SELECT count(*) FROM inbox").fetchone()[0])
+
+
+def inbox_states(conn: Connection) -> dict[str, int]:
+    """How many inbox rows are in each state (``pending``, ``done``, ``failed``)."""
+    rows = conn.execute("SELECT state, count(*) AS n FROM inbox GROUP BY state").fetchall()
+    return {str(r["state"]): int(r["n"]) for r in rows}

@@ -39,9 +39,12 @@ __all__ = [
     "add_timeline",
     "apply_notification",
     "due_events",
+    "event_state",
+    "events_with_errors",
     "get_incident",
     "list_incidents",
     "mark_event",
+    "open_incident_id",
     "overdue_acknowledgements",
     "record_acknowledgement",
     "record_mitigation",
@@ -49,6 +52,7 @@ __all__ = [
     "record_triage",
     "response_times",
     "retry_event",
+    "unfinished_events",
 ]
 
 EventKind = Literal["opened", "alerts_changed", "resolved"]
@@ -737,3 +741,33 @@ def get_incident(conn: Connection, incident_id: str) -> dict[str, Any] | None:
         )
     ]
     return incident
+
+
+def open_incident_id(conn: Connection, group_key: str) -> str | None:
+    """The open incident of an alert group, if there is one."""
+    row = conn.execute(
+        "SELECT id FROM incidents WHERE group_key = ? AND status = 'open'", (group_key,)
+    ).fetchone()
+    return None if row is None else str(row["id"])
+
+
+def event_state(conn: Connection, incident_id: str, kind: EventKind) -> tuple[str, int] | None:
+    """The state and attempts of an incident's first event of ``kind``; ``None``: no such."""
+    row = conn.execute(
+        "SELECT state, attempts FROM incident_events WHERE incident_id = ? AND kind = ?"
+        " ORDER BY id LIMIT 1",
+        (incident_id, kind),
+    ).fetchone()
+    return None if row is None else (str(row["state"]), int(row["attempts"]))
+
+
+def unfinished_events(conn: Connection) -> int:
+    """Incident events not handled yet: pending, or given up (``failed``)."""
+    row = conn.execute("SELECT count(*) FROM incident_events WHERE state != 'done'").fetchone()
+    return int(row[0])
+
+
+def events_with_errors(conn: Connection) -> int:
+    """Incident events with an attempt that failed, whether retried since or not."""
+    row = conn.execute("SELECT count(*) FROM incident_events WHERE error IS NOT NULL").fetchone()
+    return int(row[0])

@@ -45,7 +45,6 @@ TESTS_NOT_YET_MOVED = {
     "tests/test_responder.py",
     "tests/test_retention.py",
     "tests/test_triage_failed.py",
-    "tests/test_web_ui.py",
 }
 
 _RUNS_SQL = {"execute", "executemany", "executescript"}

@@ -53,6 +53,7 @@ from receiver.redaction import Redactor
 from receiver.retention import Retention
 from receiver.spool import Spool
 from receiver.store import Connection, Store, StoreUnavailable, now
+from receiver.store.inbox import inbox_state
 
 __all__ = ["Responder", "Worker"]
 
@@ -417,8 +418,7 @@ class _Apply:
         self.row = row
 
     def __call__(self, conn: Connection) -> NotificationOutcome | None:
-        state = conn.execute("SELECT state FROM inbox WHERE id = ?", (self.row.id,)).fetchone()
-        if state is None or state["state"] != "pending":
+        if inbox_state(conn, self.row.id) != "pending":
             return None  # done meanwhile (a second worker pass); nothing to do twice
         try:
             payload = WebhookPayload.model_validate_json(self.row.payload)

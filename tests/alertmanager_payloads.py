@@ -17,6 +17,7 @@ from aiohttp import web
 from receiver.app import create_app
 from receiver.config import Settings
 from receiver.keys import SPOOL, STORE
+from receiver.store.inbox import inbox_states
 
 __all__ = [
     "BASIC_PASSWORD",
@@ -103,11 +104,6 @@ def notification(
     }
 
 
-def _inbox_states(conn: sqlite3.Connection) -> dict[str, int]:
-    rows = conn.execute("SELECT state, count(*) AS n FROM inbox GROUP BY state").fetchall()
-    return {r["state"]: r["n"] for r in rows}
-
-
 async def wait_processed(app: web.Application, *, timeout: float = 20.0) -> dict[str, int]:
     """Wait until the worker has moved every spooled webhook into the inbox and taken every
     stored webhook out of it; the inbox's row counts."""
@@ -115,7 +111,7 @@ async def wait_processed(app: web.Application, *, timeout: float = 20.0) -> dict
     deadline = loop.time() + timeout
     while True:
         spooled = app[SPOOL].unread()
-        states = await app[STORE].read(_inbox_states)
+        states = await app[STORE].read(inbox_states)
         if not spooled and not states.get("pending"):
             return states
         if loop.time() > deadline:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -14,8 +13,9 @@ import pytest
 import yaml
 
 from receiver.config import load_settings
-from receiver.store import MIGRATIONS, Store
+from receiver.store import Store
 from tests.incident_payloads import open_incident
+from tests.store_outsider import schema_version, write_old_schema
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -108,14 +108,8 @@ def test_an_older_schema_is_not_migrated(tmp_path: Path) -> None:
     """A database at an older schema version is reported, not migrated by a read-only command."""
     config = _config(tmp_path)
     database = tmp_path / "receiver.sqlite3"
-    conn = sqlite3.connect(database)
-    conn.executescript(f"{MIGRATIONS[0]}\nPRAGMA user_version=1;")
-    conn.close()
+    write_old_schema(database, 1)
     done = _cli("postmortem", "--config", str(config), "inc-any")
     assert done.returncode == 4
     assert "schema version 1, older than" in done.stderr
-    conn = sqlite3.connect(database)
-    try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
-    finally:
-        conn.close()
+    assert schema_version(database) == 1

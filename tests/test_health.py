@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from receiver.incidents import IncidentEvent
 from tests.conftest import ClientFactory
 from tests.helpers import alert, bearer, notification, wait_until
+from tests.store_outsider import holding_write_lock
 
 Client = TestClient[Any, Any]
 
@@ -53,13 +53,8 @@ async def test_readyz_is_200_when_store_and_worker_work(client: Client) -> None:
 @pytest.mark.asyncio
 async def test_readyz_is_503_while_the_store_cannot_commit(client: Client, tmp_path: Path) -> None:
     """GET /readyz is 503 naming the store while another process holds the write lock."""
-    other = sqlite3.connect(tmp_path / "receiver.sqlite3", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    try:
+    with holding_write_lock(tmp_path / "receiver.sqlite3"):
         status, body = await readiness(client)
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
     assert (status, body["store"], body["worker"]) == (503, False, True)
     assert (await readiness(client))[0] == 200
 

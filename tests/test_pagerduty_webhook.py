@@ -25,6 +25,8 @@ from receiver.incidents import get_incident, record_triage
 from receiver.keys import METRICS, STORE
 from receiver.notify.pagerduty import dedup_key
 from receiver.runbook import RESPONSE_TIME, ErrorClass, Severity
+from receiver.store.incidents import open_incident_id
+from receiver.store.ui import opened_at
 from tests.alertmanager_payloads import BEARER, TOKEN, alert, notification, wait_processed
 from tests.fakes.pagerduty_webhooks import PagerDutyWebhooks
 
@@ -71,12 +73,10 @@ async def open_incident(client: Client, group: str, severity: Severity) -> tuple
     resp = await client.post("/webhook/alertmanager", data=body, headers=headers)
     assert resp.status == 200
     await wait_processed(app)
-    row = await app[STORE].read(
-        lambda c: c.execute(
-            "SELECT id, opened_at FROM incidents WHERE group_key = ?", (group,)
-        ).fetchone()
-    )
-    incident_id, opened = str(row[0]), float(row[1])
+    found = await app[STORE].read(lambda c: open_incident_id(c, group))
+    assert found is not None
+    incident_id = found
+    opened = await app[STORE].read(lambda c: opened_at(c, incident_id))
     deadline = datetime.fromtimestamp(opened + RESPONSE_TIME[severity].total_seconds(), UTC)
     await app[STORE].write(
         functools.partial(

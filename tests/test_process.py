@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +11,7 @@ import pytest
 
 from tests.helpers import BASIC_PASSWORD, TOKEN, alert, notification
 from tests.procs import ReceiverProcess, receiver_config, wait_for
+from tests.store_outsider import holding_write_lock
 
 pytestmark = pytest.mark.slow
 
@@ -100,16 +100,12 @@ def test_webhook_spooled_while_the_store_is_locked_survives_a_crash(
     """A webhook answered 200 while the database cannot commit is only in the spool; SIGKILLed
     then, it is moved into the inbox and becomes an incident after the restart."""
     rx = receiver_proc()
-    other = sqlite3.connect(rx.workdir / "receiver.sqlite3", isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")  # another writer: nothing can leave the spool
+    # Another writer holds the lock: nothing can leave the spool.
+    with holding_write_lock(rx.workdir / "receiver.sqlite3"):
         answer = rx.post_webhook(notification([alert("s1")]))
         assert (answer.status, answer.json()["status"]) == (200, "stored")
         time.sleep(0.3)
         rx.kill()
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
     spool = rx.workdir / "receiver.sqlite3.spool"
     assert [p.stat().st_size > 0 for p in spool.iterdir()] == [True]
 

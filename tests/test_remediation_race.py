@@ -17,7 +17,9 @@ from aiohttp.test_utils import TestClient
 
 from receiver.app import create_app
 from receiver.config import KubernetesSettings
+from receiver.incidents import incidents_kept
 from receiver.keys import STORE
+from receiver.store.incidents import unfinished_events
 from tests.conftest import remediation_settings
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.status_page import FakeStatusPage
@@ -90,12 +92,7 @@ async def remediation_outcomes(client: TestClient[Any, Any]) -> dict[str, list[d
 
 
 async def events_done(client: TestClient[Any, Any]) -> bool:
-    pending = await client.app[STORE].read(
-        lambda c: c.execute(
-            "SELECT count(*) FROM incident_events WHERE state != 'done'"
-        ).fetchone()[0]
-    )
-    return int(pending) == 0
+    return await client.app[STORE].read(unfinished_events) == 0
 
 
 @pytest.mark.asyncio
@@ -193,9 +190,5 @@ async def _group_ids(client: TestClient[Any, Any]) -> dict[str, str]:
 
 
 async def _resolved_count(client: TestClient[Any, Any], count: int) -> bool:
-    found = await client.app[STORE].read(
-        lambda c: c.execute("SELECT count(*) FROM incidents WHERE status = 'resolved'").fetchone()[
-            0
-        ]
-    )
-    return int(found) == count
+    kept = await client.app[STORE].read(incidents_kept)
+    return kept["resolved"] == count

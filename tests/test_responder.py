@@ -25,8 +25,10 @@ from structlog.testing import capture_logs
 from receiver.app import create_app
 from receiver.config import KubernetesSettings, Settings, load_settings
 from receiver.evidence import bundles_for
+from receiver.incidents import get_incident
 from receiver.keys import STORE
 from receiver.notify.outbox import list_messages
+from receiver.store.incidents import events_with_errors, unfinished_events
 from tests.conftest import remediation_settings
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack, markup
@@ -141,22 +143,13 @@ async def triaged_incident(client: TestClient[Any, Any]) -> dict[str, Any]:
 
 
 async def events_done(client: TestClient[Any, Any]) -> bool:
-    store = client.app[STORE]
-    pending = await store.read(
-        lambda c: c.execute(
-            "SELECT count(*) FROM incident_events WHERE state != 'done'"
-        ).fetchone()[0]
-    )
-    return int(pending) == 0
+    return await client.app[STORE].read(unfinished_events) == 0
 
 
 async def _resolved_and_done(client: TestClient[Any, Any], incident_id: str) -> bool:
-    status = await client.app[STORE].read(
-        lambda c: c.execute("SELECT status FROM incidents WHERE id = ?", (incident_id,)).fetchone()[
-            0
-        ]
-    )
-    return status == "resolved" and await events_done(client)
+    found = await client.app[STORE].read(lambda c: get_incident(c, incident_id))
+    assert found is not None
+    return found["status"] == "resolved" and await events_done(client)
 
 
 async def outbox_settled(client: TestClient[Any, Any]) -> list[dict[str, Any]] | None:
@@ -398,12 +391,7 @@ async def test_embedded_default_config_handles_an_alert_end_to_end(
     incident = await (await client.get(f"/api/incidents/{incident_id}", headers=headers)).json()
     assert incident["status"] == "resolved"
     assert incident["decision"]["verdict"] == "our_integration"
-    failed = await client.app[STORE].read(
-        lambda c: c.execute(
-            "SELECT count(*) FROM incident_events WHERE error IS NOT NULL"
-        ).fetchone()[0]
-    )
-    assert failed == 0
+    assert await client.app[STORE].read(events_with_errors) == 0
     assert not [e for e in logs if e["log_level"] in ("error", "critical")]
     assert [e for e in logs if e["event"] == "notification"]  # written to the log
 

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 from receiver.alertmanager import WebhookPayload
 from receiver.config import EvidenceSettings, Settings, StoreSettings, WebhookSettings
 from receiver.evidence import EvidenceCollector, bundles_for
-from receiver.incidents import add_timeline, apply_notification, mark_event
+from receiver.incidents import add_timeline, apply_notification, get_incident, mark_event
 from receiver.metrics import Metrics
 from receiver.notify.outbox import Draft, enqueue, set_state
 from receiver.redaction import Redactor
@@ -287,11 +287,9 @@ async def test_evidence_over_its_cap_goes_oldest_resolved_first_never_an_open_in
     assert all(p.exists() for p in files[still_open] + files[second])
     assert await store.read(lambda c: bundles_for(c, first)) == []
     assert (await _rows(store, first))["incidents"] == 1
-    timeline = await store.read(
-        lambda c: [
-            r[0] for r in c.execute("SELECT message FROM timeline WHERE incident_id = ?", (first,))
-        ]
-    )
+    incident = await store.read(lambda c: get_incident(c, first))
+    assert incident is not None
+    timeline = [entry["message"] for entry in incident["timeline"]]
     assert "evidence bundle (resolved) deleted: evidence over 2 MiB, oldest deleted first" in (
         timeline
     )

@@ -17,9 +17,10 @@ from structlog.testing import capture_logs
 
 from receiver.alertmanager import WebhookPayload
 from receiver.config import StoreSettings
-from receiver.incidents import enqueue_webhooks
+from receiver.incidents import enqueue_webhooks, recent_dedup_keys
 from receiver.spool import RecentKeys, Spool, SpoolUnavailable, spool_directory
 from receiver.store import Store, StoreUnavailable
+from receiver.store.inbox import inbox_size
 from receiver.webhook import SpoolWriter
 from tests.helpers import alert, notification
 
@@ -72,9 +73,7 @@ def _drain(spool: Spool, limit: int = 1000) -> list[tuple[str, str, bytes]]:
 
 
 async def _keys(store: Store) -> list[str]:
-    return await store.read(
-        lambda c: [r[0] for r in c.execute("SELECT dedup_key FROM inbox ORDER BY id")]
-    )
+    return await store.read(lambda c: recent_dedup_keys(c, limit=inbox_size(c)))
 
 
 def test_the_spool_sits_beside_the_database(tmp_path: Path) -> None:

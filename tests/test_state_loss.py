@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from receiver.config import StoreSettings
 from receiver.store import Store, StoreUnavailable
+from receiver.store.base import nothing
 from tests.helpers import alert, notification
 from tests.procs import ReceiverProcess, wait_for
 
@@ -51,7 +52,7 @@ async def test_a_store_whose_file_is_gone_refuses_every_write(tmp_path: Path, ho
             path.write_bytes(b"")
         with capture_logs() as logs:
             with pytest.raises(StoreUnavailable, match=how):
-                await store.write(lambda c: c.execute("SELECT 1"))
+                await store.write(nothing)
             assert not await store.ping()
         assert store.lost is not None
         errors = [e for e in logs if e["log_level"] == "error"]

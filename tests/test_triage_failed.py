@@ -29,7 +29,8 @@ from receiver.notify.outbox import list_messages
 from receiver.notify.pagerduty import dedup_key
 from receiver.redaction import Redactor
 from receiver.responder import snapshot_of, untriaged_snapshot
-from receiver.store import Store
+from receiver.store import Connection, Store
+from receiver.store.incidents import event_state, unfinished_events
 from receiver.worker import MAX_EVENT_ATTEMPTS
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack
@@ -93,13 +94,9 @@ async def incident_of(client: TestClient[Any, Any], incident_id: str) -> dict[st
 
 
 async def opened_event(client: TestClient[Any, Any], incident_id: str) -> tuple[str, int]:
-    row = await client.app[STORE].read(
-        lambda c: c.execute(
-            "SELECT state, attempts FROM incident_events WHERE incident_id = ? AND kind = 'opened'",
-            (incident_id,),
-        ).fetchone()
-    )
-    return str(row["state"]), int(row["attempts"])
+    found = await client.app[STORE].read(lambda c: event_state(c, incident_id, "opened"))
+    assert found is not None
+    return found
 
 
 async def triage_failures(client: TestClient[Any, Any]) -> float:
@@ -181,9 +178,8 @@ async def test_failed_triage_pages_at_once_and_the_full_triage_updates_the_same_
     assert await triage_failures(client) == 1
 
 
-def _all_handled(conn: Any) -> bool:
-    pending = conn.execute("SELECT count(*) FROM incident_events WHERE state != 'done'")
-    return int(pending.fetchone()[0]) == 0
+def _all_handled(conn: Connection) -> bool:
+    return unfinished_events(conn) == 0
 
 
 async def _true_after(value: Awaitable[Any], check: Callable[[Any], bool]) -> bool:

@@ -16,11 +16,12 @@ from aiohttp.test_utils import TestClient
 from receiver.audit import recent_audit
 from receiver.incidents import add_timeline, record_triage
 from receiver.keys import STORE
-from receiver.notify.outbox import Draft, enqueue
+from receiver.notify.outbox import Draft, enqueue, list_messages
 from receiver.remediation import Remediator, journal
 from receiver.remediation.outcome import ActionOutcome
 from receiver.runbook import ErrorClass, Severity, Verdict
 from receiver.store import Store
+from receiver.store.outbox import record_failed, record_retry, record_sent
 from receiver.web import links
 from receiver.web.access import Viewer
 from receiver.web.keys import ACCESS
@@ -336,22 +337,11 @@ async def test_notifications_per_destination(make_client: ClientFactory) -> None
             Draft("slack", "slack.action", {}, "k5"),
         ]
         enqueue(conn, incident_id, drafts, now=now)
-        conn.execute(
-            "UPDATE outbox SET state = 'sent', sent_at = ? WHERE idempotency_key = 'k1'", (now,)
-        )
-        conn.execute(
-            "UPDATE outbox SET attempts = 2, next_attempt_at = ?, last_error = 'HTTP 503'"
-            " WHERE idempotency_key = 'k2'",
-            (now + 30,),
-        )
-        conn.execute(
-            "UPDATE outbox SET state = 'failed', attempts = 1, last_error = 'HTTP 400: invalid'"
-            " WHERE idempotency_key = 'k4'"
-        )
-        conn.execute(
-            "UPDATE outbox SET state = 'skipped', last_error = 'resolved during the hold-off'"
-            " WHERE idempotency_key = 'k5'"
-        )
+        ids = {m["kind"]: int(m["id"]) for m in list_messages(conn, incident_id)}
+        record_sent(conn, ids["pagerduty.trigger"], skipped=None, now=now)
+        record_retry(conn, ids["slack.opened"], error="HTTP 503", next_attempt_at=now + 30)
+        record_failed(conn, ids["pagerduty.resolve"], error="HTTP 400: invalid")
+        record_sent(conn, ids["slack.action"], skipped="resolved during the hold-off", now=now)
 
     await store.write(seed)
     html = await (await client.get(f"/incidents/{incident_id}", headers=basic())).text()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from tests.helpers import (
     notification,
     wait_until,
 )
+from tests.store_outsider import holding_write_lock
 
 WEBHOOK = "/webhook/alertmanager"
 Client = TestClient[Any, Any]
@@ -237,10 +237,7 @@ async def test_webhooks_are_acknowledged_while_the_store_cannot_commit_and_appli
 ) -> None:
     """While another process holds the database's write lock, webhooks are still spooled and
     answered 200; the store is reported not ready; once the lock is gone they are applied."""
-    db = tmp_path / "receiver.sqlite3"
-    other = sqlite3.connect(db, isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")  # the write lock, as a second writer would hold it
+    with holding_write_lock(tmp_path / "receiver.sqlite3"):
         for name in ("a1", "b2"):
             assert await post(client, notification([alert(name)], group_key=name)) == (
                 200,
@@ -250,9 +247,6 @@ async def test_webhooks_are_acknowledged_while_the_store_cannot_commit_and_appli
         assert ready.status == 503
         assert (await ready.json())["store"] is False
         assert await metric(client, "posthog_receiver_spool_bytes") > 0
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
     found = await wait_until(
         lambda: incidents(client), lambda found: len(found) == 2, what="both incidents"
     )
@@ -270,11 +264,8 @@ async def test_a_full_spool_answers_503_then_takes_the_retry(
     again the spool drains and the retry is stored: nothing acknowledged is lost."""
     client = await make_client(store={"spool_max_mib": 1, "spool_segment_mib": 1})
     filler = "x" * 12_000  # about 12 KB per notification: about 85 fill the spool
-    db = tmp_path / "receiver.sqlite3"
-    other = sqlite3.connect(db, isolation_level=None)
     accepted: list[str] = []
-    try:
-        other.execute("BEGIN IMMEDIATE")
+    with holding_write_lock(tmp_path / "receiver.sqlite3"):
         for n in range(200):
             body = notification([alert(f"f{n}", annotations={"filler": filler})], group_key=f"g{n}")
             status, answer = await post(client, body)
@@ -290,9 +281,6 @@ async def test_a_full_spool_answers_503_then_takes_the_retry(
         ready = await client.get("/readyz")
         assert ready.status == 503
         assert (await ready.json())["spool"] is False
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
     assert await metric(client, 'posthog_receiver_webhooks_total{outcome="unavailable"}') == 1
     await wait_until(
         lambda: metric(client, "posthog_receiver_spool_bytes"), lambda v: v == 0, what="drained"

@@ -16,6 +16,7 @@ from receiver.incidents import IncidentEvent, enqueue_webhooks, inbox_depth
 from receiver.metrics import Metrics
 from receiver.spool import Spool
 from receiver.store import Store
+from receiver.store.inbox import inbox_size
 from receiver.worker import Worker
 from tests.helpers import alert, notification
 
@@ -107,9 +108,7 @@ async def test_the_spool_is_still_moved_while_webhooks_always_arrive(
         while await worker.run_once():
             pass
         assert not spool.unread()
-        assert (
-            await store.read(lambda c: c.execute("SELECT count(*) FROM inbox").fetchone()[0]) == 70
-        )
+        assert await store.read(inbox_size) == 70
         assert await store.read(inbox_depth) == 0
     finally:
         spool.close()

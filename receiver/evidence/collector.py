@@ -38,14 +38,15 @@ from receiver.evidence.postmortem import (
     parse_time,
     render_postmortem,
 )
-from receiver.incidents import add_timeline, get_incident
+from receiver.incidents import get_incident
 from receiver.kube.client import KubeConnection
 from receiver.kube.errors import KubeError
 from receiver.kube.logs import PodLogReader
 from receiver.metrics import Metrics
 from receiver.prometheus import PrometheusClient, PrometheusError, Series
 from receiver.redaction import Redactor
-from receiver.store import Connection, Store, now
+from receiver.store import Store, now
+from receiver.store.evidence import BundleRecord, Phase, bundles_for, record_bundle
 
 __all__ = [
     "BundleRecord",
@@ -58,7 +59,6 @@ __all__ = [
 
 logger = structlog.get_logger(__name__)
 
-Phase = Literal["opened", "resolved"]
 SUMMARY = "metrics/summary.json"
 CHART = "chart.svg"
 POSTMORTEM = "postmortem.md"
@@ -81,66 +81,6 @@ class LogSource(Protocol):
     def selection(self) -> str:
         """Which pods are read, for notes in the bundle (e.g. 'app=x in namespace ns')."""
         ...
-
-
-@dataclass(frozen=True)
-class BundleRecord:
-    """A bundle written for an incident, as recorded in the store."""
-
-    incident_id: str
-    phase: Phase
-    path: Path
-    created_at: float
-    size_bytes: int
-    sha256: str
-    failed_sources: list[str]
-
-
-def bundles_for(conn: Connection, incident_id: str) -> list[BundleRecord]:
-    """The incident's bundles, oldest first."""
-    rows = conn.execute(
-        "SELECT * FROM evidence_bundles WHERE incident_id = ? ORDER BY created_at, id",
-        (incident_id,),
-    ).fetchall()
-    return [
-        BundleRecord(
-            incident_id=r["incident_id"],
-            phase=r["phase"],
-            path=Path(r["path"]),
-            created_at=r["created_at"],
-            size_bytes=r["size_bytes"],
-            sha256=r["sha256"],
-            failed_sources=json.loads(r["failed_sources"]),
-        )
-        for r in rows
-    ]
-
-
-def _record(conn: Connection, record: BundleRecord, files: int) -> None:
-    conn.execute(
-        "INSERT INTO evidence_bundles (incident_id, phase, path, created_at,"
-        " size_bytes, sha256, failed_sources) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (incident_id, phase) DO UPDATE SET path = excluded.path,"
-        " created_at = excluded.created_at, size_bytes = excluded.size_bytes,"
-        " sha256 = excluded.sha256, failed_sources = excluded.failed_sources",
-        (
-            record.incident_id,
-            record.phase,
-            str(record.path),
-            record.created_at,
-            record.size_bytes,
-            record.sha256,
-            json.dumps(record.failed_sources),
-        ),
-    )
-    failed = f"; failed: {', '.join(record.failed_sources)}" if record.failed_sources else ""
-    add_timeline(
-        conn,
-        record.incident_id,
-        "evidence",
-        f"evidence collected ({record.phase}): {files} files{failed}",
-        {"path": str(record.path), "sha256": record.sha256, "bytes": record.size_bytes},
-    )
 
 
 @dataclass(frozen=True)
@@ -372,7 +312,7 @@ class EvidenceCollector:
         )
         files = len(builder.files) + 2
         if not self._store.read_only:  # a read-only store (the command line's) only reads
-            await self._store.write(lambda c: _record(c, record, files))
+            await self._store.write(lambda c: record_bundle(c, record, files))
         if self._counters is not None:
             self._counters.evidence_bundles.labels(phase).inc()
             for source in written.failed_sources:

@@ -77,8 +77,24 @@ from receiver.notify.pagerduty import PagerDutySender
 from receiver.notify.slack import SlackSender
 from receiver.notify.statuspage import StatuspageSender
 from receiver.redaction import Redactor
-from receiver.runbook import Severity
 from receiver.store import Connection, Row, Store, StoreUnavailable
+from receiver.store.outbox import (
+    Draft,
+    drop_flapping,
+    enqueue,
+    flapping_queues,
+    get_state,
+    list_messages,
+    pending_heads,
+    prune_outbox,
+    queue_depth,
+    record_failed,
+    record_retry,
+    record_sent,
+    set_state,
+    skip_superseded,
+    superseded_messages,
+)
 
 __all__ = [
     "DESTINATIONS",
@@ -95,130 +111,13 @@ __all__ = [
 logger = structlog.get_logger(__name__)
 
 DESTINATIONS = ("pagerduty", "statuspage", "slack", "log")
-MAX_ERROR = 500
 PRUNE_EVERY_SECONDS = 300.0
 Clock = Callable[[], float]
-# Kinds whose queued message is superseded by a later queued one of the same kind, incident
-# and ordering key: each carries the whole state its destination needs.
-SUPERSEDABLE = ("pagerduty.trigger", "statuspage.update")
-
-
-def _changes_state(row: str) -> str:
-    """SQL: whether the outbox row ``row`` moves its destination to a new state on its own (an
-    acknowledge, a resolve, a status-page resolve). Nothing supersedes a message across one,
-    and one never supersedes what came before it: that state must be reached first (a trigger
-    then a resolve leaves PagerDuty resolved; customers hear of an incident that lasted past
-    the hold-off before they hear it resolved)."""
-    return (
-        f"({row}.kind IN ('pagerduty.acknowledge', 'pagerduty.resolve')"
-        f" OR ({row}.kind = 'statuspage.update'"
-        f" AND json_extract({row}.payload, '$.status') = 'resolved'))"
-    )
-
-
-@dataclass(frozen=True)
-class Draft:
-    """A message about to be stored."""
-
-    destination: str
-    kind: str  # "<system>.<what>", e.g. "pagerduty.trigger", "statuspage.update"
-    payload: dict[str, Any]
-    idempotency_key: str
-    not_before: float = 0.0
-    scope: str | None = None  # shared by many incidents' messages; the incident's otherwise
-    # The incident's severity when the message was drafted: the more severe goes first. A
-    # draft that does not say counts as a P1, so it is never held back.
-    severity: Severity = Severity.P1
-
-    def ordering_key(self, incident_id: str) -> str:
-        system = self.kind.partition(".")[0]
-        return f"{self.destination}:{system}:{self.scope or incident_id}"
 
 
 def _scope(ordering_key: str) -> str:
     """The scope an ordering key was made of (destinations and systems have no colon)."""
     return ordering_key.split(":", 2)[-1]
-
-
-# -- the tables ----------------------------------------------------------------------------
-
-
-def enqueue(conn: Connection, incident_id: str, drafts: list[Draft], *, now: float) -> int:
-    """Store drafts not stored before (by idempotency key); the number newly stored."""
-    stored = 0
-    for d in drafts:
-        cur = conn.execute(
-            "INSERT INTO outbox (idempotency_key, destination, incident_id,"
-            " ordering_key, kind, payload, not_before, next_attempt_at, created_at, priority)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (
-                d.idempotency_key,
-                d.destination,
-                incident_id,
-                d.ordering_key(incident_id),
-                d.kind,
-                json.dumps(d.payload, ensure_ascii=False),
-                d.not_before,
-                0.0,
-                now,
-                d.severity.rank,
-            ),
-        )
-        stored += cur.rowcount
-    return stored
-
-
-def get_state(conn: Connection, destination: str, incident_id: str) -> dict[str, str]:
-    """What a destination remembers about an incident."""
-    rows = conn.execute(
-        "SELECT key, value FROM notify_state WHERE destination = ? AND incident_id = ?",
-        (destination, incident_id),
-    ).fetchall()
-    return {r["key"]: r["value"] for r in rows}
-
-
-def set_state(
-    conn: Connection,
-    destination: str,
-    incident_id: str,
-    values: Mapping[str, str],
-    *,
-    now: float,
-) -> None:
-    """Remember ``values``; an empty value forgets its key."""
-    for key, value in values.items():
-        if not value:
-            conn.execute(
-                "DELETE FROM notify_state WHERE destination = ? AND incident_id = ? AND key = ?",
-                (destination, incident_id, key),
-            )
-            continue
-        conn.execute(
-            "INSERT INTO notify_state (destination, incident_id, key, value, updated_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (destination, incident_id, key)"
-            " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            (destination, incident_id, key, value, now),
-        )
-
-
-def queue_depth(conn: Connection) -> dict[str, int]:
-    rows = conn.execute(
-        "SELECT destination, count(*) AS n FROM outbox WHERE state = 'pending' GROUP BY destination"
-    ).fetchall()
-    return {r["destination"]: int(r["n"]) for r in rows}
-
-
-def list_messages(conn: Connection, incident_id: str | None = None) -> list[dict[str, Any]]:
-    """Stored messages, oldest first (for inspection and the incident API)."""
-    where, args = ("WHERE incident_id = ?", (incident_id,)) if incident_id else ("", ())
-    rows = conn.execute(
-        "SELECT id, destination, incident_id, ordering_key, kind, payload, state, attempts,"
-        " not_before, next_attempt_at, last_error, created_at, sent_at, priority, superseded_by"
-        f" FROM outbox {where}"
-        " ORDER BY id",
-        args,
-    ).fetchall()
-    return [{**dict(r), "payload": json.loads(r["payload"])} for r in rows]
 
 
 @dataclass(frozen=True)
@@ -251,121 +150,14 @@ class _Head:
 
 
 def _heads(conn: Connection) -> list[_Head]:
-    """The first pending message of every ordering key (the soonest hold-off, then the
-    oldest), the most urgent keys first: by the most severe message waiting in the key, then
-    the oldest head."""
-    rows = conn.execute(
-        "SELECT id, destination, incident_id, ordering_key, kind, payload, attempts, created_at,"
-        " not_before, next_attempt_at FROM ("
-        "   SELECT *, row_number() OVER ("
-        "     PARTITION BY ordering_key ORDER BY not_before, id) AS n,"
-        "   min(priority) OVER (PARTITION BY ordering_key) AS urgency"
-        "   FROM outbox WHERE state = 'pending')"
-        " WHERE n = 1 ORDER BY urgency, id"
-    ).fetchall()
-    return [_Head(r) for r in rows]
-
-
-def _superseded(conn: Connection) -> list[Row]:
-    """Queued messages a later queued one says again: each with the next message of its kind,
-    incident and ordering key (``by_id``), unless that one or one between them changes state."""
-    kinds = ", ".join("?" * len(SUPERSEDABLE))
-    return conn.execute(
-        "SELECT s.id, s.destination, s.by_id FROM ("
-        "   SELECT old.id, old.destination, old.ordering_key, old.incident_id,"
-        "     min(new.id) AS by_id"
-        "   FROM outbox AS old JOIN outbox AS new"
-        "     ON new.state = 'pending' AND new.ordering_key = old.ordering_key"
-        "     AND new.incident_id = old.incident_id AND new.kind = old.kind AND new.id > old.id"
-        f"  WHERE old.state = 'pending' AND old.kind IN ({kinds})"
-        "   GROUP BY old.id) AS s"
-        " JOIN outbox AS nw ON nw.id = s.by_id"
-        f" WHERE NOT {_changes_state('nw')} AND NOT EXISTS ("
-        "   SELECT 1 FROM outbox AS b"
-        "   WHERE b.state = 'pending' AND b.ordering_key = s.ordering_key"
-        "   AND b.incident_id = s.incident_id AND b.id > s.id AND b.id < s.by_id"
-        f"  AND {_changes_state('b')})",
-        SUPERSEDABLE,
-    ).fetchall()
-
-
-def _skip_superseded(conn: Connection) -> dict[str, int]:
-    """Skip the queued messages a later queued message says again; the count per destination."""
-    skipped: dict[str, int] = {}
-    for r in _superseded(conn):
-        cur = conn.execute(
-            "UPDATE outbox SET state = 'skipped', superseded_by = ?, last_error = ?"
-            " WHERE id = ? AND state = 'pending'",
-            (r["by_id"], f"superseded by message {r['by_id']}, queued after it", r["id"]),
-        )
-        skipped[r["destination"]] = skipped.get(r["destination"], 0) + cur.rowcount
-    return skipped
-
-
-def _flapping(conn: Connection) -> list[Row]:
-    """Status-page message queues whose incident resolved before the hold-off ended."""
-    return conn.execute(
-        "SELECT DISTINCT ordering_key, destination, incident_id FROM outbox"
-        " WHERE state = 'pending' AND kind = 'statuspage.update'"
-        " AND json_extract(payload, '$.status') = 'resolved'"
-        # CAST: PostgreSQL's json_extract gives text (DOUBLE PRECISION is REAL to SQLite).
-        " AND CAST(json_extract(payload, '$.resolved_at') AS DOUBLE PRECISION) < not_before"
-    ).fetchall()
-
-
-def _drop_flapping(conn: Connection) -> dict[str, int]:
-    """Skip the status-page messages of incidents resolved within their hold-off that never
-    reached the status page; the count skipped per destination."""
-    skipped: dict[str, int] = {}
-    for r in _flapping(conn):
-        seen = conn.execute(
-            # A superseded message never reached the status page: only what its sender saw.
-            "SELECT 1 FROM outbox WHERE ordering_key = ? AND incident_id = ?"
-            " AND (state = 'sent' OR (state = 'skipped' AND superseded_by IS NULL)) LIMIT 1",
-            (r["ordering_key"], r["incident_id"]),
-        ).fetchone()
-        if seen is not None:
-            continue  # the status page has its news already: it must hear the resolve too
-        cur = conn.execute(
-            "UPDATE outbox SET state = 'skipped', last_error = ?"
-            " WHERE ordering_key = ? AND incident_id = ? AND state = 'pending'",
-            ("resolved within the status-page hold-off", r["ordering_key"], r["incident_id"]),
-        )
-        skipped[r["destination"]] = skipped.get(r["destination"], 0) + cur.rowcount
-    return skipped
-
-
-def _prune(conn: Connection, *, older_than: float) -> int:
-    """Forget finished messages created before ``older_than``; pending ones always stay."""
-    cur = conn.execute(
-        "DELETE FROM outbox WHERE state != 'pending' AND created_at < ?", (older_than,)
-    )
-    return cur.rowcount
+    """The first pending message of every ordering key, the most urgent keys first."""
+    return [_Head(r) for r in pending_heads(conn)]
 
 
 def _record_sent(conn: Connection, message: Message, sent: Sent, *, now: float) -> None:
-    conn.execute(
-        "UPDATE outbox SET state = ?, sent_at = ?, attempts = attempts + 1, last_error = ?"
-        " WHERE id = ?",
-        ("skipped" if sent.skipped else "sent", now, sent.skipped, message.id),
-    )
+    record_sent(conn, message.id, skipped=sent.skipped, now=now)
     if sent.remember:
         set_state(conn, message.destination, message.state_key, sent.remember, now=now)
-
-
-def _record_retry(conn: Connection, message_id: int, *, error: str, next_attempt_at: float) -> None:
-    conn.execute(
-        "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
-        " WHERE id = ?",
-        (error[:MAX_ERROR], next_attempt_at, message_id),
-    )
-
-
-def _record_failed(conn: Connection, message_id: int, *, error: str) -> None:
-    conn.execute(
-        "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
-        (error[:MAX_ERROR], message_id),
-    )
 
 
 # -- the worker ----------------------------------------------------------------------------
@@ -472,15 +264,15 @@ class OutboxWorker:
         """One pass: drop flapping status-page messages and superseded news, then attempt the
         most urgent due heads, at most ``outbox.concurrency`` of them."""
         skipped: dict[str, int] = {}
-        if await self._store.read(_flapping):  # read first: an idle pass writes nothing
-            skipped = await self._store.write(_drop_flapping)
+        if await self._store.read(flapping_queues):  # read first: an idle pass writes nothing
+            skipped = await self._store.write(drop_flapping)
         for destination, count in skipped.items():
             self._metrics.notifications_skipped.labels(destination).inc(count)
             logger.info("status page held back: resolved within the hold-off", count=count)
         # Nothing is in flight between passes, so no message superseded here is being sent.
         superseded: dict[str, int] = {}
-        if await self._store.read(_superseded):
-            superseded = await self._store.write(_skip_superseded)
+        if await self._store.read(superseded_messages):
+            superseded = await self._store.write(skip_superseded)
         for destination, count in superseded.items():
             self._metrics.notifications_skipped.labels(destination).inc(count)
             logger.info(
@@ -518,14 +310,14 @@ class OutboxWorker:
             return
         self._last_prune = now
         cutoff = now - self._settings.retention_hours * 3600
-        pruned = await self._store.write(functools.partial(_prune, older_than=cutoff))
+        pruned = await self._store.write(functools.partial(prune_outbox, older_than=cutoff))
         if pruned:
             logger.info("pruned delivered notifications", count=pruned)
 
     async def _unconfigured(self, message: Message) -> None:
         error = f"destination {message.destination} is no longer configured"
         await self._store.write(
-            functools.partial(_record_failed, message_id=message.id, error=error)
+            functools.partial(record_failed, message_id=message.id, error=error)
         )
         self._metrics.notifications_failed.labels(message.destination).inc()
         logger.error("notification failed", **_context(message), error=error)
@@ -543,7 +335,7 @@ class OutboxWorker:
                 return
             except PermanentFailure as e:
                 await self._store.write(
-                    functools.partial(_record_failed, message_id=message.id, error=str(e))
+                    functools.partial(record_failed, message_id=message.id, error=str(e))
                 )
                 self._metrics.notifications_failed.labels(message.destination).inc()
                 log.error("notification failed; not retried", error=str(e))
@@ -576,7 +368,7 @@ class OutboxWorker:
             wait = backoff(self._settings, attempt)
         await self._store.write(
             functools.partial(
-                _record_retry,
+                record_retry,
                 message_id=message.id,
                 error=error,
                 next_attempt_at=self._clock() + wait,

@@ -1,4 +1,4 @@
-"""Repeats in the inbox are found by a 63-bit integer and confirmed by the full digest."""
+"""The store's inbox: repeats are found by a 63-bit integer and confirmed by the full digest."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 ``Store(settings)`` opens the backend ``store.backend`` names (``receiver.store.base``); the
 domain's SQL lives in this package's modules, written once for both backends, one per thing
 stored: ``inbox``, ``incidents``, ``outbox``, ``journal``, ``evidence``, ``audit``,
-``runtime_switches``, ``approvals``, ``retention`` and ``ui`` (what the pages read). No module outside this
-package runs SQL (import-linter and ``tests/test_layers.py`` check it).
+``runtime_switches``, ``approvals``, ``retention`` and ``ui`` (what the pages read). No module
+outside this package runs SQL (import-linter and ``tests/test_layers.py`` check it).
 """
 
 from receiver.store.base import (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import re
 import time
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from receiver.audit import recent_audit
 from receiver.incidents import add_timeline, record_triage
-from receiver.keys import STORE
+from receiver.keys import RESPONSE_TIMES, STORE
 from receiver.notify.outbox import Draft, enqueue, list_messages
 from receiver.remediation import Remediator, journal
 from receiver.remediation.outcome import ActionOutcome
@@ -211,7 +212,6 @@ async def test_list_filters_and_marks_overdue(make_client: ClientFactory) -> Non
     client = await ui_client(make_client)
     incident_id = await open_incident(client)
     store: Store = client.app[STORE]
-    from datetime import UTC, datetime
 
     await store.write(
         lambda c: record_triage(
@@ -369,7 +369,6 @@ async def test_live_fragment_follows_the_incident(make_client: ClientFactory) ->
     assert "<html" not in before
     assert "Not triaged yet" in before
     store: Store = client.app[STORE]
-    from datetime import UTC, datetime
 
     await store.write(
         lambda c: record_triage(
@@ -564,3 +563,33 @@ def test_postmortem_markup_is_text() -> None:
     assert "&lt;script&gt;" in html
     assert "javascript:" not in html.replace("[x](javascript:alert(1))", "")
     assert 'src="/incidents/i/chart.svg"' in html
+
+
+@pytest.mark.asyncio
+async def test_the_response_times_are_on_the_incident_page(make_client: ClientFactory) -> None:
+    """Who acknowledged, through what, after how long and whether in time, and when the
+    incident was mitigated: the runbook's response times, shown beside the triage."""
+    client = await ui_client(make_client)
+    incident_id = await open_incident(client)
+    store: Store = client.app[STORE]
+    await store.write(
+        lambda c: record_triage(
+            c,
+            incident_id,
+            error_class=ErrorClass.AUTH,
+            severity=Severity.P1,
+            acknowledge_by=datetime.fromtimestamp(time.time() + 600, UTC),
+            decision={"verdict": "our_integration", "summary": "the key was rotated"},
+        )
+    )
+    page = parsed(await (await client.get(f"/incidents/{incident_id}", headers=basic())).text())
+    assert "Acknowledged not yet" in " ".join(" ".join(page.text).split())
+
+    await client.app[RESPONSE_TIMES].acknowledged(
+        incident_id, "Alice <script>", time.time(), "pagerduty"
+    )
+    text = await (await client.get(f"/incidents/{incident_id}", headers=basic())).text()
+    shown = " ".join(" ".join(parsed(text).text).split())
+    assert re.search(r"Acknowledged by Alice <script> \(pagerduty\) after \d+s, in time", shown)
+    assert "<script>" not in text  # the name is data: escaped
+    assert "Mitigated not yet" in shown

@@ -178,6 +178,8 @@ class TriageView:
     verdict: str
     summary: str
     acknowledge_by: str
+    acknowledged: str  # the runbook's response time: who, how, after how long, in time or not
+    mitigated: str
     steps: list[StepView]
 
 
@@ -296,8 +298,27 @@ def _triage(incident: Mapping[str, Any], timeline: list[dict[str, Any]]) -> Tria
         verdict=str(decision.get("verdict", "")).replace("_", " "),
         summary=str(decision.get("summary") or ""),
         acknowledge_by=when(parse_time(incident.get("acknowledgeBy"))),
+        acknowledged=_acknowledged(incident),
+        mitigated=_mitigated(incident),
         steps=steps,
     )
+
+
+def _acknowledged(incident: Mapping[str, Any]) -> str:
+    seconds = incident.get("secondsToAcknowledge")
+    if seconds is None:
+        return "not yet"
+    due = parse_time(incident.get("acknowledgeBy"))
+    at = parse_time(incident.get("acknowledgedAt"))
+    in_time = "in time" if due is None or (at is not None and at <= due) else "late"
+    by = incident.get("acknowledgedBy") or "someone"
+    via = incident.get("acknowledgedVia") or ""
+    return f"by {by}{f' ({via})' if via else ''} after {duration(float(seconds))}, {in_time}"
+
+
+def _mitigated(incident: Mapping[str, Any]) -> str:
+    seconds = incident.get("secondsToMitigate")
+    return "not yet" if seconds is None else f"after {duration(float(seconds))}"
 
 
 def _env_text(value: Mapping[str, Any] | None) -> str:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from receiver.alertmanager import Alert, WebhookPayload
 from receiver.identity import Episode, incident_id_for
 from receiver.runbook import ErrorClass, Severity
-from receiver.store.base import Connection, Row, now
+from receiver.store.base import Connection, Row, now, placeholders
 
 __all__ = [
     "AcknowledgedVia",
@@ -132,11 +132,11 @@ def due_events(
     event is still backing off contributes nothing, so each incident's events stay in order.
     Incidents in ``busy`` (being handled right now) are left out."""
     skip = list(busy)
+    # PostgreSQL refuses an empty ``IN ()`` (SQLite takes it): no clause when none is busy.
+    not_busy = f" AND incident_id NOT IN ({placeholders(len(skip))})" if skip else ""
     rows = conn.execute(
         "SELECT id, incident_id, kind, data, attempts, next_attempt_at FROM incident_events"
-        " WHERE state = 'pending'"
-        f" AND incident_id NOT IN ({', '.join('?' * len(skip))})"
-        " ORDER BY id LIMIT ?",
+        f" WHERE state = 'pending'{not_busy} ORDER BY id LIMIT ?",
         (*skip, limit * 4),
     ).fetchall()
     blocked: set[str] = set()
@@ -320,7 +320,9 @@ def apply_notification(conn: Connection, payload: WebhookPayload) -> Notificatio
     )
 
 
-def import_alert_start(conn: Connection, incident_id: str, fingerprint: str, starts_at: str) -> None:
+def import_alert_start(
+    conn: Connection, incident_id: str, fingerprint: str, starts_at: str
+) -> None:
     """Write an alert's ``startsAt`` text as given, unvalidated: importing or repairing rows
     as an earlier release stored them. Its door accepted times the current one refuses (the
     year 9999: a broken clock or a hostile sender), so readers of the store must cope with

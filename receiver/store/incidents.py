@@ -185,8 +185,8 @@ def replay_events(conn: Connection, incident_id: str | None = None) -> int:
     """
     where, args = ("AND incident_id = ?", (incident_id,)) if incident_id else ("", ())
     cur = conn.execute(
-        f"UPDATE incident_events SET state = 'pending', next_attempt_at = 0 WHERE state != 'pending'"
-        f" {where}",
+        "UPDATE incident_events SET state = 'pending', next_attempt_at = 0"
+        f" WHERE state != 'pending' {where}",
         args,
     )
     return cur.rowcount

@@ -3,10 +3,10 @@
 Seeds a store with ``--incidents`` incidents (default 1,000, as issue 17 asks), one of them
 with ``--timeline`` timeline entries (default 500: alert changes, triage, remediation outcomes,
 notifications), all written by the receiver's own writers (``apply_notification``,
-``record_triage``, ``add_timeline``, the outbox's ``enqueue``). Then it serves the real
-application on loopback and times ``--requests`` GETs of the incident list and of the big
-incident's page (each: sign-in, store read, template render, HTTP on loopback), after a warm-up,
-and prints p50/p95/max as JSON. Target: p95 under 100 ms for both.
+``record_triage``, ``add_timeline``, the outbox's ``enqueue`` and delivery records). Then it
+serves the real application on loopback and times ``--requests`` GETs of the incident list and
+of the big incident's page (each: sign-in, store read, template render, HTTP on loopback), after
+a warm-up, and prints p50/p95/max as JSON. Target: p95 under 100 ms for both.
 
 ``--screenshots DIR`` instead seeds a small realistic state and writes ``ui-list.png`` and
 ``ui-incident.png`` taken by headless Chromium (Debian's chromium and chromium-driver).
@@ -26,7 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from receiver.app import RecordingResponder, create_app
 from receiver.config import Settings
 from receiver.incidents import add_timeline, apply_notification, record_triage
 from receiver.logs import configure_logging
-from receiver.notify.outbox import Draft, enqueue
+from receiver.notify.outbox import Draft, enqueue, list_messages, record_retry, record_sent
 from receiver.redaction import Redactor
 from receiver.remediation import journal
 from receiver.remediation.outcome import ActionOutcome
@@ -74,7 +74,9 @@ CLASSES = [
 ]
 
 
-def _payload(n: int, status_code: str, endpoint: str, *, started: datetime) -> WebhookPayload:
+def _payload(
+    n: int, status_code: str, endpoint: str, *, started: datetime, status: str = "firing"
+) -> WebhookPayload:
     labels = {
         "alertname": "PostHogErrorsHigh",
         "severity": "page",
@@ -87,7 +89,7 @@ def _payload(n: int, status_code: str, endpoint: str, *, started: datetime) -> W
             "version": "4",
             "groupKey": f'{{}}:{{alertname="PostHogErrorsHigh", n="{n}"}}',
             "truncatedAlerts": 0,
-            "status": "firing",
+            "status": status,
             "receiver": "posthog-receiver",
             "groupLabels": {"alertname": "PostHogErrorsHigh", "status_code": status_code},
             "commonLabels": labels,
@@ -95,11 +97,13 @@ def _payload(n: int, status_code: str, endpoint: str, *, started: datetime) -> W
             "externalURL": "http://alertmanager.example.com:9093",
             "alerts": [
                 {
-                    "status": "firing",
+                    "status": status,
                     "labels": {**labels, "pod": f"posthog-integration-7d9f-{n % 7}"},
                     "annotations": {"summary": f"{status_code} from PostHog on {endpoint}"},
-                    "startsAt": started.isoformat().replace("+00:00", "Z"),
-                    "endsAt": "0001-01-01T00:00:00Z",
+                    "startsAt": _zulu(started),
+                    "endsAt": _zulu(started + timedelta(minutes=20))
+                    if status == "resolved"
+                    else "0001-01-01T00:00:00Z",
                     "generatorURL": "http://prometheus.example.com:9090/graph",
                     "fingerprint": f"{n:016x}",
                 }
@@ -108,13 +112,18 @@ def _payload(n: int, status_code: str, endpoint: str, *, started: datetime) -> W
     )
 
 
+def _zulu(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
 def _outcome(action: str, status: str, reason: str, at: float, **extra: Any) -> ActionOutcome:
     return ActionOutcome(action, TARGET, status, reason, at=at, **extra)  # type: ignore[arg-type]
 
 
 def _seed(conn: Any, *, incidents: int, timeline: int, now: float, spacing: float) -> str:
-    """``incidents`` incidents, one every ``spacing`` seconds; the newest (first in the list)
-    has ``timeline`` entries."""
+    """``incidents`` incidents whose alerts started one every ``spacing`` seconds (each
+    opened and resolved, like every record, when seeded); the newest (first in the list) has
+    ``timeline`` entries."""
     big = ""
     for n in range(incidents):
         cls, severity, verdict, code, endpoint = CLASSES[n % len(CLASSES)]
@@ -122,15 +131,9 @@ def _seed(conn: Any, *, incidents: int, timeline: int, now: float, spacing: floa
         outcome = apply_notification(conn, _payload(n, code, endpoint, started=started))
         assert outcome.incident_id is not None
         incident_id = outcome.incident_id
-        # Opened when its first alert started, as a receiver that was running would have.
-        conn.execute(
-            "UPDATE incidents SET opened_at = ? WHERE id = ?", (started.timestamp(), incident_id)
-        )
         if n % 3 == 0 and n != incidents - 1:
-            conn.execute(
-                "UPDATE incidents SET status = 'resolved', resolved_at = ? WHERE id = ?",
-                (min(started.timestamp() + 1200, now - 60), incident_id),
-            )
+            resolved = _payload(n, code, endpoint, started=started, status="resolved")
+            assert apply_notification(conn, resolved).resolved
         ack = {Severity.P1: 900, Severity.P2: 3600, Severity.P3: 14400}.get(severity, 86400)
         record_triage(
             conn,
@@ -205,20 +208,14 @@ def _seed_story(conn: Any, incident_id: str, *, now: float, entries: int) -> Non
         ],
         now=at,
     )
-    conn.execute(
-        "UPDATE outbox SET state = 'sent', attempts = 1, sent_at = ? WHERE incident_id = ?"
-        " AND destination = 'pagerduty'",
-        (at + 2, incident_id),
-    )
-    conn.execute(
-        "UPDATE outbox SET state = 'sent', attempts = 1, sent_at = ? WHERE idempotency_key = ?",
-        (at + 3, f"{incident_id}-slack-1"),
-    )
-    conn.execute(
-        "UPDATE outbox SET attempts = 2, next_attempt_at = ?, last_error = ? WHERE"
-        " idempotency_key = ?",
-        (now + 20, "HTTP 503 from Slack", f"{incident_id}-slack-2"),
-    )
+    # Delivered, delivered, and failing twice: as the outbox worker records each attempt.
+    pagerduty, slack_opened, slack_action = list_messages(conn, incident_id)[:3]
+    record_sent(conn, pagerduty["id"], skipped=None, now=at + 2)
+    record_sent(conn, slack_opened["id"], skipped=None, now=at + 3)
+    for _ in range(2):
+        record_retry(
+            conn, slack_action["id"], error="HTTP 503 from Slack", next_attempt_at=now + 20
+        )
     for i in range(max(entries - 8, 0)):
         status = "firing" if i % 2 == 0 else "resolved"
         add_timeline(

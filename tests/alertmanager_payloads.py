@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from aiohttp import web
 from receiver.app import create_app
 from receiver.config import Settings
 from receiver.keys import SPOOL, STORE
+from receiver.store import check_integrity
 from receiver.store.inbox import inbox_states
 
 __all__ = [
@@ -119,41 +119,6 @@ async def wait_processed(app: web.Application, *, timeout: float = 20.0) -> dict
         await asyncio.sleep(0.02)
 
 
-def _problems(conn: sqlite3.Connection) -> list[str]:
-    problems: list[str] = []
-    if (check := conn.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
-        problems.append(f"integrity_check: {check}")
-    if fk := conn.execute("PRAGMA foreign_key_check").fetchall():
-        problems.append(f"foreign keys violated: {[tuple(r) for r in fk]}")
-    for row in conn.execute(
-        "SELECT group_key, count(*) AS n FROM incidents WHERE status = 'open'"
-        " GROUP BY group_key HAVING n > 1"
-    ):
-        problems.append(f"{row['n']} open incidents for one group")
-    for row in conn.execute(
-        "SELECT i.id, i.status, i.resolved_at,"
-        " (SELECT count(*) FROM alerts a WHERE a.incident_id = i.id) AS alerts,"
-        " (SELECT count(*) FROM alerts a WHERE a.incident_id = i.id"
-        "  AND a.status = 'firing') AS firing"
-        " FROM incidents i"
-    ):
-        if row["alerts"] == 0:
-            problems.append(f"incident {row['id']} has no alerts")
-        if row["status"] == "open" and row["firing"] == 0:
-            problems.append(f"incident {row['id']} is open with no firing alert")
-        if row["status"] == "resolved" and (row["firing"] or row["resolved_at"] is None):
-            problems.append(f"incident {row['id']} is resolved but an alert still fires")
-        opened = conn.execute(
-            "SELECT count(*) FROM incident_events WHERE incident_id = ? AND kind = 'opened'",
-            (row["id"],),
-        ).fetchone()[0]
-        if opened != 1:
-            problems.append(f"incident {row['id']} has {opened} 'opened' events")
-    if failed := conn.execute("SELECT id, error FROM inbox WHERE state = 'failed'").fetchall():
-        problems.append(f"stored webhooks the worker could not apply: {[tuple(r) for r in failed]}")
-    return problems
-
-
 async def store_problems(app: web.Application) -> list[str]:
     """Everything in the store that contradicts the incident rules (empty when consistent)."""
-    return await app[STORE].read(_problems)
+    return await app[STORE].read(check_integrity)

@@ -19,7 +19,7 @@ from receiver.config import (
     RemediationTarget,
     StoreSettings,
 )
-from receiver.incidents import IncidentEvent, apply_notification
+from receiver.incidents import IncidentEvent, apply_notification, get_incident
 from receiver.kube.client import KubeConnection
 from receiver.kube.workload import IntegrationWorkload
 from receiver.store import Store
@@ -143,37 +143,43 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await opened.close()
 
 
-async def open_incident(store: Store, group: str = "posthog-errors") -> str:
-    """Open an incident the way a firing notification does."""
-    payload = WebhookPayload.model_validate(
+def _notification(group: str, status: str) -> WebhookPayload:
+    """A notification of ``group``'s one alert, firing or resolved."""
+    return WebhookPayload.model_validate(
         {
             "version": "4",
             "groupKey": f'{{}}:{{alertname="{group}"}}',
-            "status": "firing",
+            "status": status,
             "receiver": "posthog-receiver",
             "groupLabels": {"alertname": group},
             "alerts": [
                 {
-                    "status": "firing",
+                    "status": status,
                     "labels": {"alertname": group},
                     "startsAt": "2026-01-01T00:00:00Z",
+                    "endsAt": "2026-01-01T01:00:00Z" if status == "resolved" else None,
                     "fingerprint": f"fp-{group}",
                 }
             ],
         }
     )
+
+
+async def open_incident(store: Store, group: str = "posthog-errors") -> str:
+    """Open an incident the way a firing notification does."""
+    payload = _notification(group, "firing")
     outcome = await store.write(lambda conn: apply_notification(conn, payload))
     assert outcome.incident_id is not None
     return outcome.incident_id
 
 
 async def resolve_incident(store: Store, incident_id: str) -> None:
-    """Mark an incident resolved (as the last resolved alert of its group does)."""
-    await store.write(
-        lambda conn: conn.execute(
-            "UPDATE incidents SET status = 'resolved' WHERE id = ?", (incident_id,)
-        )
-    )
+    """Resolve an incident the way its group's resolved notification does."""
+    incident = await store.read(lambda conn: get_incident(conn, incident_id))
+    assert incident is not None
+    payload = _notification(incident["groupLabels"]["alertname"], "resolved")
+    outcome = await store.write(lambda conn: apply_notification(conn, payload))
+    assert (outcome.incident_id, outcome.resolved) == (incident_id, True)
 
 
 def remediation_settings(**overrides: Any) -> RemediationSettings:

@@ -28,7 +28,7 @@ from receiver.evidence import bundles_for
 from receiver.incidents import get_incident
 from receiver.keys import STORE
 from receiver.notify.outbox import list_messages
-from receiver.store.incidents import events_with_errors, unfinished_events
+from receiver.store.incidents import events_with_errors, replay_events, unfinished_events
 from tests.conftest import remediation_settings
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack, markup
@@ -329,7 +329,7 @@ async def test_handling_events_again_pages_nobody_twice(
 
     # As after a crash between acting and marking the events done: all are due again.
     store = client.app[STORE]
-    await store.write(lambda c: c.execute("UPDATE incident_events SET state = 'pending'"))
+    assert await store.write(replay_events)
     await eventually(lambda: events_done(client))
     after = await eventually(lambda: outbox_settled(client))
 
@@ -512,7 +512,7 @@ async def test_an_event_handled_again_neither_acts_nor_pages_twice(
     assert patches >= 1
 
     store = client.app[STORE]
-    await store.write(lambda c: c.execute("UPDATE incident_events SET state = 'pending'"))
+    assert await store.write(replay_events)
     await eventually(lambda: events_done(client))
     again = await eventually(lambda: outbox_settled(client))
 

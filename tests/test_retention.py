@@ -7,9 +7,9 @@ journal's own functions). Time is the store's: retention is run with a clock day
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -20,13 +20,22 @@ from aiohttp.test_utils import TestClient
 from receiver.alertmanager import WebhookPayload
 from receiver.config import EvidenceSettings, Settings, StoreSettings, WebhookSettings
 from receiver.evidence import EvidenceCollector, bundles_for
-from receiver.incidents import add_timeline, apply_notification, get_incident, mark_event
+from receiver.incidents import (
+    add_timeline,
+    apply_notification,
+    due_events,
+    get_incident,
+    mark_event,
+)
+from receiver.keys import STORE
 from receiver.metrics import Metrics
-from receiver.notify.outbox import Draft, enqueue, set_state
+from receiver.notify.outbox import Draft, enqueue, list_messages, record_sent, set_state
 from receiver.redaction import Redactor
 from receiver.remediation import journal
 from receiver.retention import INCIDENT_BATCH, Retention
-from receiver.store import Store
+from receiver.store import Connection, Store
+from receiver.store.incidents import unfinished_events
+from receiver.store.retention import rows_held
 from tests.conftest import ClientFactory
 from tests.helpers import alert, bearer, notification, wait_until
 from tests.incident_payloads import notification as incident_notification
@@ -40,25 +49,15 @@ from tests.store_backends import (
 __all__ = ["postgres_cluster", "postgres_dsn", "store_of_each_backend"]
 
 DAY = 86400.0
-TABLES = (
-    "alerts",
-    "timeline",
-    "incident_events",
-    "evidence_bundles",
-    "outbox",
-    "notify_state",
-    "remediation_actions",
-    "remediation_reverts",
-)
 
 
 def _evidence(tmp_path: Path, **overrides: Any) -> EvidenceSettings:
     return EvidenceSettings(directory=tmp_path / "evidence", **overrides)
 
 
-async def _incident(store: Store, name: str, *, resolve: bool) -> str:
+async def _incident(store: Store, name: str, *, resolve: bool, handled: bool = True) -> str:
     """An incident through the real notification path, its events handled (as the worker
-    marks them), resolved if asked."""
+    marks them) unless asked not to, resolved if asked."""
     key = f'{{}}:{{alertname="PostHogErrors", service="{name}"}}'
     firing = WebhookPayload.model_validate(incident_notification("firing", group_key=key))
     opened = await store.write(lambda c: apply_notification(c, firing))
@@ -67,13 +66,13 @@ async def _incident(store: Store, name: str, *, resolve: bool) -> str:
         done = WebhookPayload.model_validate(incident_notification("resolved", group_key=key))
         assert (await store.write(lambda c: apply_notification(c, done))).resolved
 
-    def handled(conn: sqlite3.Connection) -> None:
-        for (event_id,) in conn.execute(
-            "SELECT id FROM incident_events WHERE incident_id = ?", (opened.incident_id,)
-        ).fetchall():
-            mark_event(conn, event_id, state="done", error=None)
+    def handle(conn: Connection) -> None:
+        for event in due_events(conn, limit=1000):
+            if event.incident_id == opened.incident_id:
+                mark_event(conn, event.id, state="done", error=None)
 
-    await store.write(handled)
+    if handled:
+        await store.write(handle)
     return opened.incident_id
 
 
@@ -99,10 +98,11 @@ async def _notified_and_remediated(store: Store, incident_id: str, *, revert: st
     (``revert="done"``) or still to revert (``"pending"``)."""
     at = time.time()
 
-    def write(conn: sqlite3.Connection) -> None:
+    def write(conn: Connection) -> None:
         draft = Draft("pagerduty", "pagerduty.trigger", {"x": 1}, f"{incident_id}-trigger")
         enqueue(conn, incident_id, [draft], now=at)
-        conn.execute("UPDATE outbox SET state = 'sent' WHERE incident_id = ?", (incident_id,))
+        for message in list_messages(conn, incident_id):
+            record_sent(conn, message["id"], skipped=None, now=at)
         set_state(conn, "pagerduty", incident_id, {"dedup_key": incident_id}, now=at)
         entry = journal.write_intent(
             conn,
@@ -124,19 +124,7 @@ async def _notified_and_remediated(store: Store, incident_id: str, *, revert: st
 
 
 async def _rows(store: Store, incident_id: str) -> dict[str, int]:
-    def count(conn: sqlite3.Connection) -> dict[str, int]:
-        found = {
-            table: conn.execute(
-                f"SELECT count(*) FROM {table} WHERE incident_id = ?", (incident_id,)
-            ).fetchone()[0]
-            for table in TABLES
-        }
-        found["incidents"] = conn.execute(
-            "SELECT count(*) FROM incidents WHERE id = ?", (incident_id,)
-        ).fetchone()[0]
-        return found
-
-    return await store.read(count)
+    return await store.read(lambda c: rows_held(c, incident_id))
 
 
 def _sample(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -198,33 +186,38 @@ async def test_an_old_resolved_incident_is_pruned_with_all_it_had(
 async def test_a_resolved_incident_with_work_left_or_too_young_is_kept(
     tmp_path: Path, store: Store
 ) -> None:
-    """An event not yet handled, a notification not yet delivered, or a retention not yet
-    over: the resolved incident stays."""
-    unhandled = await _incident(store, "unhandled", resolve=True)
+    """A retention not yet over keeps every resolved incident; once it is over, an event not
+    yet handled or a notification not yet delivered still keeps its incident."""
+    unhandled = await _incident(store, "unhandled", resolve=True, handled=False)
     undelivered = await _incident(store, "undelivered", resolve=True)
-    young = await _incident(store, "young", resolve=True)
-
-    def work_left(conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "UPDATE incident_events SET state = 'pending' WHERE incident_id = ?", (unhandled,)
-        )
-        draft = Draft("slack", "slack.post", {"x": 1}, f"{undelivered}-post")
-        enqueue(conn, undelivered, [draft], now=time.time())
-        conn.execute("UPDATE incidents SET resolved_at = ? WHERE id != ?", (0.0, young))
-
-    await store.write(work_left)
+    done = await _incident(store, "done", resolve=True)
+    draft = Draft("slack", "slack.post", {"x": 1}, f"{undelivered}-post")
+    await store.write(lambda c: enqueue(c, undelivered, [draft], now=time.time()))
     metrics = Metrics()
-    retention = Retention(
-        store=store,
-        metrics=metrics,
-        store_settings=StoreSettings(path=store.path, incident_retention_days=1),
-        evidence=_evidence(tmp_path),
+    settings = StoreSettings(path=store.path, incident_retention_days=1)
+
+    young = Retention(
+        store=store, metrics=metrics, store_settings=settings, evidence=_evidence(tmp_path)
     )
-    assert await retention.run_once()
-    for kept in (unhandled, undelivered, young):
+    assert await young.run_once()
+    for kept in (unhandled, undelivered, done):
         assert (await _rows(store, kept))["incidents"] == 1
     assert _sample(metrics, "posthog_receiver_incidents_kept", status="resolved") == 3
     assert _sample(metrics, "posthog_receiver_incidents_pruned_total") == 0
+
+    two_days_on = Retention(
+        store=store,
+        metrics=metrics,
+        store_settings=settings,
+        evidence=_evidence(tmp_path),
+        clock=lambda: time.time() + 2 * DAY,
+    )
+    assert await two_days_on.run_once()
+    for kept in (unhandled, undelivered):
+        assert (await _rows(store, kept))["incidents"] == 1
+    assert set((await _rows(store, done)).values()) == {0}
+    assert _sample(metrics, "posthog_receiver_incidents_kept", status="resolved") == 2
+    assert _sample(metrics, "posthog_receiver_incidents_pruned_total") == 1
 
 
 @pytest.mark.asyncio
@@ -264,13 +257,9 @@ async def test_evidence_over_its_cap_goes_oldest_resolved_first_never_an_open_in
     still_open = await _incident(store, "open", resolve=False)
     first = await _incident(store, "first", resolve=True)
     second = await _incident(store, "second", resolve=True)
+    # ``first`` resolved before ``second``: oldest resolved goes first.
     for incident_id in (still_open, first, second):
         await _large_timeline(store, incident_id)
-    await store.write(
-        lambda c: c.execute(
-            "UPDATE incidents SET resolved_at = resolved_at - ? WHERE id = ?", (60.0, first)
-        )
-    )
     files = {i: await _bundles(store, tmp_path, i) for i in (still_open, first, second)}
     total = sum(p.stat().st_size for paths in files.values() for p in paths)
     assert total > 2 * 1_048_576  # three incidents' bundles, each pair about 1 MiB
@@ -360,9 +349,9 @@ def _metric(text: str, name: str) -> float:
 async def test_the_running_service_prunes_and_exports_what_it_keeps(
     make_client: ClientFactory, tmp_path: Path
 ) -> None:
-    """Through the service: the metrics are there from the start; an incident resolved 91
-    days ago (its resolution moved back in the store) is pruned by the worker at its first
-    pass after a restart."""
+    """Through the service: the metrics are there from the start; an incident resolved longer
+    ago than the retention the service restarts with is pruned by the worker at its first
+    pass after the restart."""
     groups: dict[str, Any] = {"evidence": {"directory": str(tmp_path / "evidence")}}
     client: TestClient[Any, Any] = await make_client(responder=_Handled(), **groups)
     first = await (await client.get("/metrics")).text()
@@ -381,13 +370,15 @@ async def test_the_running_service_prunes_and_exports_what_it_keeps(
     await wait_until(
         lambda: _incidents(client, "resolved"), lambda found: len(found) == 1, what="resolved"
     )
-    store_path = tmp_path / "receiver.sqlite3"
+    await wait_until(
+        lambda: client.app[STORE].read(unfinished_events), lambda n: n == 0, what="handled"
+    )
     await client.close()
 
-    with sqlite3.connect(store_path) as conn:  # the service is stopped: the file is ours now
-        conn.execute("UPDATE incidents SET resolved_at = resolved_at - ?", (91 * DAY,))
-        conn.execute("UPDATE incident_events SET state = 'done'")
-    client = await make_client(responder=_Handled(), **groups)
+    await asyncio.sleep(0.2)  # past the retention of 0.1 s the service restarts with
+    client = await make_client(
+        responder=_Handled(), store={"incident_retention_days": 0.1 / DAY}, **groups
+    )
     await wait_until(
         lambda: _metrics_text(client),
         lambda text: _metric(text, "posthog_receiver_incidents_pruned_total") == 1,

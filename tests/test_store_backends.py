@@ -16,15 +16,19 @@ from receiver.alertmanager import WebhookPayload
 from receiver.incidents import (
     add_timeline,
     apply_notification,
+    due_events,
     enqueue_webhooks,
     get_incident,
     inbox_depth,
     list_incidents,
+    mark_event,
+    mark_inbox,
     pending_inbox,
 )
 from receiver.notify.outbox import Draft, enqueue, list_messages, queue_depth
 from receiver.remediation import journal
-from receiver.store import Connection, Store, StoreUnavailable
+from receiver.store import Connection, Store, StoreUnavailable, check_integrity
+from receiver.store.incidents import replay_events
 from receiver.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from tests.incident_payloads import notification
 from tests.store_backends import (
@@ -182,3 +186,51 @@ async def test_replicas_starting_at_once_migrate_once(postgres_dsn: str, tmp_pat
     again = Store(store_settings("postgres", tmp_path, postgres_dsn))
     await again.open()  # nothing left to apply: opens as is
     await again.close()
+
+
+@pytest.mark.asyncio
+async def test_events_handled_are_replayed_as_after_a_crash(store: Store) -> None:
+    """With no incident busy, the due events are listed; once done, none is due, until they
+    are replayed (of another incident: none; of this one: its events again)."""
+    firing = WebhookPayload.model_validate(notification("firing"))
+    opened = await store.write(lambda c: apply_notification(c, firing))
+    incident_id = opened.incident_id
+    assert incident_id is not None
+    due = await store.read(due_events)
+    assert [(e.incident_id, e.kind) for e in due] == [(incident_id, "opened")]
+
+    def handle(conn: Connection) -> None:
+        for event in due:
+            mark_event(conn, event.id, state="done", error=None)
+
+    await store.write(handle)
+    assert await store.read(due_events) == []
+    assert await store.write(lambda c: replay_events(c, "inc-elsewhere")) == 0
+    assert await store.write(lambda c: replay_events(c, incident_id)) == 1
+    assert [e.id for e in await store.read(due_events)] == [due[0].id]
+
+
+@pytest.mark.asyncio
+async def test_the_integrity_check_names_what_breaks_the_incident_rules(store: Store) -> None:
+    """A consistent store has no problem; an open incident whose alert no longer fires and
+    whose opened event is gone, and a webhook the worker could not apply, are named."""
+    firing = WebhookPayload.model_validate(notification("firing"))
+    opened = await store.write(lambda c: apply_notification(c, firing))
+    incident_id = opened.incident_id
+    (stored,) = await store.write(lambda c: enqueue_webhooks(c, [("f" * 64, "g", b"{}")]))
+    assert stored
+    assert await store.read(check_integrity) == []
+
+    def break_it(conn: Connection) -> None:
+        conn.execute("UPDATE alerts SET status = 'resolved' WHERE incident_id = ?", (incident_id,))
+        conn.execute("DELETE FROM incident_events WHERE incident_id = ?", (incident_id,))
+        (row,) = pending_inbox(conn)
+        mark_inbox(conn, row.id, state="failed", error="ValueError: no alerts")
+
+    await store.write(break_it)
+    (row,) = await store.read(lambda c: c.execute("SELECT id FROM inbox").fetchall())
+    assert await store.read(check_integrity) == [
+        f"incident {incident_id} is open with no firing alert",
+        f"incident {incident_id} has 0 'opened' events",
+        f"stored webhook {row['id']} could not be applied: ValueError: no alerts",
+    ]

@@ -30,7 +30,13 @@ from receiver.notify.pagerduty import dedup_key
 from receiver.redaction import Redactor
 from receiver.responder import snapshot_of, untriaged_snapshot
 from receiver.store import Connection, Store
-from receiver.store.incidents import event_state, unfinished_events
+from receiver.store.incidents import (
+    due_events,
+    event_state,
+    import_alert_start,
+    retry_event,
+    unfinished_events,
+)
 from receiver.worker import MAX_EVENT_ATTEMPTS
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack
@@ -40,6 +46,7 @@ from tests.test_responder import alert, eventually, make_settings, payload
 AppClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 # As an earlier release stored it: Python's isoformat of the validated time.
 FAR_FUTURE = "9999-12-31T23:59:59+00:00"
+OVERFLOW = "OverflowError: date value out of range"
 MINIMAL_SUMMARY = (
     "PostHog incident PostHogErrorRateHigh: automatic triage failed — follow the runbook by hand"
 )
@@ -70,14 +77,12 @@ async def left_by_an_earlier_release(settings: Settings, *, attempts: int = 0) -
         incident_id = outcome.incident_id
         assert incident_id is not None
 
-        def as_stored_then(conn: Any) -> None:
-            conn.execute(
-                "UPDATE alerts SET starts_at = ? WHERE incident_id = ?", (FAR_FUTURE, incident_id)
-            )
-            conn.execute(
-                "UPDATE incident_events SET attempts = ? WHERE incident_id = ?",
-                (attempts, incident_id),
-            )
+        def as_stored_then(conn: Connection) -> None:
+            import_alert_start(conn, incident_id, "a1", FAR_FUTURE)
+            # Each attempt of the earlier release failed on the date, as the worker records it.
+            for _ in range(attempts):
+                (event,) = due_events(conn)
+                retry_event(conn, event.id, error=OVERFLOW, give_up=False, backoff=0.0)
 
         await store.write(as_stored_then)
     finally:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from receiver.alertmanager import Alert, WebhookPayload
 from receiver.identity import Episode, incident_id_for
 from receiver.runbook import ErrorClass, Severity
-from receiver.store.base import Connection, Row, now
+from receiver.store.base import Connection, Row, now, placeholders
 
 __all__ = [
     "AcknowledgedVia",
@@ -42,6 +42,7 @@ __all__ = [
     "event_state",
     "events_with_errors",
     "get_incident",
+    "import_alert_start",
     "list_incidents",
     "mark_event",
     "open_incident_id",
@@ -50,6 +51,7 @@ __all__ = [
     "record_mitigation",
     "record_pagerduty_news",
     "record_triage",
+    "replay_events",
     "response_times",
     "retry_event",
     "unfinished_events",
@@ -130,11 +132,11 @@ def due_events(
     event is still backing off contributes nothing, so each incident's events stay in order.
     Incidents in ``busy`` (being handled right now) are left out."""
     skip = list(busy)
+    # PostgreSQL refuses an empty ``IN ()`` (SQLite takes it): no clause when none is busy.
+    not_busy = f" AND incident_id NOT IN ({placeholders(len(skip))})" if skip else ""
     rows = conn.execute(
         "SELECT id, incident_id, kind, data, attempts, next_attempt_at FROM incident_events"
-        " WHERE state = 'pending'"
-        f" AND incident_id NOT IN ({', '.join('?' * len(skip))})"
-        " ORDER BY id LIMIT ?",
+        f" WHERE state = 'pending'{not_busy} ORDER BY id LIMIT ?",
         (*skip, limit * 4),
     ).fetchall()
     blocked: set[str] = set()
@@ -172,6 +174,22 @@ def mark_event(conn: Connection, event_id: int, *, state: str, error: str | None
         "UPDATE incident_events SET state = ?, error = ?, attempts = attempts + 1 WHERE id = ?",
         (state, error, event_id),
     )
+
+
+def replay_events(conn: Connection, incident_id: str | None = None) -> int:
+    """Make handled events (of one incident, or all) due again; the number made due.
+
+    This is what a crash between acting on events and marking them done leaves, and what a
+    store restored from a backup taken before they were marked done holds: the worker hands
+    them to the responder again, which must then change and send nothing twice.
+    """
+    where, args = ("AND incident_id = ?", (incident_id,)) if incident_id else ("", ())
+    cur = conn.execute(
+        "UPDATE incident_events SET state = 'pending', next_attempt_at = 0"
+        f" WHERE state != 'pending' {where}",
+        args,
+    )
+    return cur.rowcount
 
 
 # -- applying a notification ----------------------------------------------------------------
@@ -299,6 +317,19 @@ def apply_notification(conn: Connection, payload: WebhookPayload) -> Notificatio
         mitigation = record_mitigation(conn, incident_id, at=ts, how="recovered")
     return NotificationOutcome(
         incident_id, changes, opened=opened, resolved=resolved, mitigation=mitigation
+    )
+
+
+def import_alert_start(
+    conn: Connection, incident_id: str, fingerprint: str, starts_at: str
+) -> None:
+    """Write an alert's ``startsAt`` text as given, unvalidated: importing or repairing rows
+    as an earlier release stored them. Its door accepted times the current one refuses (the
+    year 9999: a broken clock or a hostile sender), so readers of the store must cope with
+    such rows; the notification path never writes them."""
+    conn.execute(
+        "UPDATE alerts SET starts_at = ? WHERE incident_id = ? AND fingerprint = ?",
+        (starts_at, incident_id, fingerprint),
     )
 
 

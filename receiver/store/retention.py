@@ -17,6 +17,7 @@ __all__ = [
     "forget_bundles",
     "incidents_kept",
     "prune_incidents",
+    "rows_held",
     "stored_bundles",
 ]
 
@@ -90,6 +91,22 @@ def incidents_kept(conn: Connection) -> dict[str, int]:
     for row in conn.execute("SELECT status, count(*) FROM incidents GROUP BY status"):
         kept[row[0]] = int(row[1])
     return kept
+
+
+def rows_held(conn: Connection, incident_id: str) -> dict[str, int]:
+    """How many rows each table holds for one incident (``incidents``: its own row): what
+    pruning it deletes, for people checking that retention left nothing behind."""
+    held = {
+        table: int(
+            conn.execute(
+                f"SELECT count(*) FROM {table} WHERE incident_id = ?", (incident_id,)
+            ).fetchone()[0]
+        )
+        for table in _INCIDENT_TABLES
+    }
+    row = conn.execute("SELECT count(*) FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+    held["incidents"] = int(row[0])
+    return held
 
 
 @dataclass(frozen=True)

@@ -395,3 +395,55 @@ async def test_an_expired_approval_escalates(
     await asyncio.sleep(0.2)
     assert queue_mode(cluster) is None
     assert "applied" not in await remediation_statuses(client, incident_id)
+
+
+def acknowledgements_counted(metrics: str) -> float:
+    """How many first acknowledgements /metrics has timed, every severity together."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("posthog_receiver_time_to_acknowledge_seconds_count{")
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("where", ["page", "Slack"])
+async def test_a_decision_is_the_incidents_acknowledgement(
+    approving: Factory, slack: FakeSlack, where: str
+) -> None:
+    """Approving on the page or denying in Slack takes the incident: acknowledged by that
+    person through an approval, on the timeline and timed on /metrics; a later click changes
+    nothing."""
+    client = await approving()
+    incident_id, action, csrf = await awaiting_on_page(client)
+    before = await (await client.get(f"/api/incidents/{incident_id}")).json()
+    assert before["acknowledgedAt"] is None
+    assert acknowledgements_counted(await (await client.get("/metrics")).text()) == 0
+    approval_id = action.rsplit("/", 1)[-1]
+    if where == "page":
+        answer = await client.post(
+            action,
+            data={"csrf": csrf, "decision": "approve"},
+            headers=basic(),
+            allow_redirects=False,
+        )
+        assert answer.status == 303
+        person = "alice"
+    else:
+        body = slack_click(approval_id, action_id="deny", response_url=slack.response_url())
+        answer = await client.post("/slack/interactions", data=body, headers=signed(body))
+        assert answer.status == 200
+        person = "Slack user U0APPROVER"
+    incident = await (await client.get(f"/api/incidents/{incident_id}")).json()
+    assert (incident["acknowledgedBy"], incident["acknowledgedVia"]) == (person, "approval")
+    assert incident["acknowledgedAt"] is not None
+    acknowledged = [t for t in incident["timeline"] if t["kind"] == "acknowledged"]
+    assert len(acknowledged) == 1
+    assert acknowledged[0]["data"]["via"] == "approval"
+    assert acknowledgements_counted(await (await client.get("/metrics")).text()) == 1
+    # A second click finds it decided: no second acknowledgement.
+    again = slack_click(approval_id, response_url=slack.response_url())
+    await client.post("/slack/interactions", data=again, headers=signed(again))
+    incident = await (await client.get(f"/api/incidents/{incident_id}")).json()
+    assert [t["kind"] for t in incident["timeline"]].count("acknowledged") == 1
+    assert acknowledgements_counted(await (await client.get("/metrics")).text()) == 1

@@ -47,7 +47,7 @@ ACTION = {
     "target": "deployment/posthog-integration",
     "detail": HOSTILE["link"] + HOSTILE["lines"],
 }
-INCIDENT_URL = f"{PUBLIC_URL}/api/incidents/inc-1"
+INCIDENT_URL = f"{PUBLIC_URL}/incidents/inc-1"
 
 
 def hostile(clock: Clock, **changes: Any) -> IncidentSnapshot:
@@ -240,7 +240,7 @@ async def test_pagerduty_links_follow_configured_hosts(
         await h.drain()
     by_incident = {a["client_url"]: a for a in fakes.pagerduty.alerts}
     default, configured, elsewhere = (
-        by_incident[f"{PUBLIC_URL}/api/incidents/inc-{n}"] for n in (1, 2, 3)
+        by_incident[f"{PUBLIC_URL}/incidents/inc-{n}"] for n in (1, 2, 3)
     )
     assert generator in hrefs(default)
     assert "http://alertmanager.example.com:9093" in hrefs(default)

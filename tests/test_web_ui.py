@@ -21,7 +21,7 @@ from receiver.remediation import Remediator, journal
 from receiver.remediation.outcome import ActionOutcome
 from receiver.runbook import ErrorClass, Severity, Verdict
 from receiver.store import Store
-from receiver.web import links
+from receiver import links
 from receiver.web.access import Viewer
 from receiver.web.keys import ACCESS
 from tests.conftest import ClientFactory, RecordingResponder, remediation_settings

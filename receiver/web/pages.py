@@ -19,6 +19,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from markupsafe import Markup
 
+from receiver import links
 from receiver.audit import AuditEntry
 from receiver.evidence import IncidentNotFound
 from receiver.evidence_api import EVIDENCE
@@ -27,7 +28,7 @@ from receiver.remediation import approval
 from receiver.remediation.kill_switch import set_runtime_kill_switch
 from receiver.runbook import Severity
 from receiver.store import StoreUnavailable
-from receiver.web import decisions, links, queries, views
+from receiver.web import decisions, queries, views
 from receiver.web.access import Access, Viewer
 from receiver.web.keys import ACCESS
 

@@ -10,12 +10,15 @@ objects, what the fakes accepted, and the receiver's HTTP API.
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from receiver import links
 from tests.e2e.stack import KEY_ROTATED_AFTER_PODS, Stack, eventually, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
@@ -23,6 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 # Generous: the first rule evaluation after a scrape takes a few seconds; these bound the
 # wait, they assert nothing about speed.
 FIRE = 60.0
+UI_PASSWORD = "e2e-oncall-password-5b2f"
 SETTLE = 30.0
 
 
@@ -118,16 +122,41 @@ async def test_vendor_incident_fallback_and_status_page_no_restart(tmp_path: Pat
         await eventually(lambda: stack.pages("resolve"), what="PagerDuty resolve")
 
 
+async def _approve_on_the_page(stack: Stack, incident_id: str) -> None:
+    """What the on-call engineer does: open the incident's page, click Approve."""
+    auth = {"Authorization": "Basic " + base64.b64encode(f"oncall:{UI_PASSWORD}".encode()).decode()}
+    page = stack.receiver.url + links.incident_path(incident_id)
+
+    async def form() -> tuple[str, str] | None:
+        async with stack.session.get(page, headers=auth) as resp:
+            html = await resp.text()
+        action = re.search(r'<form method="post" action="([^"]+/approvals/[^"]+)"', html)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', html)
+        return (action.group(1), csrf.group(1)) if action and csrf else None
+
+    action, csrf = await eventually(form, what="Approve on the incident page", timeout=FIRE)
+    async with stack.session.post(
+        stack.receiver.url + action,
+        data={"csrf": csrf, "decision": "approve"},
+        headers=auth,
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303
+
+
 async def test_auth_errors_after_rotation_restart_the_deployment(tmp_path: Path) -> None:
-    """401s after the API-key Secret changed (pods still on the old key) restart the
-    Deployment once; the incident then resolves."""
-    async with running_stack(tmp_path, key_changed_at=KEY_ROTATED_AFTER_PODS) as stack:
+    """401s after the API-key Secret changed (pods still on the old key): the restart waits
+    for a person (the runbook's default), who approves it on the incident page; the
+    Deployment restarts once, and the incident then resolves."""
+    ui = {"users": [{"username": "oncall", "password": {"value": UI_PASSWORD}}]}
+    async with running_stack(tmp_path, key_changed_at=KEY_ROTATED_AFTER_PODS, ui=ui) as stack:
         stack.integration.rise("401")
 
+        incident = await _opened(stack, "auth")
+        await _approve_on_the_page(stack, incident["id"])
         restarted = await eventually(
             stack.cluster.restarted_at, what="rollout restart", timeout=FIRE
         )
-        incident = await _opened(stack, "auth")
         assert incident["severity"] == "P1"
         triggers = await eventually(lambda: stack.pages("trigger"), what="PagerDuty trigger")
         assert triggers[0]["payload"]["severity"] == "critical"

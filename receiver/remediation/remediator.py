@@ -41,6 +41,7 @@ from typing import Any
 
 import structlog
 
+from receiver.cluster import ApiKeyReport
 from receiver.config import RemediationSettings
 from receiver.incidents import ResponseTime, add_timeline, get_incident, record_mitigation
 from receiver.kube.deployments import DeploymentState, EnvValue
@@ -348,6 +349,10 @@ class Remediator:
             return self._outcome(action.name, target, "skipped", refusal)
         # A dry run changes nothing: there is nothing for a person to approve.
         if action.approval_required and not approved and not self._settings.dry_run:
+            if action.kind == "restart_if_key_rotated" and self._workload is not None:
+                _, unhelpful = await self._key_not_rotated(action, target)
+                if unhelpful is not None:
+                    return unhelpful
             waiting = await self._await_approval(incident_id, action, target)
             if waiting is not None:
                 return waiting
@@ -827,35 +832,40 @@ class Remediator:
             after=wanted.describe(),
         )
 
-    async def _restart_if_key_rotated(
-        self, incident_id: str, action: PlannedAction, target: str, facts: guards.Facts
-    ) -> ActionOutcome | _Change:
+    async def _key_not_rotated(
+        self, action: PlannedAction, target: str
+    ) -> tuple[ApiKeyReport, ActionOutcome | None]:
+        """The API key as the cluster has it, and why a restart would not help (the Secret
+        missing, empty, or unchanged since the pods started: escalated, people rotate the
+        key), ``None`` when it changed after the pods started. Asked before anyone is asked
+        to approve a restart (nobody approves one that would change nothing), and again
+        when it runs."""
         assert self._workload is not None
         t = self._settings.target
         key = await self._workload.api_key()
         secret = f"Secret {t.api_key_secret} key {t.api_key_key}"
         if not key.exists:
-            return self._outcome(
-                action.name,
-                target,
-                "escalated",
-                f"{secret} does not exist: create it with a valid key",
-            )
-        if not key.non_empty:
-            return self._outcome(
-                action.name, target, "escalated", f"{secret} is empty: rotate the key"
-            )
-        if not key.rotated_since_pods_started:
+            why = f"{secret} does not exist: create it with a valid key"
+        elif not key.non_empty:
+            why = f"{secret} is empty: rotate the key"
+        elif not key.rotated_since_pods_started:
             changed = key.changed_at.isoformat() if key.changed_at else "unknown"
             started = key.pods_started_at.isoformat() if key.pods_started_at else "unknown"
-            return self._outcome(
-                action.name,
-                target,
-                "escalated",
+            why = (
                 f"{secret} has not changed since the pods started (key changed {changed}, "
                 f"pods started {started}): a restart will not help; rotate the key "
-                "(verify it in the PostHog dashboard) and update the Secret",
+                "(verify it in the PostHog dashboard) and update the Secret"
             )
+        else:
+            return key, None
+        return key, self._outcome(action.name, target, "escalated", why)
+
+    async def _restart_if_key_rotated(
+        self, incident_id: str, action: PlannedAction, target: str, facts: guards.Facts
+    ) -> ActionOutcome | _Change:
+        key, unhelpful = await self._key_not_rotated(action, target)
+        if unhelpful is not None:
+            return unhelpful
         return await self._restart(
             incident_id,
             action,

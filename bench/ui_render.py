@@ -9,7 +9,8 @@ of the big incident's page (each: sign-in, store read, template render, HTTP on 
 a warm-up, and prints p50/p95/max as JSON. Target: p95 under 100 ms for both.
 
 ``--screenshots DIR`` instead seeds a small realistic state and writes ``ui-list.png`` and
-``ui-incident.png`` taken by headless Chromium (Debian's chromium and chromium-driver).
+``ui-incident.png`` taken by headless Chromium (Debian's chromium and chromium-driver); the
+incident's restart awaits approval, so its page shows the Approve and Deny buttons.
 
     PYTHONPATH=. .venv/bin/python bench/ui_render.py
     PYTHONPATH=. .venv/bin/python bench/ui_render.py --screenshots docs
@@ -39,7 +40,7 @@ from receiver.incidents import add_timeline, apply_notification, record_triage
 from receiver.logs import configure_logging
 from receiver.notify.outbox import Draft, enqueue, list_messages, record_retry, record_sent
 from receiver.redaction import Redactor
-from receiver.remediation import journal
+from receiver.remediation import approval, journal
 from receiver.remediation.outcome import ActionOutcome
 from receiver.runbook import ErrorClass, Severity
 from receiver.store import Store
@@ -158,13 +159,23 @@ def _seed(conn: Any, *, incidents: int, timeline: int, now: float, spacing: floa
 def _seed_story(conn: Any, incident_id: str, *, now: float, entries: int) -> None:
     """The big incident: actions in several states, notifications, a long timeline."""
     at = now - 900
+    # The restart waits for a person, as the runbook's default wants: Approve/Deny on the page.
+    waiting, _ = approval.request(
+        conn,
+        incident_id=incident_id,
+        action="restart_for_rotated_key",
+        target=TARGET,
+        at=at + 60,
+        expires_at=now + 600,
+    )
+    expires = datetime.fromtimestamp(waiting.expires_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     story = [
         _outcome(
             "restart_for_rotated_key",
-            "applied",
-            "restarted the Deployment: the Secret changed after the pods started",
+            "awaiting_approval",
+            f"awaiting approval until {expires}: approve or deny it on the incident page",
             at + 60,
-            verified=True,
+            approval_id=waiting.id,
         ),
         _outcome(
             "enable_request_queuing",

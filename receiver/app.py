@@ -102,6 +102,7 @@ async def open_responder(
         public_url=settings.server.public_url,
         prometheus_urls=notify.prometheus_urls(settings),
         redactor=redactor,
+        ui=settings.ui,
     )
     outbox.start()
     stack.push_async_callback(outbox.stop)

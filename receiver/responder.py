@@ -733,6 +733,7 @@ class ResponsePreview:
             settings=self._settings.notify,
             public_url=self._settings.server.public_url,
             prometheus_urls=prometheus_urls(self._settings),
+            ui=self._settings.ui,
         )
         steps: list[tuple[str, Callable[[], Awaitable[int]]]] = [
             ("opened", functools.partial(notifier.incident_opened, snapshot))

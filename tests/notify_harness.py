@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest_asyncio
 
-from receiver.config import NotifySettings, StoreSettings
+from receiver.config import NotifySettings, StoreSettings, UiSettings
 from receiver.metrics import Metrics
 from receiver.notify import IncidentSnapshot, Notifier, OutboxWorker, build_notifier
 from receiver.notify.outbox import list_messages
@@ -118,10 +118,13 @@ def notify_settings(
 class Harness:
     """A store, a notifier and an outbox worker, restartable like the service."""
 
-    def __init__(self, path: Path, settings: NotifySettings, clock: Clock) -> None:
+    def __init__(
+        self, path: Path, settings: NotifySettings, clock: Clock, *, ui: UiSettings | None = None
+    ) -> None:
         self.path = path
         self.settings = settings
         self.clock = clock
+        self.ui = ui  # how links in messages are made (default: the plain page)
         self.metrics = Metrics()
         self.store: Store
         self.notifier: Notifier
@@ -138,6 +141,7 @@ class Harness:
             prometheus_urls=(PROMETHEUS_URL,),
             redactor=Redactor.from_settings(self.settings),
             clock=self.clock,
+            ui=self.ui,
         )
 
     async def close(self) -> None:

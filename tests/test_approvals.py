@@ -12,12 +12,13 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient
 
+from receiver import links
 from receiver.app import create_app
 from receiver.audit import recent_audit
 from receiver.config import KubernetesSettings
@@ -73,7 +74,7 @@ async def approving(
     for name in ("posthog-integration-7d9f-a", "posthog-integration-7d9f-b"):
         cluster.put_object(PODS, "prod", name, pod(name, started="2026-11-23T04:00:00Z"))
 
-    async def make(**remediation: Any) -> Client:
+    async def make(*, link_key: str | None = None, **remediation: Any) -> Client:
         actions = [
             {
                 "name": "enable_request_queuing",
@@ -90,7 +91,10 @@ async def approving(
             pagerduty=pagerduty,
             kubernetes=kube_settings.model_dump(),
             remediation=remediation_settings(actions=actions, **remediation).model_dump(),
-            ui={"users": [{"username": "alice", "password": {"value": PASSWORD}}]},
+            ui={
+                "users": [{"username": "alice", "password": {"value": PASSWORD}}],
+                **({"link_key": {"value": link_key}} if link_key is not None else {}),
+            },
         )
         data = settings.model_dump(mode="python")
         data["notify"]["slack"] = {
@@ -368,7 +372,14 @@ async def test_an_expired_approval_escalates(
     await eventually(
         lambda: asyncio.sleep(
             0,
-            sum(a["event_action"] == "trigger" for a in pagerduty.alerts) >= 2,
+            any(
+                a["event_action"] == "trigger"
+                and any(
+                    "approval expired" in line for line in a["payload"]["custom_details"]["actions"]
+                )
+                and not any(link["text"].startswith("Approve") for link in a["links"])
+                for a in pagerduty.alerts
+            ),
         )
     )
     late = await client.post(
@@ -378,3 +389,111 @@ async def test_an_expired_approval_escalates(
     await asyncio.sleep(0.2)
     assert queue_mode(cluster) is None
     assert "applied" not in await remediation_statuses(client, incident_id)
+
+
+def acknowledgements_counted(metrics: str) -> float:
+    """How many first acknowledgements /metrics has timed, every severity together."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("posthog_receiver_time_to_acknowledge_seconds_count{")
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("where", ["page", "Slack"])
+async def test_a_decision_is_the_incidents_acknowledgement(
+    approving: Factory, slack: FakeSlack, where: str
+) -> None:
+    """Approving on the page or denying in Slack takes the incident: acknowledged by that
+    person through an approval, on the timeline and timed on /metrics; a later click changes
+    nothing."""
+    client = await approving()
+    incident_id, action, csrf = await awaiting_on_page(client)
+    before = await (await client.get(f"/api/incidents/{incident_id}")).json()
+    assert before["acknowledgedAt"] is None
+    assert acknowledgements_counted(await (await client.get("/metrics")).text()) == 0
+    approval_id = action.rsplit("/", 1)[-1]
+    if where == "page":
+        answer = await client.post(
+            action,
+            data={"csrf": csrf, "decision": "approve"},
+            headers=basic(),
+            allow_redirects=False,
+        )
+        assert answer.status == 303
+        person = "alice"
+    else:
+        body = slack_click(approval_id, action_id="deny", response_url=slack.response_url())
+        answer = await client.post("/slack/interactions", data=body, headers=signed(body))
+        assert answer.status == 200
+        person = "Slack user U0APPROVER"
+    incident = await (await client.get(f"/api/incidents/{incident_id}")).json()
+    assert (incident["acknowledgedBy"], incident["acknowledgedVia"]) == (person, "approval")
+    assert incident["acknowledgedAt"] is not None
+    acknowledged = [t for t in incident["timeline"] if t["kind"] == "acknowledged"]
+    assert len(acknowledged) == 1
+    assert acknowledged[0]["data"]["via"] == "approval"
+    assert acknowledgements_counted(await (await client.get("/metrics")).text()) == 1
+    # A second click finds it decided: no second acknowledgement.
+    again = slack_click(approval_id, response_url=slack.response_url())
+    await client.post("/slack/interactions", data=again, headers=signed(again))
+    incident = await (await client.get(f"/api/incidents/{incident_id}")).json()
+    assert [t["kind"] for t in incident["timeline"]].count("acknowledged") == 1
+    assert acknowledgements_counted(await (await client.get("/metrics")).text()) == 1
+
+
+LINK_KEY = "link-key-for-signed-links-5d1e"
+
+
+@pytest.mark.asyncio
+async def test_pagerduty_links_the_signed_page_of_the_approval(
+    approving: Factory, pagerduty: FakePagerDuty
+) -> None:
+    """With a link key, PagerDuty's events link the incident's page, signed: the link
+    verifies, opens the page without a sign-in, and a trigger sent while the action awaits
+    approval links where Approve and Deny are; a tampered link is refused (403)."""
+    client = await approving(link_key=LINK_KEY)
+    incident_id, _, _ = await awaiting_on_page(client)
+
+    def approval_trigger() -> dict[str, Any] | None:
+        return next(
+            (
+                a
+                for a in pagerduty.alerts
+                if a["event_action"] == "trigger"
+                and any(link["text"].startswith("Approve or deny") for link in a["links"])
+            ),
+            None,
+        )
+
+    trigger = await eventually(lambda: asyncio.sleep(0, approval_trigger()))
+    url = urlsplit(trigger["client_url"])
+    assert url.path == links.incident_path(incident_id)
+    query = parse_qs(url.query)
+    assert links.verify(
+        LINK_KEY.encode(),
+        url.path,
+        exp=query["exp"][0],
+        sig=query["sig"][0],
+        now=time.time(),
+    )
+    approve = next(link for link in trigger["links"] if link["text"].startswith("Approve"))
+    assert approve == {
+        "href": f"{trigger['client_url']}#actions",
+        "text": "Approve or deny: enable_request_queuing",
+    }
+    assert trigger["payload"]["custom_details"]["incident"] == trigger["client_url"]
+    # No sign-in: the signature opens the page, the action awaiting approval on it.
+    page = await client.get(f"{url.path}?{url.query}")
+    assert page.status == 200
+    html = await page.text()
+    assert "awaiting approval" in html
+    assert incident_id in html
+    # One character changed in the signature, or another incident's path: refused.
+    sig = query["sig"][0]
+    tampered = sig[:-1] + ("A" if sig[-1] != "A" else "B")
+    forged = await client.get(f"{url.path}?exp={query['exp'][0]}&sig={tampered}")
+    assert forged.status == 403
+    other = await client.get(f"{links.incident_path('inc-other')}?{url.query}")
+    assert other.status == 403

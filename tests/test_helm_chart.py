@@ -8,6 +8,7 @@ the mounted secret files present, so the chart and the settings model cannot dri
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import functools
@@ -833,6 +834,9 @@ PLAUSIBLE_SECRETS = {
     "pagerduty-routing-key": "0123456789abcdef0123456789abcdef",
     "statuspage-api-key": "statuspage-api-key-value",
     "slack-webhook-url": "https://hooks.slack.test/services/T000/B000/XXXX",
+    "pagerduty-webhook-secret": "pagerduty-webhook-v3-signing-secret",
+    "slack-signing-secret": "8f742231b10e8888abcd99yyyzzz85a5",
+    "ui-link-key": "an-hmac-key-for-signed-links-of-48-characters!!",
     "dsn": "postgresql://receiver:db-password@posthog-receiver-db-rw.monitoring.svc:5432/app",
 }
 
@@ -980,6 +984,76 @@ def test_created_secret_holds_the_enabled_credentials() -> None:
     assert {i["key"] for i in items} == set(secret["data"])
 
 
+def test_webhooks_slack_buttons_and_signed_links_mount_their_secrets() -> None:
+    """PagerDuty webhooks, Slack's buttons and signed links each read a file of the chart's
+    Secret; a link key left empty is generated, and an upgrade keeps the one in the cluster."""
+    values = {
+        "secrets": {
+            "pagerdutyRoutingKey": "R0UTINGKEY",
+            "slackWebhookUrl": "https://hooks.slack.test/services/T/B/X",
+            "pagerdutyWebhookSecret": "pd-webhook-signing-secret",
+            "slackSigningSecret": "slack-app-signing-secret",
+        },
+        "notify": {
+            "pagerduty": {"enabled": True, "webhook": True},
+            "slack": {"enabled": True, "interactive": True},
+        },
+        "ui": {"signedLinks": True},
+    }
+    docs = render(values)
+    config = rendered_config(docs)
+    secrets_dir = "/etc/posthog-receiver/secrets"
+    assert config["notify"]["pagerduty"]["webhook"] == {
+        "secrets": [{"file": f"{secrets_dir}/pagerduty-webhook-secret"}]
+    }
+    assert config["notify"]["slack"]["signing_secret"] == {
+        "file": f"{secrets_dir}/slack-signing-secret"
+    }
+    assert config["ui"]["link_key"] == {"file": f"{secrets_dir}/ui-link-key"}
+    data = only(docs, "Secret")["data"]
+    assert base64.b64decode(data["pagerduty-webhook-secret"]) == b"pd-webhook-signing-secret"
+    assert base64.b64decode(data["slack-signing-secret"]) == b"slack-app-signing-secret"
+    generated = base64.b64decode(data["ui-link-key"])
+    assert len(generated) == 48
+    items = next(
+        v
+        for v in only(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "secrets"
+    )["secret"]["items"]
+    assert {i["key"] for i in items} == set(data)
+    # Off by default: nothing mounted, nothing in the config.
+    plain = render({})
+    assert "link_key" not in rendered_config(plain)["ui"]
+    assert set(only(plain, "Secret")["data"]) == {"webhook-token"}
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"notify": {"pagerduty": {"enabled": True, "webhook": True}}}, "pagerdutyWebhookSecret"),
+        (
+            {
+                "notify": {"pagerduty": {"webhook": True}},
+                "secrets": {"pagerdutyWebhookSecret": "s"},
+            },
+            "needs notify.pagerduty.enabled",
+        ),
+        (
+            {"notify": {"slack": {"interactive": True}}, "secrets": {"slackSigningSecret": "s"}},
+            "needs notify.slack.enabled",
+        ),
+    ],
+)
+def test_webhook_or_buttons_without_what_they_need_fail_to_render(
+    values: dict[str, Any], complaint: str
+) -> None:
+    """A PagerDuty webhook without its signing secret, or without PagerDuty; Slack buttons
+    without Slack: refused at render time, naming what is missing."""
+    values = deep_merge({"secrets": {"pagerdutyRoutingKey": "R0UTINGKEY"}}, values)
+    with pytest.raises(helm.HelmRenderError, match=complaint):
+        render(values)
+
+
 def test_enabled_channel_without_its_credential_fails_to_render() -> None:
     """Enabling PagerDuty without a routing key is an error naming the missing value."""
     with pytest.raises(helm.HelmRenderError, match=r"secrets\.pagerdutyRoutingKey"):
@@ -1008,6 +1082,9 @@ def test_existing_secret_is_mounted_with_its_own_key_names() -> None:
         "pd-routing-key": "pagerduty-routing-key",
         "statuspage-key": "statuspage-api-key",
         "slack-url": "slack-webhook-url",
+        "pd-webhook-secret": "pagerduty-webhook-secret",
+        "slack-signing": "slack-signing-secret",
+        "link-key": "ui-link-key",
     }
 
 

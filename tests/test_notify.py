@@ -111,7 +111,7 @@ async def test_pagerduty_trigger_change_acknowledge_resolve(
         "http://prometheus.example.com:9090/graph?g0.expr=posthog_errors_total",
         "http://alertmanager.example.com:9093",
         "https://grafana.example.com/d/posthog",
-        f"{PUBLIC_URL}/api/incidents/inc-1",
+        f"{PUBLIC_URL}/incidents/inc-1",
     ]
     change = fakes.pagerduty.changes[0]
     assert "enable_fallback applied" in change["payload"]["summary"]
@@ -269,7 +269,7 @@ async def test_slack_runbook_message_on_open_action_and_resolve(
         "Next update: 15:21 UTC",  # START is 15:06:40 UTC
         "Incident commander: <@U0ALICE01|alice>",
     ]
-    assert f"{PUBLIC_URL}/api/incidents/inc-1" in first
+    assert f"{PUBLIC_URL}/incidents/inc-1" in first
     assert "Status: MONITORING" in action
     assert (
         "Current action: enable_fallback applied on deployment/posthog-integration"

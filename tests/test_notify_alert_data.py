@@ -10,9 +10,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from receiver import links
+from receiver.config import UiSettings
 from receiver.notify import IncidentSnapshot
 from tests.fakes.slack import markup
 from tests.notify_harness import (
@@ -47,7 +50,7 @@ ACTION = {
     "target": "deployment/posthog-integration",
     "detail": HOSTILE["link"] + HOSTILE["lines"],
 }
-INCIDENT_URL = f"{PUBLIC_URL}/api/incidents/inc-1"
+INCIDENT_URL = f"{PUBLIC_URL}/incidents/inc-1"
 
 
 def hostile(clock: Clock, **changes: Any) -> IncidentSnapshot:
@@ -63,9 +66,11 @@ def hostile(clock: Clock, **changes: Any) -> IncidentSnapshot:
 
 @asynccontextmanager
 async def running(
-    tmp_path: Path, fakes: Fakes, clock: Clock, **options: Any
+    tmp_path: Path, fakes: Fakes, clock: Clock, *, ui: UiSettings | None = None, **options: Any
 ) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path / "receiver.sqlite3", notify_settings(fakes, **options), clock)
+    harness = Harness(
+        tmp_path / "receiver.sqlite3", notify_settings(fakes, **options), clock, ui=ui
+    )
     await harness.open()
     try:
         yield harness
@@ -240,7 +245,7 @@ async def test_pagerduty_links_follow_configured_hosts(
         await h.drain()
     by_incident = {a["client_url"]: a for a in fakes.pagerduty.alerts}
     default, configured, elsewhere = (
-        by_incident[f"{PUBLIC_URL}/api/incidents/inc-{n}"] for n in (1, 2, 3)
+        by_incident[f"{PUBLIC_URL}/incidents/inc-{n}"] for n in (1, 2, 3)
     )
     assert generator in hrefs(default)
     assert "http://alertmanager.example.com:9093" in hrefs(default)
@@ -327,3 +332,53 @@ async def test_nothing_from_labels_reaches_customers(
         assert MARK not in sent
         assert "<" not in sent
         assert "evil" not in sent
+
+
+LINK_KEY = "signing-key-for-incident-links-0c4f"
+
+
+def signed_for(url: str, incident_id: str, *, now: float) -> bool:
+    """Whether ``url`` is the incident's page with a valid signature (not the API's JSON)."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    return parts.path == links.incident_path(incident_id) and links.verify(
+        LINK_KEY.encode(),
+        parts.path,
+        exp=query.get("exp", [None])[0],
+        sig=query.get("sig", [None])[0],
+        now=now,
+    )
+
+
+@pytest.mark.asyncio
+async def test_signed_links_are_kept_whole_at_every_limit(
+    tmp_path: Path, fakes: Fakes, clock: Clock
+) -> None:
+    """With a link key, the longer signed link still ends Slack's message and stays whole in
+    a PagerDuty event cut to 512 KB: both verify, and open the incident's page."""
+    ui = UiSettings.model_validate({"link_key": {"value": LINK_KEY}, "link_ttl_hours": 1})
+    huge = snapshot(
+        clock,
+        title="<&>" * 40_000,
+        decision_summary="&" * 300_000,
+        labels={f"huge{i}": "A" * 100_000 for i in range(10)},
+    )
+    async with running(tmp_path, fakes, clock, ui=ui, only=("slack", "pagerduty")) as h:
+        await h.notifier.incident_opened(huge)
+        await h.drain()
+    assert (fakes.slack.rejected, fakes.pagerduty.rejected) == ([], [])
+    (text,) = fakes.slack.texts
+    assert len(text) <= 3000
+    link = markup(text)[-1]  # the incident commander is mentioned before it
+    assert text.endswith(f"<{link}>")
+    # Slack's text escapes "&" as "&amp;", in links too (Slack decodes it back).
+    assert signed_for(link.replace("&amp;", "&"), huge.id, now=clock())
+    trigger = fakes.pagerduty.alerts[0]
+    assert len(json.dumps(trigger).encode()) <= 512 * 1024
+    assert "512 KB" in trigger["payload"]["custom_details"]["truncated"]
+    url = trigger["client_url"]
+    assert signed_for(url, huge.id, now=clock())
+    assert trigger["payload"]["custom_details"]["incident"] == url
+    assert url in hrefs(trigger)
+    # Valid for link_ttl_hours, then refused.
+    assert not signed_for(url, huge.id, now=clock() + 3601)

@@ -326,7 +326,7 @@ async def test_alert_data_stays_escaped_in_the_thread(
     for message in (top, *slack_api.replies(top.ts)):
         assert markup(message.text or "") == [
             "@U0ALICE01|alice",
-            "https://receiver.example.com/api/incidents/inc-1",
+            "https://receiver.example.com/incidents/inc-1",
         ]
         assert "&lt;!channel&gt;" in (message.text or "")
 

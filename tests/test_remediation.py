@@ -23,7 +23,7 @@ from receiver.incidents import get_incident
 from receiver.kube.client import ClusterAccess, KubeConnection, open_cluster
 from receiver.kube.workload import IntegrationWorkload
 from receiver.prometheus import PrometheusClient
-from receiver.remediation import ActionOutcome, Remediator, open_remediator
+from receiver.remediation import ActionOutcome, Remediator, approval, open_remediator
 from receiver.remediation.journal import get_entry, write_intent
 from receiver.runbook import ErrorClass, Verdict
 from receiver.store import Store
@@ -210,6 +210,33 @@ async def test_key_not_rotated_escalates_instead_of_restarting(
     outcomes = await auth_failing(remediator, incident)
     assert statuses(outcomes) == [("restart_for_rotated_key", "escalated")]
     assert "rotate the key" in outcomes[0].reason
+    assert cluster.writes("deployments") == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("changed_at", "status"),
+    [("2026-01-01T09:00:00Z", "escalated"), ("2026-01-01T12:00:00Z", "awaiting_approval")],
+)
+async def test_approval_is_asked_only_for_a_restart_that_would_help(
+    cluster: ClusterEmulator, store: Store, kube: KubeConnection, changed_at: str, status: str
+) -> None:
+    """The restart waits for a person by default, but nobody is asked to approve one that
+    would change nothing: a key older than the pods escalates at once (rotate it)."""
+    pods_started_before_the_key(cluster, key="b2xk", changed_at=changed_at)
+    settings = remediation_settings()
+    restart = next(a for a in settings.actions if a.kind == "restart_if_key_rotated")
+    assert restart.approval_required
+    remediator = Remediator(
+        settings=settings, store=store, workload=IntegrationWorkload(kube, target=settings.target)
+    )
+    incident = await open_incident(store)
+    outcomes = await auth_failing(remediator, incident)
+    assert statuses(outcomes) == [("restart_for_rotated_key", status)]
+    requested = await store.read(lambda c: approval.for_incident(c, incident))
+    assert len(requested) == (status == "awaiting_approval")
+    if status == "escalated":
+        assert "rotate the key" in outcomes[0].reason
     assert cluster.writes("deployments") == []
 
 

@@ -287,7 +287,8 @@ async def test_hostile_labels_reach_people_as_text_only(
         # The only <...> Slack acts on is the incident's link, on the last line.
         (link,) = markup(text)
         assert text.splitlines()[-1].endswith(f"<{link}>")
-        assert "/api/incidents/" in link
+        assert "/incidents/inc-" in link
+        assert "/api/" not in link
         assert "Status: RESOLVED" not in text.splitlines()
     trigger = pagerduty.alerts[0]
     assert "\n" not in trigger["payload"]["summary"]

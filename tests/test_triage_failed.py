@@ -142,7 +142,7 @@ async def test_failed_triage_pages_at_once_and_the_full_triage_updates_the_same_
     assert page["payload"]["summary"] == MINIMAL_SUMMARY
     assert page["payload"]["severity"] == "critical"
     details = page["payload"]["custom_details"]
-    url = f"{settings.server.public_url.rstrip('/')}/api/incidents/{incident_id}"
+    url = f"{settings.server.public_url.rstrip('/')}/incidents/{incident_id}"
     assert details["incident"] == url
     assert details["error"] == "OverflowError: date value out of range"
     assert {"href": url, "text": "Incident in posthog-receiver"} in page["links"]

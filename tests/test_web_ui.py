@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from receiver import links
 from receiver.audit import recent_audit
 from receiver.incidents import add_timeline, record_triage
 from receiver.keys import RESPONSE_TIMES, STORE
@@ -23,7 +24,6 @@ from receiver.remediation.outcome import ActionOutcome
 from receiver.runbook import ErrorClass, Severity, Verdict
 from receiver.store import Store
 from receiver.store.outbox import record_failed, record_retry, record_sent
-from receiver.web import links
 from receiver.web.access import Viewer
 from receiver.web.keys import ACCESS
 from tests.conftest import ClientFactory, RecordingResponder, remediation_settings

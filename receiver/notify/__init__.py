@@ -15,6 +15,7 @@ Wiring, in the application's lifecycle (after the store is open)::
         public_url=settings.server.public_url,
         prometheus_urls=notify.prometheus_urls(settings),
         redactor=redactor,
+        ui=settings.ui,
     )
     outbox.start()
     ...
@@ -26,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from receiver.config import NotifySettings, Settings
+from receiver.config import NotifySettings, Settings, UiSettings
 from receiver.metrics import Metrics
 from receiver.notify.notifier import Notifier
 from receiver.notify.outbox import OutboxWorker
@@ -52,10 +53,12 @@ def build_notifier(
     prometheus_urls: Sequence[str] = (),
     redactor: Redactor,
     clock: Callable[[], float] = time.time,
+    ui: UiSettings | None = None,
 ) -> tuple[Notifier, OutboxWorker]:
     """The notifier and its outbox worker, wired together (the worker is not started);
     ``prometheus_urls`` are the configured Prometheus', whose host alert links may name; the
-    errors the outbox stores are redacted by ``redactor``."""
+    errors the outbox stores are redacted by ``redactor``; links in messages go to the
+    incident's page, signed as ``ui`` says."""
     worker = OutboxWorker(
         store=store, metrics=metrics, settings=settings, redactor=redactor, clock=clock
     )
@@ -66,6 +69,7 @@ def build_notifier(
         prometheus_urls=prometheus_urls,
         clock=clock,
         wake=worker.wake,
+        ui=ui,
     )
     return notifier, worker
 

@@ -20,7 +20,10 @@ changed         trigger (update); once  news on a state change     -
                 event (no new page)
 action_taken    change event (applied  news on a state change      message
                 or reverted), once an
-                acknowledge (optional)
+                acknowledge (optional);
+                awaiting approval: a
+                trigger (update) linking
+                the page's Approve/Deny
 resolved        resolve                news (if it was there)      message
 triage_failed   minimal trigger, once  -                           message
                 if no page was stored
@@ -43,7 +46,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from receiver.config import NotifySettings, StatuspageTemplates
+from receiver import links
+from receiver.config import NotifySettings, StatuspageTemplates, UiSettings
 from receiver.notify import pagerduty, slack, statuspage
 from receiver.notify.outbox import Draft, enqueue, get_state, list_messages, set_state
 from receiver.notify.snapshot import IncidentSnapshot, action_summary
@@ -79,10 +83,13 @@ class Notifier:
         prometheus_urls: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
         wake: Callable[[], None] | None = None,
+        ui: UiSettings | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
         self._public_url = public_url
+        # The incident's page, signed with ``ui.link_key`` if set (a plain page by default).
+        self._ui = ui if ui is not None else UiSettings()
         self._prometheus_urls = tuple(prometheus_urls)
         self._clock = clock
         self._wake = wake
@@ -151,6 +158,14 @@ class Notifier:
             and pd.acknowledge_on_action
         ):
             drafts.append(self._pagerduty(snapshot, "acknowledge", "acknowledge"))
+        if outcome == "awaiting_approval":
+            # A person is needed: PagerDuty's alert is updated to link where to approve (as
+            # a change event once acknowledged, which pages nobody again).
+            drafts.append(
+                self._pagerduty_update(snapshot, event)
+                if snapshot.acknowledged
+                else self._pagerduty(snapshot, event, "trigger")
+            )
         if outcome == "escalated" and str(action.get("detail", "")).startswith(APPROVAL_EXPIRED):
             # Nobody decided in time: page again, saying what is to be done by hand.
             drafts.append(self._pagerduty(snapshot, event, "trigger"))
@@ -188,7 +203,7 @@ class Notifier:
             snapshot,
             error=error,
             settings=self._settings.pagerduty,
-            public_url=self._public_url,
+            incident_url=self._incident_url(snapshot),
             prometheus_urls=self._prometheus_urls,
         )
         slack_destination = self._where("slack")
@@ -196,7 +211,7 @@ class Notifier:
             snapshot,
             error=error,
             settings=self._settings.slack,
-            incident_url=pagerduty.incident_url(self._public_url, snapshot.id),
+            incident_url=self._incident_url(snapshot),
         )
         drafts = [
             Draft(
@@ -228,6 +243,11 @@ class Notifier:
 
     # -- rendering ------------------------------------------------------------------------
 
+    def _incident_url(self, snapshot: IncidentSnapshot) -> str:
+        """The link a message carries: the incident's page (signed, expiring), rendered when
+        the message is stored."""
+        return links.incident_url(self._ui, self._public_url, snapshot.id, now=self._clock())
+
     def _key(self, snapshot: IncidentSnapshot, event: str, destination: str, kind: str) -> str:
         return f"{snapshot.id}|{event}|{destination}|{kind}"
 
@@ -243,7 +263,7 @@ class Notifier:
             snapshot,
             action=action,
             settings=self._settings.pagerduty,
-            public_url=self._public_url,
+            incident_url=self._incident_url(snapshot),
             prometheus_urls=self._prometheus_urls,
         )
         return Draft(
@@ -263,7 +283,7 @@ class Notifier:
             snapshot,
             action,
             settings=self._settings.pagerduty,
-            public_url=self._public_url,
+            incident_url=self._incident_url(snapshot),
             at=self._clock(),
         )
         return Draft(
@@ -280,7 +300,7 @@ class Notifier:
         payload = pagerduty.update_event(
             snapshot,
             settings=self._settings.pagerduty,
-            public_url=self._public_url,
+            incident_url=self._incident_url(snapshot),
             at=self._clock(),
         )
         return Draft(destination, kind, payload, self._key(snapshot, event, destination, kind))
@@ -300,7 +320,7 @@ class Notifier:
             snapshot,
             settings=self._settings.slack,
             at=self._clock(),
-            incident_url=pagerduty.incident_url(self._public_url, snapshot.id),
+            incident_url=self._incident_url(snapshot),
             current_action=current_action,
             opening=opening,
             approval_id=approval_id,

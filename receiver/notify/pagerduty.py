@@ -18,6 +18,10 @@ to a host that config allows (by default the configured Prometheus' and Alertman
 so a ``javascript:`` or look-alike link never reaches a responder. PagerDuty refuses an event
 over 512 KB: ``custom_details`` is cut to fit, its largest parts first, with a ``truncated``
 note saying so; the summary, the links and the incident's URL are never cut away.
+
+The incident's URL (``client_url``, the links, ``custom_details.incident``) is its page in the
+UI, signed and expiring where ``ui.link_key`` is set (:mod:`receiver.links`); a trigger while
+an action awaits approval links to that page's actions too, where Approve and Deny are.
 """
 
 from __future__ import annotations
@@ -105,6 +109,16 @@ def _link(href: str | None, text: str) -> list[dict[str, str]]:
     return []
 
 
+def _approval_links(snapshot: IncidentSnapshot, url: str) -> list[dict[str, str]]:
+    """Where to approve or deny each action awaiting a person: the page's actions (action
+    names come from config, not alert data; a fragment is not part of a link's signature)."""
+    return [
+        link
+        for name in snapshot.awaiting_approval
+        for link in _link(f"{url}#actions", f"Approve or deny: {name}")
+    ]
+
+
 def _host(url: str) -> str | None:
     try:
         return urlsplit(url).hostname
@@ -142,10 +156,6 @@ def _alert_link(href: str, text: str, hosts: frozenset[str]) -> list[dict[str, s
     if parts.hostname not in hosts:
         return []
     return [{"href": href, "text": text}]
-
-
-def incident_url(public_url: str, incident_id: str) -> str:
-    return f"{public_url.rstrip('/')}/api/incidents/{incident_id}"
 
 
 def _size(value: Any) -> int:
@@ -240,14 +250,14 @@ def alert_event(
     *,
     action: Literal["trigger", "acknowledge", "resolve"],
     settings: PagerDutySettings | None,
-    public_url: str,
+    incident_url: str,
     prometheus_urls: Collection[str] = (),
 ) -> dict[str, Any]:
     """An alert event (without ``routing_key``) for the incident as it is now;
     ``prometheus_urls`` are the configured Prometheus' (their hosts may be linked to)."""
     if action != "trigger":
         return {"event_action": action, "dedup_key": dedup_key(snapshot.id)}
-    url = incident_url(public_url, snapshot.id)
+    url = incident_url
     error_class = snapshot.error_class.value if snapshot.error_class else "unknown"
     verdict = snapshot.verdict.value if snapshot.verdict else "pending"
     head = f"[{snapshot.severity}] PostHog integration: "
@@ -279,7 +289,7 @@ def triage_failed_event(
     *,
     error: str,
     settings: PagerDutySettings | None,
-    public_url: str,
+    incident_url: str,
     prometheus_urls: Collection[str] = (),
 ) -> dict[str, Any]:
     """A minimal trigger (without ``routing_key``) for an incident whose automatic triage
@@ -290,7 +300,7 @@ def triage_failed_event(
     PagerDuty pages at high urgency for it whether the service's urgency is fixed or follows
     event severity.
     """
-    url = incident_url(public_url, snapshot.id)
+    url = incident_url
     head = "PostHog incident "
     tail = f": {TRIAGE_FAILED_SUMMARY}"
     title = cut(one_line(snapshot.title), MAX_SUMMARY - len(head) - len(tail))
@@ -328,6 +338,7 @@ def _trigger(
         *_alert_link(snapshot.external_url, "Alertmanager", hosts),
         *_link(_setting(settings, "dashboard_url"), "Dashboard"),
         *_link(url, "Incident in posthog-receiver"),
+        *_approval_links(snapshot, url),
     ]
     event = {
         "event_action": "trigger",
@@ -345,11 +356,11 @@ def change_event(
     action: Mapping[str, Any],
     *,
     settings: PagerDutySettings | None,
-    public_url: str,
+    incident_url: str,
     at: float,
 ) -> dict[str, Any]:
     """A change event (without ``routing_key``) for one remediation applied or reverted."""
-    url = incident_url(public_url, snapshot.id)
+    url = incident_url
     summary = one_line(f"{action_summary(action)} — incident {snapshot.id}: {snapshot.title}")
     event = {
         "payload": {
@@ -371,13 +382,13 @@ def update_event(
     snapshot: IncidentSnapshot,
     *,
     settings: PagerDutySettings | None,
-    public_url: str,
+    incident_url: str,
     at: float,
 ) -> dict[str, Any]:
     """A change event (without ``routing_key``) saying how an acknowledged incident stands
     now: responders see the update next to the incident, and nobody is paged again (a
     ``trigger`` would update the alert, and PagerDuty may notify on it)."""
-    url = incident_url(public_url, snapshot.id)
+    url = incident_url
     error_class = snapshot.error_class.value if snapshot.error_class else "unknown"
     summary = one_line(
         f"Update — [{snapshot.severity}] PostHog integration: {snapshot.title} "
@@ -396,7 +407,7 @@ def update_event(
                 "decision": snapshot.decision_summary,
             },
         },
-        "links": _link(url, "Incident in posthog-receiver"),
+        "links": [*_link(url, "Incident in posthog-receiver"), *_approval_links(snapshot, url)],
     }
     return _within_limit(event, url)
 

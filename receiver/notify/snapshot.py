@@ -51,6 +51,12 @@ class IncidentSnapshot:
     acknowledged: bool = False
 
     @property
+    def awaiting_approval(self) -> list[str]:
+        """Actions whose latest outcome is "awaiting approval": nobody decided them yet."""
+        latest = {str(a.get("name")): a.get("outcome") for a in self.actions}
+        return [name for name, outcome in latest.items() if outcome == "awaiting_approval"]
+
+    @property
     def applied_actions(self) -> list[Mapping[str, Any]]:
         """Remediations that changed something and are still in place."""
         return [a for a in self.actions if a.get("outcome") == "applied"]

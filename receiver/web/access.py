@@ -6,7 +6,7 @@ A viewer is known in one of three ways, checked in this order:
   oauth2-proxy's ``X-Auth-Request-User``), trusted only when configured: the proxy must remove
   that header from clients' requests, or anyone could name themselves;
 - HTTP basic auth against ``ui.users`` (checked in constant time);
-- a signed link (:mod:`receiver.web.links`) to one incident: it shows that incident only, and
+- a signed link (:mod:`receiver.links`) to one incident: it shows that incident only, and
   changes nothing.
 
 CSRF: every form carries a token that is the HMAC of the signed-in person's name and the time
@@ -28,8 +28,8 @@ from typing import Literal
 
 from aiohttp import web
 
+from receiver import links
 from receiver.config import UiSettings
-from receiver.web import links
 
 __all__ = ["Access", "Viewer"]
 

@@ -19,15 +19,16 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from markupsafe import Markup
 
+from receiver import links
 from receiver.audit import AuditEntry
 from receiver.evidence import IncidentNotFound
 from receiver.evidence_api import EVIDENCE
-from receiver.keys import OUTBOX, RESPONDER, SETTINGS, STORE, WORKER
+from receiver.keys import OUTBOX, SETTINGS, STORE, WORKER
 from receiver.remediation import approval
 from receiver.remediation.kill_switch import set_runtime_kill_switch
 from receiver.runbook import Severity
 from receiver.store import StoreUnavailable
-from receiver.web import links, queries, views
+from receiver.web import decisions, queries, views
 from receiver.web.access import Access, Viewer
 from receiver.web.keys import ACCESS
 
@@ -283,11 +284,9 @@ async def decide_approval(request: web.Request) -> web.Response:
     found = await _read(request, lambda c: approval.get(c, approval_id))
     if found is None or found.incident_id != incident_id:
         raise web.HTTPNotFound(text="No such approval for this incident.\n")
-    responder = request.app.get(RESPONDER)
-    if responder is None:
-        raise web.HTTPServiceUnavailable(text="Remediation is not running here.\n")
     try:
-        await responder.decide_approval(
+        await decisions.decide(
+            request.app,
             approval_id,
             decision="approved" if wanted == "approve" else "denied",
             by=viewer.name,

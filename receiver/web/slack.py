@@ -26,9 +26,10 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from receiver.keys import RESPONDER, SETTINGS
+from receiver.keys import SETTINGS
 from receiver.remediation.approval import Approval
 from receiver.store import StoreUnavailable
+from receiver.web import decisions
 
 __all__ = ["REPLAY_WINDOW_SECONDS", "interactions", "setup", "signature", "signature_valid"]
 
@@ -93,11 +94,9 @@ async def interactions(request: web.Request) -> web.Response:
     if payload is None:
         raise web.HTTPBadRequest(text="expected a block_actions payload\n")
     decision, approval_id, user, response_url = payload
-    responder = request.app.get(RESPONDER)
-    if responder is None:
-        raise web.HTTPServiceUnavailable(text="Remediation is not running here.\n")
     try:
-        decided = await responder.decide_approval(
+        decided = await decisions.decide(
+            request.app,
             approval_id,
             decision=decision,
             by=f"Slack user {user}",

@@ -71,8 +71,23 @@ receiver's settings model.
 {{- else if .Values.notify.slack.enabled }}
 {{- $_ := set $notify "slack" (dict "webhook_url" (dict "file" (printf "%s/slack-webhook-url" $secrets))) }}
 {{- end }}
+{{- if .Values.notify.pagerduty.webhook }}
+{{- if not .Values.notify.pagerduty.enabled }}
+{{- fail "notify.pagerduty.webhook needs notify.pagerduty.enabled" }}
+{{- end }}
+{{- $_ := set $notify.pagerduty "webhook" (dict "secrets" (list (dict "file" (printf "%s/pagerduty-webhook-secret" $secrets)))) }}
+{{- end }}
+{{- if .Values.notify.slack.interactive }}
+{{- if not .Values.notify.slack.enabled }}
+{{- fail "notify.slack.interactive needs notify.slack.enabled" }}
+{{- end }}
+{{- $_ := set $notify.slack "signing_secret" (dict "file" (printf "%s/slack-signing-secret" $secrets)) }}
+{{- end }}
 {{- if $notify }}
 {{- $_ := set $defaults "notify" $notify }}
+{{- end }}
+{{- if .Values.ui.signedLinks }}
+{{- $_ := set $defaults.ui "link_key" (dict "file" (printf "%s/ui-link-key" $secrets)) }}
 {{- end }}
 {{- $merged := mustMergeOverwrite $defaults (deepCopy (default (dict) .Values.config)) }}
 {{- if .Values.notify.statuspage.enabled }}

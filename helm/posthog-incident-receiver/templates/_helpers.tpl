@@ -127,5 +127,14 @@ needed; each notification channel only when it is enabled.
 {{- else if .Values.notify.slack.enabled }}
 {{- $items = append $items (dict "key" $keys.slackWebhookUrl "file" "slack-webhook-url") }}
 {{- end }}
+{{- if .Values.notify.pagerduty.webhook }}
+{{- $items = append $items (dict "key" $keys.pagerdutyWebhookSecret "file" "pagerduty-webhook-secret") }}
+{{- end }}
+{{- if .Values.notify.slack.interactive }}
+{{- $items = append $items (dict "key" $keys.slackSigningSecret "file" "slack-signing-secret") }}
+{{- end }}
+{{- if .Values.ui.signedLinks }}
+{{- $items = append $items (dict "key" $keys.uiLinkKey "file" "ui-link-key") }}
+{{- end }}
 {{- toJson $items }}
 {{- end }}

@@ -7,7 +7,7 @@ signature for one incident (or for its page) is worth nothing on another. Verifi
 constant time, and a tampered or expired link is simply not valid: the page answers 403.
 
 Pure functions: the notifiers (links in messages: :func:`incident_url`) and the pages
-(checking them) share them.
+(checking them) share them; outside :mod:`receiver.web`, which the notifiers do not import.
 """
 
 from __future__ import annotations
@@ -54,10 +54,14 @@ def verify(key: bytes, path: str, *, exp: str | None, sig: str | None, now: floa
 
 
 def incident_url(ui: UiSettings, public_url: str, incident_id: str, *, now: float) -> str:
-    """The link to put in a message: signed for ``ui.link_ttl_hours`` where ``ui.link_key``
-    is set, else the plain page (which asks for a sign-in)."""
+    """The link to put in a message: the incident's page, signed for ``ui.link_ttl_hours``
+    where ``ui.link_key`` is set, else plain (the page asks for a sign-in). With the UI off
+    there is no page: the incident's JSON in the API."""
+    base = public_url.rstrip("/")
+    if not ui.enabled:
+        return f"{base}/api/incidents/{quote(incident_id, safe='')}"
     if ui.link_key is None:
-        return f"{public_url.rstrip('/')}{incident_path(incident_id)}"
+        return f"{base}{incident_path(incident_id)}"
     key = ui.link_key.secret.get_secret_value().encode("utf-8")
     expires = int(now + ui.link_ttl_hours * 3600)
     return signed_incident_url(public_url, key, incident_id, expires=expires)

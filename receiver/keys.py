@@ -5,6 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from receiver.config import Settings
+from receiver.duties import LeaderDuties
+from receiver.leadership import Leader
 from receiver.metrics import Metrics
 from receiver.notify import OutboxWorker
 from receiver.response_times import ResponseTimes
@@ -12,7 +14,17 @@ from receiver.spool import Spool
 from receiver.store import Store
 from receiver.worker import Worker
 
-__all__ = ["METRICS", "OUTBOX", "RESPONSE_TIMES", "SETTINGS", "SPOOL", "STORE", "WORKER"]
+__all__ = [
+    "DUTIES",
+    "LEADER",
+    "METRICS",
+    "OUTBOX",
+    "RESPONSE_TIMES",
+    "SETTINGS",
+    "SPOOL",
+    "STORE",
+    "WORKER",
+]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -21,3 +33,6 @@ WORKER = web.AppKey("worker", Worker)
 SPOOL = web.AppKey("spool", Spool)
 OUTBOX = web.AppKey("outbox", OutboxWorker)
 RESPONSE_TIMES = web.AppKey("response_times", ResponseTimes)
+# Leader is a Protocol: the key's type is given by annotation.
+LEADER: web.AppKey[Leader] = web.AppKey("leader")
+DUTIES = web.AppKey("duties", LeaderDuties)

@@ -24,7 +24,7 @@ Wiring, in the application's lifecycle (after the store is open)::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from receiver.config import NotifySettings, Settings
 from receiver.metrics import Metrics
@@ -52,12 +52,19 @@ def build_notifier(
     prometheus_urls: Sequence[str] = (),
     redactor: Redactor,
     clock: Callable[[], float] = time.time,
+    fence: Callable[[], Awaitable[object]] | None = None,
 ) -> tuple[Notifier, OutboxWorker]:
     """The notifier and its outbox worker, wired together (the worker is not started);
     ``prometheus_urls`` are the configured Prometheus', whose host alert links may name; the
-    errors the outbox stores are redacted by ``redactor``."""
+    errors the outbox stores are redacted by ``redactor``; ``fence`` is awaited right before
+    each send (see :class:`OutboxWorker`)."""
     worker = OutboxWorker(
-        store=store, metrics=metrics, settings=settings, redactor=redactor, clock=clock
+        store=store,
+        metrics=metrics,
+        settings=settings,
+        redactor=redactor,
+        clock=clock,
+        fence=fence,
     )
     notifier = Notifier(
         store=store,

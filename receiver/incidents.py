@@ -257,8 +257,9 @@ def due_events(
     rows = conn.execute(
         "SELECT id, incident_id, kind, data, attempts, next_attempt_at FROM incident_events"
         " WHERE state = 'pending'"
-        f" AND incident_id NOT IN ({', '.join('?' * len(skip))})"
-        " ORDER BY id LIMIT ?",
+        # An empty "NOT IN ()" is SQLite's only: PostgreSQL refuses it.
+        + (f" AND incident_id NOT IN ({', '.join('?' * len(skip))})" if skip else "")
+        + " ORDER BY id LIMIT ?",
         (*skip, limit * 4),
     ).fetchall()
     blocked: set[str] = set()

@@ -260,7 +260,7 @@ def _heads(conn: Connection) -> list[_Head]:
         "   SELECT *, row_number() OVER ("
         "     PARTITION BY ordering_key ORDER BY not_before, id) AS n,"
         "   min(priority) OVER (PARTITION BY ordering_key) AS urgency"
-        "   FROM outbox WHERE state = 'pending')"
+        "   FROM outbox WHERE state = 'pending') AS queued"  # PostgreSQL < 16 needs the alias
         " WHERE n = 1 ORDER BY urgency, id"
     ).fetchall()
     return [_Head(r) for r in rows]

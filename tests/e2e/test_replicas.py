@@ -121,17 +121,23 @@ async def test_paused_leader_resumed_after_its_successor_acted_does_nothing_more
     tmp_path: Path, postgres: PostgresCluster
 ) -> None:
     """SIGSTOP the leader longer than the lease, let the new leader act, SIGCONT the old one:
-    it writes nothing more to Kubernetes and sends nothing more."""
+    it writes nothing more to Kubernetes and sends nothing more.
+
+    It is paused as soon as it acknowledged the alert, so anywhere in handling it (before the
+    action's intent, between the intent and the patch, after it): whatever it did, the
+    successor reconciles to exactly one apply write, and the old one adds nothing on waking.
+    """
     alerts = storm_alerts(1)
     async with running_replicas(tmp_path, postgres) as rs:
         first = await rs.leader()
         assert await rs.post_webhook(first, _firing(alerts)) == 200
-        await _queue_mode(rs)
-        await eventually(lambda: rs.pages("trigger"), what="PagerDuty trigger", timeout=SETTLE)
         rs.pause(first)
         try:
             survivors = [r for r in rs.replicas if r is not first]
             second = await rs.leader(among=survivors)
+            await _queue_mode(rs)
+            await eventually(lambda: rs.pages("trigger"), what="PagerDuty trigger", timeout=SETTLE)
+            assert len(rs.cluster.deployment_writes()) == 1, "one apply, by one of them"
             assert await rs.post_webhook(survivors[1], _firing(resolved(alerts))) == 200
             await _one_incident(rs, second, status="resolved")
             await _reverted(rs)

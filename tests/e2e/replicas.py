@@ -111,8 +111,8 @@ class Replicas:
 
     def outside_requests(self) -> int:
         """Requests that reached a notification fake, all of them."""
-        return len(self.pagerduty.received) + len(self.statuspage.received) + len(
-            self.slack.received
+        return (
+            len(self.pagerduty.received) + len(self.statuspage.received) + len(self.slack.received)
         )
 
     # processes, off the event loop (the fakes live on it)

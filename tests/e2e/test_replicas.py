@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ SETTLE = 30.0
 
 
 @pytest.fixture
-def postgres() -> Any:
+def postgres() -> Iterator[PostgresCluster]:
     """A PostgreSQL cluster of the test's own (one test stops and starts it)."""
     with running_cluster() as cluster:
         yield cluster
@@ -50,13 +51,17 @@ async def _one_incident(rs: Replicas, replica: ReceiverProcess, *, status: str) 
 
 async def _queue_mode(rs: Replicas) -> None:
     await eventually(
-        lambda: rs.cluster.env().get("RATE_LIMIT_MODE") == "queue", what="queue mode", timeout=SETTLE
+        lambda: rs.cluster.env().get("RATE_LIMIT_MODE") == "queue",
+        what="queue mode",
+        timeout=SETTLE,
     )
 
 
 async def _reverted(rs: Replicas) -> None:
     await eventually(
-        lambda: "RATE_LIMIT_MODE" not in rs.cluster.env(), what="queue mode reverted", timeout=SETTLE
+        lambda: "RATE_LIMIT_MODE" not in rs.cluster.env(),
+        what="queue mode reverted",
+        timeout=SETTLE,
     )
 
 
@@ -181,9 +186,7 @@ async def test_database_down_webhooks_refused_never_acknowledged_then_nothing_lo
         finally:
             await asyncio.to_thread(postgres.start)
         for replica in rs.replicas:
-            await eventually(
-                lambda r=replica: _ready(rs, r), what="ready again", timeout=SETTLE
-            )
+            await eventually(lambda r=replica: _ready(rs, r), what="ready again", timeout=SETTLE)
         acknowledged = []
         for n, alert in enumerate(alerts[2:]):
             if await rs.post_webhook(rs.replicas[n % 3], _firing([alert])) == 200:

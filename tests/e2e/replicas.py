@@ -119,6 +119,9 @@ class Replicas:
     async def kill(self, replica: ReceiverProcess) -> None:
         await asyncio.to_thread(replica.kill)
 
+    async def start(self, replica: ReceiverProcess) -> None:
+        await asyncio.to_thread(replica.start)
+
     async def restart(self, replica: ReceiverProcess) -> None:
         await asyncio.to_thread(replica.terminate)
         await asyncio.to_thread(replica.start)
@@ -134,10 +137,16 @@ class Replicas:
 
 @asynccontextmanager
 async def running_replicas(
-    workdir: Path, postgres: PostgresCluster, *, count: int = 3, **overrides: Any
+    workdir: Path,
+    postgres: PostgresCluster,
+    *,
+    count: int = 3,
+    lease: dict[str, float] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Replicas]:
-    """``count`` replicas on one database of ``postgres``, each with its own name; stopped
-    (SIGTERM, then SIGKILL) when the block ends, before the fakes."""
+    """``count`` replicas on one database of ``postgres``, each with its own name, with the
+    test lease unless ``lease`` (leadership timings) is given; stopped (SIGTERM, then SIGKILL)
+    when the block ends, before the fakes."""
     async with AsyncExitStack() as stack:
         integration = PostHogIntegration()
         status_page = FakeStatusPage()
@@ -169,7 +178,7 @@ async def running_replicas(
                     "postgres": {"dsn": {"value": dsn}, "statement_timeout_seconds": 1},
                     "busy_timeout_seconds": 1,
                 },
-                leadership={"identity": f"replica-{n}", **LEASE},
+                leadership={"identity": f"replica-{n}", **(LEASE if lease is None else lease)},
                 worker={"poll_interval_seconds": 0.2},
                 **overrides,
             )

@@ -11,8 +11,14 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from receiver.config import KubernetesSettings, LeadershipSettings, RemediationTarget
+from receiver.config import (
+    KubernetesSettings,
+    LeadershipSettings,
+    RemediationTarget,
+    Settings,
+)
 from receiver.fencing import FencedStore, confirm_leading
 from receiver.incidents import list_incidents
 from receiver.kube.client import KubeConnection
@@ -20,14 +26,14 @@ from receiver.kube.workload import IntegrationWorkload
 from receiver.leadership import AlwaysLeader, Leadership, NotLeader
 from receiver.store import Store
 from tests.conftest import open_incident
+from tests.helpers import settings_data
 from tests.kube_emulator import DEPLOYMENTS, ClusterEmulator, deployment
 from tests.store_backends import postgres_cluster, postgres_dsn, store_settings
 
 __all__ = ["postgres_cluster", "postgres_dsn"]
 
-pytestmark = pytest.mark.asyncio
 
-
+@pytest.mark.asyncio
 async def test_a_stopped_leader_commits_nothing(store: Store) -> None:
     """SQLite's one replica: leader from start to stop; after stop, a fenced write is refused
     and nothing of it is stored."""
@@ -41,6 +47,7 @@ async def test_a_stopped_leader_commits_nothing(store: Store) -> None:
     assert len(await store.read(list_incidents)) == 1
 
 
+@pytest.mark.asyncio
 async def test_a_deposed_leader_commits_nothing_in_postgres(
     postgres_dsn: str, tmp_path: Path
 ) -> None:
@@ -77,6 +84,7 @@ async def test_a_deposed_leader_commits_nothing_in_postgres(
         await store.close()
 
 
+@pytest.mark.asyncio
 async def test_the_database_refuses_a_term_taken_over_before_the_leader_knows(
     postgres_dsn: str, tmp_path: Path
 ) -> None:
@@ -112,6 +120,7 @@ async def test_the_database_refuses_a_term_taken_over_before_the_leader_knows(
         await store.close()
 
 
+@pytest.mark.asyncio
 async def test_a_replica_that_does_not_lead_writes_nothing_to_kubernetes(
     cluster: ClusterEmulator, kube_settings: KubernetesSettings
 ) -> None:
@@ -138,3 +147,17 @@ async def test_a_replica_that_does_not_lead_writes_nothing_to_kubernetes(
         assert len(cluster.writes("deployments")) == 1
     finally:
         await connection.close()
+
+
+def test_a_statement_timeout_as_long_as_the_lease_is_refused(tmp_path: Path) -> None:
+    """A transaction left idle holds the lease row until the statement timeout ends it: a
+    timeout as long as the lease would hold a successor back past it."""
+    store = {
+        "backend": "postgres",
+        "path": str(tmp_path / "state.sqlite3"),
+        "postgres": {"dsn": {"value": "postgresql://db/x"}, "statement_timeout_seconds": 15},
+    }
+    with pytest.raises(ValidationError, match=r"shorter than leadership\.lease_seconds"):
+        Settings.model_validate(settings_data(tmp_path, store=store))
+    store["postgres"] = {"dsn": {"value": "postgresql://db/x"}, "statement_timeout_seconds": 5}
+    assert Settings.model_validate(settings_data(tmp_path, store=store)).store.backend == "postgres"

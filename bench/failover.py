@@ -9,7 +9,8 @@ runs:
 2. at once sends a new rate-limited incident's webhook to a surviving replica (answered 200
    once it is in the shared inbox, whoever leads);
 3. measures the time from the kill to the moment the emulated API server accepted the
-   Deployment patch setting ``RATE_LIMIT_MODE=queue``: the new leader's first action;
+   Deployment patch setting ``RATE_LIMIT_MODE=queue``: the new leader's first action (and,
+   polled every 0.1 s, to the moment a survivor says it leads);
 4. resolves the incident, waits for the revert, and starts the killed replica again.
 
 The leader is killed at a random point of its renew period, so a run takes between
@@ -58,13 +59,17 @@ def _incident_body(n: int, status: str) -> dict[str, Any]:
     return body
 
 
-async def _one_run(rs: Replicas, n: int, *, settle: float) -> float:
+async def _one_run(rs: Replicas, n: int, *, settle: float) -> tuple[float, float]:
+    """One failover: (seconds to the new leader's lease, seconds to its first action)."""
     leader = await rs.leader()
-    survivor = next(r for r in rs.running() if r is not leader)
+    survivors = [r for r in rs.running() if r is not leader]
+    survivor = survivors[0]
     before = len(rs.cluster.deployment_writes())
     killed_at = time.time()
     await rs.kill(leader)
     assert await rs.post_webhook(survivor, _incident_body(n, "firing")) == 200
+    await rs.leader(among=survivors)  # polled every 0.1 s
+    took_over = time.time() - killed_at
     await eventually(
         lambda: len(rs.cluster.deployment_writes()) > before,
         what=f"run {n}: the new leader's action",
@@ -78,7 +83,7 @@ async def _one_run(rs: Replicas, n: int, *, settle: float) -> float:
         timeout=settle,
     )
     await rs.start(leader)
-    return acted.at - killed_at
+    return took_over, acted.at - killed_at
 
 
 async def failover(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -88,6 +93,7 @@ async def failover(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "retry_seconds": args.retry,
     }
     seconds: list[float] = []
+    takeovers: list[float] = []
     cluster = PostgresCluster()
     cluster.start()
     try:
@@ -98,14 +104,17 @@ async def failover(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
             remediation={"cooldown_seconds": 0, "revert_hold_down_seconds": 0},
         ) as rs:
             for n in range(args.runs):
-                taken = await _one_run(rs, n, settle=args.lease * 2 + 30)
-                print(f"  run {n}: {taken:.2f} s", flush=True)
+                took_over, taken = await _one_run(rs, n, settle=args.lease * 2 + 30)
+                print(f"  run {n}: lease taken {took_over:.2f} s, acted {taken:.2f} s", flush=True)
+                takeovers.append(took_over)
                 seconds.append(taken)
     finally:
         cluster.remove()
     return {
         "runs": args.runs,
         **lease,
+        "lease_taken_p50_s": round(statistics.median(takeovers), 2),
+        "lease_taken_max_s": round(max(takeovers), 2),
         "p50_s": round(statistics.median(seconds), 2),
         "max_s": round(max(seconds), 2),
         "min_s": round(min(seconds), 2),

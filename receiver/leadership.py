@@ -401,9 +401,10 @@ class Leadership:
                 # request (which may hang as long); drop the connection and start afresh.
                 self._abandon(attempt)
                 logger.warning("leadership attempt timed out", seconds=retry)
-            next_try, self._next_try = started + retry, None
+            next_try = started + retry
             if attempt in done and self._next_try is not None:
                 next_try = min(next_try, self._next_try)
+            self._next_try = None
             await asyncio.sleep(max(0.0, next_try - time.monotonic()))
 
     def _log_failure(self, error: BaseException | None) -> None:

@@ -74,6 +74,13 @@ class Replicas:
             await resp.read()
             return resp.status
 
+    async def metric(self, replica: ReceiverProcess, name: str) -> float:
+        """The value of an unlabelled series on ``/metrics``."""
+        async with self.session.get(replica.url + "/metrics") as resp:
+            text = await resp.text()
+        (line,) = [x for x in text.splitlines() if x.startswith(name + " ")]
+        return float(line.split()[1])
+
     async def leading(self, replica: ReceiverProcess) -> bool:
         try:
             status, body = await self.get(replica, "/api/leadership")

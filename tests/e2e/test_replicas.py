@@ -90,10 +90,14 @@ async def test_one_incident_over_three_replicas_one_action_one_page_one_revert(
         await eventually(lambda: rs.pages("resolve"), what="PagerDuty resolve", timeout=SETTLE)
         assert len(rs.dedup_keys()) == 1, "one incident, one page"
         assert len(rs.cluster.deployment_writes()) == 2, "set once, reverted once"
+        leader = await rs.leader()
         for replica in rs.replicas:  # every replica serves the API, and tells who leads
             assert len(await rs.incidents(replica)) == 1
             _, leadership = await rs.get(replica, "/api/leadership")
-            assert leadership["leader"] is not None
+            assert leadership["leader"]["holder"] == f"replica-{rs.replicas.index(leader)}"
+            assert leadership["leading"] is (replica is leader)
+            gauge = await rs.metric(replica, "posthog_receiver_leader")
+            assert gauge == (1.0 if replica is leader else 0.0)
 
 
 async def _has_alerts(rs: Replicas, replica: ReceiverProcess, incident_id: str, n: int) -> bool:

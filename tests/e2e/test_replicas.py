@@ -251,7 +251,8 @@ async def test_rolling_restart_under_a_trickle_loses_and_repeats_nothing(
             await rs.leader()
         done.set()
         await sender
-        assert len(acknowledged) > 50, (len(acknowledged), refused)
+        # A trickle, not a count: how many go through depends on the machine's load.
+        assert len(acknowledged) >= 20, (len(acknowledged), refused)
         leader = await rs.leader()
         opened = await _one_incident(rs, leader, status="open")
         await eventually(

@@ -1,4 +1,4 @@
-"""Read-only HTTP endpoints: health, readiness, metrics and the incidents API."""
+"""Read-only HTTP endpoints: health, readiness, metrics, leadership and the incidents API."""
 
 from __future__ import annotations
 
@@ -11,7 +11,17 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from receiver.incidents import get_incident, list_incidents
-from receiver.keys import METRICS, OUTBOX, RESPONSE_TIMES, SETTINGS, SPOOL, STORE, WORKER
+from receiver.keys import (
+    DUTIES,
+    LEADER,
+    METRICS,
+    OUTBOX,
+    RESPONSE_TIMES,
+    SETTINGS,
+    SPOOL,
+    STORE,
+    WORKER,
+)
 from receiver.store import StoreUnavailable
 
 __all__ = [
@@ -19,6 +29,7 @@ __all__ = [
     "healthz",
     "incident",
     "incidents",
+    "leadership",
     "metrics",
     "readyz",
     "response_times",
@@ -41,30 +52,52 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: the store can commit, the spool takes webhooks (open, not full, its last
-    write worked or a probe write does now) and the workers (incidents, notification outbox)
-    run.
+    write worked or a probe write does now) and, on the leader, the workers (incidents,
+    notification outbox) run.
 
-    A paused worker (maintenance mode) is ready: webhooks are still stored.
+    A follower (another replica leads) is ready when the store commits: it takes webhooks and
+    serves the API; its workers run only once it leads. A paused worker (maintenance mode) is
+    ready: webhooks are still stored.
     """
     store_ok = False
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(READY_CHECK_SECONDS):
             store_ok = await request.app[STORE].ping()
     worker = request.app[WORKER]
-    checks: dict[str, bool] = {
-        "store": store_ok,
-        "worker": worker.alive and not worker.stalled,
-    }
+    leading = request.app[LEADER].is_leader
+    checks: dict[str, bool] = {"store": store_ok}
+    if leading:
+        checks["worker"] = worker.alive and not worker.stalled
     spool = request.app.get(SPOOL)
     if spool is not None:  # none with PostgreSQL: webhooks go straight to the store
         checks["spool"] = await spool.writable()
     outbox = request.app.get(OUTBOX)
-    if outbox is not None:
+    if outbox is not None and leading:
         stall = request.app[SETTINGS].worker.stall_after_seconds
         checks["outbox"] = outbox.alive and time.monotonic() - outbox.heartbeat < stall
     ready = all(checks.values())
-    body = {"status": "ready" if ready else "not ready", **checks, "paused": worker.paused}
+    body = {
+        "status": "ready" if ready else "not ready",
+        **checks,
+        "paused": worker.paused,
+        "leading": leading,
+    }
     return web.json_response(body, status=200 if ready else 503)
+
+
+async def leadership(request: web.Request) -> web.Response:
+    """Which replica leads (as this one last saw it), in which term, and whether it is this one."""
+    leader = request.app[LEADER]
+    seen = leader.leader
+    return web.json_response(
+        {
+            "replica": leader.holder,
+            "leading": leader.is_leader,
+            "leader": {"holder": seen.holder, "term": seen.term} if seen is not None else None,
+            "duties_running": request.app[DUTIES].running,
+            "backend": request.app[STORE].backend,
+        }
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -5,6 +5,10 @@ process's one Kubernetes connection, the worker and the responder's clients (sta
 health readers, the notification outbox, the revert checks, the evidence collector) are opened
 and closed in ``cleanup_ctx`` so a SIGTERM (aiohttp's graceful shutdown) stops accepting
 requests, lets in-flight ones finish, stops the worker, closes the clients and then the store.
+
+Leadership: every replica takes webhooks and serves the API; the worker, the revert checks and
+the outbox run on the leader only (``receiver.duties``), and everything they write or change
+outside is fenced by its term (``receiver.fencing``). With SQLite the one replica always leads.
 """
 
 from __future__ import annotations
@@ -24,11 +28,15 @@ from aiohttp import web
 from receiver import api, drill_api, evidence_api, notify, openapi
 from receiver import web as ui
 from receiver.config import Settings
+from receiver.duties import LeaderDuties
 from receiver.evidence import EvidenceCollector
 from receiver.evidence_api import EVIDENCE
+from receiver.fencing import FencedStore, confirm_leading
 from receiver.health import HealthReader
 from receiver.incidents import IncidentEvent, recent_dedup_keys
 from receiver.keys import (
+    DUTIES,
+    LEADER,
     METRICS,
     OUTBOX,
     RESPONDER,
@@ -40,6 +48,7 @@ from receiver.keys import (
 )
 from receiver.kube.client import ClusterAccess, open_cluster
 from receiver.kube.workload import IntegrationWorkload
+from receiver.leadership import AlwaysLeader, Leader, Leadership
 from receiver.logs import debug_enabled
 from receiver.metrics import Metrics
 from receiver.notify.outbox import DESTINATIONS
@@ -79,15 +88,18 @@ def _new_request_id() -> str:
 async def open_responder(
     app: web.Application,
     settings: Settings,
-    store: Store,
+    store: FencedStore,
     stack: contextlib.AsyncExitStack,
     *,
     cluster: ClusterAccess,
     evidence: EvidenceCollector,
     redactor: Redactor,
+    duties: LeaderDuties,
 ) -> IncidentResponder:
     """The responder built from ``settings``, its clients registered on ``stack`` to close;
-    triage and remediation share ``cluster``, the process's connection."""
+    triage and remediation share ``cluster``, the process's connection. Its loops (the
+    outbox, the revert checks) are ``duties``: they run while this replica leads, and write
+    through ``store``, fenced by the leader's term."""
     triage = settings.triage
     upstream = UpstreamReader(triage.upstream)
     stack.push_async_callback(upstream.close)
@@ -103,8 +115,9 @@ async def open_responder(
         prometheus_urls=notify.prometheus_urls(settings),
         redactor=redactor,
         ui=settings.ui,
+        fence=functools.partial(confirm_leading, store.inner, store.leader),
     )
-    outbox.start()
+    duties.add(outbox)
     stack.push_async_callback(outbox.stop)
     app[OUTBOX] = outbox
     remediator = await stack.enter_async_context(
@@ -127,7 +140,7 @@ async def open_responder(
     stack.push_async_callback(responder.stop_approvals)
     app[RESPONDER] = responder
     checks = RevertChecks(responder, interval_seconds=settings.responder.revert_check_seconds)
-    checks.start()
+    duties.add(checks)
     stack.push_async_callback(checks.stop)
     return responder
 
@@ -239,6 +252,17 @@ def _api_allowed(request: web.Request) -> bool:
     )
 
 
+def open_leadership(settings: Settings, store: Store, metrics: Metrics) -> Leader:
+    """The lease in the shared PostgreSQL store, or, with SQLite's one replica, always leader."""
+    if store.backend == "postgres":
+        dsn = settings.store.postgres.dsn
+        assert dsn is not None  # the settings require one with the postgres backend
+        return Leadership(
+            dsn=dsn.resolve().get_secret_value(), settings=settings.leadership, metrics=metrics
+        )
+    return AlwaysLeader(holder=settings.leadership.identity, metrics=metrics)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -266,6 +290,10 @@ def create_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         app[STORE] = store
+        leader = app[LEADER] = open_leadership(settings, store, app[METRICS])
+        # What the leader's duties write goes through this: fenced by its term.
+        acting = FencedStore(store, leader)
+        duties = app[DUTIES] = LeaderDuties(leader)
         app[RESPONSE_TIMES] = ResponseTimes(store=store, metrics=app[METRICS])
         # SQLite: acknowledged webhooks are spooled, then moved into the store's inbox by the
         # worker. PostgreSQL: committed to the shared inbox before the 200, so that losing this
@@ -284,36 +312,48 @@ def create_app(
                 app[METRICS].spool_bytes.set_function(lambda: spooled.pending_bytes)
             async with contextlib.AsyncExitStack() as clients:
                 # One cluster connection for the process: triage, remediation and evidence.
-                cluster = await clients.enter_async_context(open_cluster(settings.kubernetes))
-                # The evidence collector is shared by the responder and the evidence endpoints.
-                collector = EvidenceCollector.from_settings(
+                # Its writes (patches, events) are refused unless this replica leads.
+                cluster = await clients.enter_async_context(
+                    open_cluster(settings.kubernetes, fence=leader.require_leader)
+                )
+                # The evidence endpoints' collector, on any replica; the responder's records
+                # what it collects through the fenced store, as the leader.
+                app[EVIDENCE] = EvidenceCollector.from_settings(
                     settings,
                     store=store,
                     cluster=cluster.connection,
                     redactor=redaction,
                     metrics=app[METRICS],
                 )
+                clients.push_async_callback(app[EVIDENCE].close)
+                collector = EvidenceCollector.from_settings(
+                    settings,
+                    store=acting,
+                    cluster=cluster.connection,
+                    redactor=redaction,
+                    metrics=app[METRICS],
+                )
                 clients.push_async_callback(collector.close)
-                app[EVIDENCE] = collector
                 worker = Worker(
-                    store=store,
+                    store=acting,
                     metrics=app[METRICS],
                     responder=responder
                     or await open_responder(
                         app,
                         settings,
-                        store,
+                        acting,
                         clients,
                         cluster=cluster,
                         evidence=collector,
                         redactor=redaction,
+                        duties=duties,
                     ),
                     inbox_retention_seconds=settings.store.inbox_retention_hours * 3600,
                     settings=settings.worker,
                     spool=spool,
                     redactor=redaction,
                     retention=Retention(
-                        store=store,
+                        store=acting,
                         metrics=app[METRICS],
                         store_settings=settings.store,
                         evidence=settings.evidence,
@@ -328,11 +368,19 @@ def create_app(
                     recent=recent,
                     store=store,
                 )
-                worker.start()
-                logger.info("receiver started", store=str(store.path))
+                duties.add(worker)
+                await leader.start()
+                logger.info(
+                    "receiver started",
+                    store=str(store.path),
+                    backend=store.backend,
+                    replica=leader.holder,
+                )
                 yield
                 await intake.writer.close()
-                await worker.stop()
+                # The duties stop before the lease is released: nothing acts after that.
+                await duties.close()
+                await leader.stop()
         finally:
             if spool is not None:
                 await asyncio.to_thread(spool.close)
@@ -350,6 +398,7 @@ def create_app(
         web.get("/api/incidents", api.incidents),
         web.get("/api/incidents/{id}", api.incident),
         web.get("/api/response-times", api.response_times),
+        web.get("/api/leadership", api.leadership),
         *evidence_api.ROUTES,
         *drill_api.ROUTES,
         *openapi.ROUTES,

@@ -375,7 +375,8 @@ class PostgresSettings(_Group):
         le=300,
         description=(
             "Longest a statement may run before the database cancels it (the webhook is then "
-            "answered 503 and sent again by Alertmanager)."
+            "answered 503 and sent again by Alertmanager); also how long a transaction left "
+            "idle may hold the lease row: shorter than leadership.lease_seconds."
         ),
     )
 
@@ -1670,6 +1671,18 @@ class Settings(BaseSettings):
     def _verify_has_prometheus(self) -> Settings:
         if self.remediation.verify.promql is not None and self.prometheus.url is None:
             raise ValueError("remediation.verify.promql needs prometheus.url")
+        return self
+
+    @model_validator(mode="after")
+    def _idle_transactions_end_within_the_lease(self) -> Settings:
+        # The store ends a transaction left idle (a replica paused inside one) after the
+        # statement timeout; until then it holds the lease row, and no successor can take over.
+        timeout = self.store.postgres.statement_timeout_seconds
+        if self.store.backend == "postgres" and timeout >= self.leadership.lease_seconds:
+            raise ValueError(
+                "store.postgres.statement_timeout_seconds must be shorter than "
+                "leadership.lease_seconds"
+            )
         return self
 
     @classmethod

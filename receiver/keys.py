@@ -5,6 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from receiver.config import Settings
+from receiver.duties import LeaderDuties
+from receiver.leadership import Leader
 from receiver.metrics import Metrics
 from receiver.notify import OutboxWorker
 from receiver.responder import IncidentResponder
@@ -14,6 +16,8 @@ from receiver.store import Store
 from receiver.worker import Worker
 
 __all__ = [
+    "DUTIES",
+    "LEADER",
     "METRICS",
     "OUTBOX",
     "RESPONDER",
@@ -33,3 +37,6 @@ OUTBOX = web.AppKey("outbox", OutboxWorker)
 RESPONSE_TIMES = web.AppKey("response_times", ResponseTimes)
 # The full responder, where the application built it (approvals are decided through it).
 RESPONDER = web.AppKey("responder", IncidentResponder)
+# Leader is a Protocol: the key's type is given by annotation.
+LEADER: web.AppKey[Leader] = web.AppKey("leader")
+DUTIES = web.AppKey("duties", LeaderDuties)

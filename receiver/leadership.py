@@ -11,7 +11,9 @@ Time: the lease's expiry is always computed by the DATABASE's clock (``now()``),
 replica's, so replicas with skewed clocks agree on when a lease ends. Each replica measures its
 own side with its monotonic clock only, as client-go's leader election does:
 
-- a contender takes the lease when it has expired (or was its own), bumping the term;
+- a contender takes the lease when it has expired (or was its own), bumping the term; it
+  tries every ``retry_seconds``, and right when the lease it saw expires if that is sooner,
+  so a crashed leader is replaced within ``lease_seconds`` of its last renewal;
 - the leader renews it every ``retry_seconds``;
 - a leader that has not renewed successfully for ``renew_deadline_seconds`` (counted from the
   moment its last successful renewal was *sent*, so never later than the database's own
@@ -117,7 +119,15 @@ _RENEW = (
     " WHERE name = %s AND holder = %s AND term = %s RETURNING term"
 )
 _RELEASE = "UPDATE leadership SET expires_at = now() WHERE name = %s AND holder = %s AND term = %s"
-_CURRENT = "SELECT holder, term FROM leadership WHERE name = %s AND expires_at > now()"
+# With the seconds the lease has left (by the database's clock), so a follower tries again
+# right when it expires rather than up to a retry period later.
+_CURRENT = (
+    "SELECT holder, term, extract(epoch FROM expires_at - now()) FROM leadership"
+    " WHERE name = %s AND expires_at > now()"
+)
+# How long after a lease's expiry a follower tries to take it: the database's clock decides,
+# and this keeps the try from landing a hair before the expiry.
+_AFTER_EXPIRY = 0.05
 
 # Errors of one attempt that the next attempt may not have: the database unreachable,
 # restarting, or refusing for a moment.
@@ -302,6 +312,8 @@ class Leadership:
         self._leader: LeaderInfo | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        # A follower's next try, when the current lease expires before the retry period ends.
+        self._next_try: float | None = None
         self._abandoned: set[asyncio.Future[Any]] = set()
         self._loop = BackgroundTask(f"leadership:{name}", self._run)
 
@@ -389,7 +401,11 @@ class Leadership:
                 # request (which may hang as long); drop the connection and start afresh.
                 self._abandon(attempt)
                 logger.warning("leadership attempt timed out", seconds=retry)
-            await asyncio.sleep(max(0.0, started + retry - time.monotonic()))
+            next_try = started + retry
+            if attempt in done and self._next_try is not None:
+                next_try = min(next_try, self._next_try)
+            self._next_try = None
+            await asyncio.sleep(max(0.0, next_try - time.monotonic()))
 
     def _log_failure(self, error: BaseException | None) -> None:
         if error is None:
@@ -442,6 +458,9 @@ class Leadership:
             cur = await conn.execute(_CURRENT, (self._name,))
             seen = await cur.fetchone()
             self._leader = LeaderInfo(str(seen[0]), int(seen[1])) if seen is not None else None
+            if seen is not None:
+                # From the answer: at most half a round trip after the database's expiry.
+                self._next_try = time.monotonic() + float(seen[2]) + _AFTER_EXPIRY
             return
         cur = await conn.execute(_RENEW, (lease, self._name, self.holder, held.term))
         renewed = await cur.fetchone() is not None

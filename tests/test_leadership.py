@@ -262,6 +262,32 @@ async def test_a_crashed_leader_is_replaced_within_the_lease(
 
 @pytest.mark.slow
 @pytest.mark.asyncio
+async def test_a_follower_tries_again_when_the_lease_expires_not_a_retry_later(
+    lease_dsn: str, contender_process: Any
+) -> None:
+    """A follower whose retry period is long (8 s) still takes over a crashed leader's lease
+    right when it expires: it asks the database how long the lease has left and tries then."""
+    crashed = contender_process("crashing")
+    await crashed.wait_for("gained", within=10 + SLACK)
+    slow = LeadershipSettings(
+        identity="slow", lease_seconds=10, renew_deadline_seconds=9, retry_seconds=8
+    )
+    follower = Leadership(dsn=lease_dsn, settings=slow)
+    await follower.start()
+    try:
+        await asyncio.sleep(0.5)  # its first try found the lease held
+        assert not follower.is_leader
+        crashed.proc.kill()
+        killed_at = time.monotonic()
+        async with asyncio.timeout(LEASE + SLACK):
+            await follower.wait_until_leader()
+        assert time.monotonic() - killed_at <= LEASE + SLACK
+    finally:
+        await follower.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
 async def test_a_paused_leader_is_fenced_and_knows_it(
     contend: Any, contender_process: Any, lease_dsn: str
 ) -> None:

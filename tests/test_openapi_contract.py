@@ -245,6 +245,18 @@ async def _response_times(c: Contract) -> None:
     assert await c.status("GET", "/api/response-times", headers=BEARER) == 503
 
 
+@drives("GET", "/api/leadership")
+async def _leadership(c: Contract) -> None:
+    status, data, _ = await c.call("GET", "/api/leadership", headers=BEARER)
+    assert status == 200
+    body = json.loads(data)
+    # SQLite: the one replica leads in term 1, and runs the leader's loops.
+    assert body["leading"] is True
+    assert body["leader"] == {"holder": body["replica"], "term": 1}
+    assert body["duties_running"] is True
+    assert await c.status("GET", "/api/leadership") == 401
+
+
 @drives("GET", "/healthz")
 async def _healthz(c: Contract) -> None:
     assert await c.status("GET", "/healthz") == 200

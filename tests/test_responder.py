@@ -312,6 +312,7 @@ async def test_readiness_includes_the_notification_outbox(
         "outbox": True,
         "status": "ready",
         "paused": False,
+        "leading": True,
     }
 
 

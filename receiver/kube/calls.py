@@ -5,6 +5,10 @@ timeouts, connection errors) are retried a few times with exponential backoff, t
 :class:`~receiver.kube.errors.KubeUnavailable` for the caller to escalate. Other errors are not
 retried here: a 409 needs a re-read by the caller, a 403 a person.
 
+A request that changes the cluster (``changes=True``) first calls the policy's ``fence``: with
+several replicas, the leader's check that it still leads (``receiver.fencing``), so a replica
+that lost the lead writes nothing, whichever module asks.
+
 ``operation`` is written as the permission the call needs ("patch deployments.apps/NAME in
 namespace NS"), so a 403 names exactly what the service account is missing.
 """
@@ -12,7 +16,7 @@ namespace NS"), so a 403 names exactly what the service account is missing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -33,6 +37,8 @@ class RetryPolicy:
     attempts: int = 3
     backoff_seconds: float = 0.5
     request_timeout_seconds: float = 10.0
+    # Called right before each request that changes the cluster; raises to stop it.
+    fence: Callable[[], object] | None = field(default=None, compare=False)
 
 
 def operation(verb: str, resource: str, *, namespace: str, name: str | None = None) -> str:
@@ -52,8 +58,11 @@ def patch_options(*, dry_run: bool, policy: RetryPolicy) -> dict[str, Any]:
     return options
 
 
-async def call(op: str, fn: Callable[[], Awaitable[T]], *, policy: RetryPolicy) -> T:
-    """Run ``fn`` (one API request), retrying transient failures ``policy.attempts`` times."""
+async def call(
+    op: str, fn: Callable[[], Awaitable[T]], *, policy: RetryPolicy, changes: bool = False
+) -> T:
+    """Run ``fn`` (one API request), retrying transient failures ``policy.attempts`` times;
+    a request that ``changes`` the cluster passes ``policy.fence`` before each attempt."""
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.attempts),
         wait=wait_exponential(multiplier=policy.backoff_seconds, max=30),
@@ -63,6 +72,8 @@ async def call(op: str, fn: Callable[[], Awaitable[T]], *, policy: RetryPolicy) 
     try:
         async for attempt in retrying:
             with attempt:
+                if changes and policy.fence is not None:
+                    policy.fence()
                 return await translated(op, fn)
     except KubeUnavailable as e:
         detail = str(e).removeprefix(f"{op}: ")

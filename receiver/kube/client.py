@@ -10,7 +10,7 @@ no connection and says why, and each part reports what it could not do.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +51,13 @@ class KubeConnection:
     policy: RetryPolicy
 
     @classmethod
-    async def open(cls, settings: KubernetesSettings) -> KubeConnection | None:
+    async def open(
+        cls, settings: KubernetesSettings, *, fence: Callable[[], object] | None = None
+    ) -> KubeConnection | None:
         """Connect as configured; ``None`` when no cluster is configured (mode ``none``).
-        Raises :class:`~receiver.kube.errors.KubeInvalid` when the configuration cannot be
-        loaded."""
+        ``fence`` is called right before each request that changes the cluster (see
+        :func:`~receiver.kube.calls.call`). Raises :class:`~receiver.kube.errors.KubeInvalid`
+        when the configuration cannot be loaded."""
         if settings.mode == "none":
             return None
         try:
@@ -75,6 +78,7 @@ class KubeConnection:
             attempts=settings.retry_attempts,
             backoff_seconds=settings.retry_backoff_seconds,
             request_timeout_seconds=settings.request_timeout_seconds,
+            fence=fence,
         )
         return cls(api, policy)
 
@@ -91,11 +95,14 @@ class ClusterAccess:
 
 
 @asynccontextmanager
-async def open_cluster(settings: KubernetesSettings) -> AsyncIterator[ClusterAccess]:
+async def open_cluster(
+    settings: KubernetesSettings, *, fence: Callable[[], object] | None = None
+) -> AsyncIterator[ClusterAccess]:
     """The configured cluster's connection, closed on exit; never raises for a cluster that
-    cannot be configured (it is logged, and ``missing`` says why)."""
+    cannot be configured (it is logged, and ``missing`` says why). Its writes pass ``fence``
+    first (see :meth:`KubeConnection.open`)."""
     try:
-        connection = await KubeConnection.open(settings)
+        connection = await KubeConnection.open(settings, fence=fence)
     except KubeError as e:
         logger.error("no cluster connection", error=str(e))
         yield ClusterAccess(None, f"cluster not reachable ({e})")

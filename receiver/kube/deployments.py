@@ -200,6 +200,7 @@ async def _patch(
             name, namespace, body, **patch_options(dry_run=dry_run, policy=policy)
         ),
         policy=policy,
+        changes=not dry_run,
     )
 
 

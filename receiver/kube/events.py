@@ -59,4 +59,5 @@ async def record_event(
             namespace, body, _request_timeout=policy.request_timeout_seconds
         ),
         policy=policy,
+        changes=True,
     )

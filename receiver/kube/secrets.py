@@ -146,6 +146,7 @@ async def copy_key(
                         target, namespace, body, **patch_options(dry_run=dry, policy=policy)
                     ),
                     policy=policy,
+                    changes=not dry,
                 )
         except KubeConflict:
             continue

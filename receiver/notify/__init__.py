@@ -25,7 +25,7 @@ Wiring, in the application's lifecycle (after the store is open)::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from receiver.config import NotifySettings, Settings, UiSettings
 from receiver.metrics import Metrics
@@ -54,13 +54,20 @@ def build_notifier(
     redactor: Redactor,
     clock: Callable[[], float] = time.time,
     ui: UiSettings | None = None,
+    fence: Callable[[], Awaitable[object]] | None = None,
 ) -> tuple[Notifier, OutboxWorker]:
     """The notifier and its outbox worker, wired together (the worker is not started);
     ``prometheus_urls`` are the configured Prometheus', whose host alert links may name; the
     errors the outbox stores are redacted by ``redactor``; links in messages go to the
-    incident's page, signed as ``ui`` says."""
+    incident's page, signed as ``ui`` says; ``fence`` is awaited right before each send (see
+    :class:`OutboxWorker`)."""
     worker = OutboxWorker(
-        store=store, metrics=metrics, settings=settings, redactor=redactor, clock=clock
+        store=store,
+        metrics=metrics,
+        settings=settings,
+        redactor=redactor,
+        clock=clock,
+        fence=fence,
     )
     notifier = Notifier(
         store=store,

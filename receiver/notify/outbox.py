@@ -54,7 +54,7 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,8 +204,12 @@ class OutboxWorker:
         redactor: Redactor,
         senders: Mapping[str, Sender] | None = None,
         clock: Clock = time.time,
+        fence: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._store = store
+        # Awaited right before each send: with several replicas, the leader's confirmation
+        # that it still leads (receiver.fencing); it raises to stop the send.
+        self._fence = fence
         self._metrics = metrics
         self._settings = settings.outbox
         self._senders = (
@@ -328,6 +332,8 @@ class OutboxWorker:
             state = await self._store.read(
                 lambda c: get_state(c, message.destination, message.state_key)
             )
+            if self._fence is not None:
+                await self._fence()
             try:
                 sent = await sender.send(self._http(), message, state)
             except TemporaryFailure as e:

@@ -162,7 +162,7 @@ def pending_heads(conn: Connection) -> list[Row]:
         "   SELECT *, row_number() OVER ("
         "     PARTITION BY ordering_key ORDER BY not_before, id) AS n,"
         "   min(priority) OVER (PARTITION BY ordering_key) AS urgency"
-        "   FROM outbox WHERE state = 'pending')"
+        "   FROM outbox WHERE state = 'pending') AS queued"  # PostgreSQL < 16 needs the alias
         " WHERE n = 1 ORDER BY urgency, id"
     ).fetchall()
 

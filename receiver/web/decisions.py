@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from receiver.keys import RESPONDER, RESPONSE_TIMES
+from receiver.leadership import NotLeader
 from receiver.remediation.approval import Approval, Decision
 
 __all__ = ["decide"]
@@ -29,13 +30,23 @@ async def decide(
     origin: str,
 ) -> Approval | None:
     """Approve or deny (``None``: decided or expired before); raises 503 without a
-    responder, and lets ``StoreUnavailable`` through for the caller's answer."""
+    responder or on a replica that does not lead, and lets ``StoreUnavailable`` through for
+    the caller's answer."""
     responder = app.get(RESPONDER)
     if responder is None:
         raise web.HTTPServiceUnavailable(text="Remediation is not running here.\n")
-    decided = await responder.decide_approval(
-        approval_id, decision=decision, by=by, via=via, origin=origin
-    )
+    try:
+        decided = await responder.decide_approval(
+            approval_id, decision=decision, by=by, via=via, origin=origin
+        )
+    except NotLeader:
+        # With several replicas only the leader decides and applies (its writes are fenced
+        # by its term): nothing was recorded here, so the person's click can simply be sent
+        # again, and the Service may route it to the leader.
+        raise web.HTTPServiceUnavailable(
+            text="This replica does not lead: nothing was recorded. Try again.\n",
+            headers={"Retry-After": "2"},
+        ) from None
     if decided is None:
         return None
     at = decided.decided_at if decided.decided_at is not None else decided.requested_at

@@ -36,14 +36,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from receiver.alertmanager import WebhookPayload
 from receiver.app import RecordingResponder, create_app
 from receiver.config import Settings
-from receiver.incidents import add_timeline, apply_notification, record_triage
 from receiver.logs import configure_logging
 from receiver.notify.outbox import Draft, enqueue, list_messages, record_retry, record_sent
 from receiver.redaction import Redactor
-from receiver.remediation import approval, journal
 from receiver.remediation.outcome import ActionOutcome
 from receiver.runbook import ErrorClass, Severity
-from receiver.store import Store
+from receiver.store import Store, journal
+from receiver.store import approvals as approval
+from receiver.store.incidents import add_timeline, apply_notification, record_triage
 
 USER, PASSWORD = "oncall", "bench-password"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}

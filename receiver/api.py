@@ -10,7 +10,6 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from receiver.incidents import get_incident, list_incidents
 from receiver.keys import (
     DUTIES,
     LEADER,
@@ -23,6 +22,7 @@ from receiver.keys import (
     WORKER,
 )
 from receiver.store import StoreUnavailable
+from receiver.store.incidents import get_incident, list_incidents
 
 __all__ = [
     "error",

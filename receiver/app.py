@@ -33,7 +33,6 @@ from receiver.evidence import EvidenceCollector
 from receiver.evidence_api import EVIDENCE
 from receiver.fencing import FencedStore, confirm_leading
 from receiver.health import HealthReader
-from receiver.incidents import IncidentEvent, recent_dedup_keys
 from receiver.keys import (
     DUTIES,
     LEADER,
@@ -61,6 +60,8 @@ from receiver.response_times import ResponseTimes
 from receiver.retention import Retention
 from receiver.spool import RecentKeys, Spool
 from receiver.store import Store
+from receiver.store.inbox import recent_dedup_keys
+from receiver.store.incidents import IncidentEvent
 from receiver.upstream import UpstreamReader
 from receiver.webhook import INTAKE, Intake, receive_alertmanager
 from receiver.worker import Responder, Worker

@@ -25,7 +25,7 @@ from receiver import __version__
 from receiver.runbook import Severity
 
 if TYPE_CHECKING:
-    from receiver.incidents import ResponseTime
+    from receiver.store.incidents import ResponseTime
 
 __all__ = [
     "INCIDENT_STATUSES",

@@ -37,11 +37,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from receiver.api import error
 from receiver.config import PagerDutyWebhookSettings
-from receiver.incidents import PagerDutyNews, record_pagerduty_news
 from receiver.keys import METRICS, SETTINGS, STORE
 from receiver.notify.pagerduty import incident_of
 from receiver.notify.untrusted import cut, one_line
 from receiver.store import StoreUnavailable
+from receiver.store.incidents import PagerDutyNews, record_pagerduty_news
 
 __all__ = [
     "RECORDED_TYPES",

@@ -49,22 +49,22 @@ from receiver.cluster import ClusterView
 from receiver.config import Settings, StoreSettings, TriageSettings
 from receiver.decision import Q_UPSTREAM, Decision, HealthSource, StatusSource, decide
 from receiver.explain import TriageReport
-from receiver.incidents import (
+from receiver.metrics import Metrics
+from receiver.notify import IncidentSnapshot, Notifier, prometheus_urls
+from receiver.notify.outbox import list_messages
+from receiver.redaction import Redactor
+from receiver.remediation import Remediator
+from receiver.runbook import ErrorClass, Severity, Verdict
+from receiver.store import Store
+from receiver.store.approvals import Approval
+from receiver.store.approvals import Decision as ApprovalDecision
+from receiver.store.incidents import (
     IncidentEvent,
     add_timeline,
     apply_notification,
     get_incident,
     record_triage,
 )
-from receiver.metrics import Metrics
-from receiver.notify import IncidentSnapshot, Notifier, prometheus_urls
-from receiver.notify.outbox import list_messages
-from receiver.redaction import Redactor
-from receiver.remediation import Remediator
-from receiver.remediation.approval import Approval
-from receiver.remediation.approval import Decision as ApprovalDecision
-from receiver.runbook import ErrorClass, Severity, Verdict
-from receiver.store import Store
 from receiver.triage import acknowledge_by, assess
 
 __all__ = [
@@ -220,7 +220,7 @@ def step_line(step: Mapping[str, Any]) -> str:
 def snapshot_of(
     incident: Mapping[str, Any], *, actions: Sequence[Mapping[str, Any]] = ()
 ) -> IncidentSnapshot:
-    """The notifier's view of a stored incident (as :func:`receiver.incidents.get_incident`
+    """The notifier's view of a stored incident (as :func:`receiver.store.incidents.get_incident`
     returns it)."""
     decision = incident.get("decision") or {}
     alerts = incident.get("alerts") or []

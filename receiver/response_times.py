@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from receiver.incidents import (
+from receiver.metrics import Metrics
+from receiver.runbook import RESPONSE_TIME
+from receiver.store import Store, now
+from receiver.store.incidents import (
     AcknowledgedVia,
     ResponseTime,
     SeverityResponse,
     record_acknowledgement,
     response_times,
 )
-from receiver.metrics import Metrics
-from receiver.runbook import RESPONSE_TIME
-from receiver.store import Store, now
 
 __all__ = ["REPORT_DAYS", "ResponseReport", "ResponseTimes"]
 

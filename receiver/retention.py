@@ -34,15 +34,15 @@ from pathlib import Path
 import structlog
 
 from receiver.config import EvidenceSettings, StoreSettings
-from receiver.incidents import (
+from receiver.metrics import Metrics
+from receiver.store import Store, now
+from receiver.store.retention import (
     StoredBundle,
     forget_bundles,
     incidents_kept,
     prune_incidents,
     stored_bundles,
 )
-from receiver.metrics import Metrics
-from receiver.store import Store, now
 
 __all__ = ["Retention"]
 

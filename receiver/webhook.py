@@ -31,11 +31,11 @@ from pydantic import ValidationError
 
 from receiver.alertmanager import WebhookPayload
 from receiver.config import Settings, WebhookSettings
-from receiver.incidents import enqueue_webhooks
 from receiver.logs import debug_enabled
 from receiver.metrics import Metrics
 from receiver.spool import RecentKeys, Spool, Spooled
 from receiver.store import Store, StoreUnavailable
+from receiver.store.inbox import enqueue_webhooks
 from receiver.worker import Worker
 
 __all__ = [

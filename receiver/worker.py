@@ -32,28 +32,30 @@ from pydantic import ValidationError
 from receiver.alertmanager import WebhookPayload
 from receiver.background import BackgroundTask, wait_to_be_woken
 from receiver.config import WorkerSettings
-from receiver.incidents import (
-    InboxRow,
-    IncidentEvent,
-    NotificationOutcome,
-    add_timeline,
-    apply_notification,
-    due_events,
-    enqueue_webhooks,
-    inbox_depth,
-    mark_event,
-    mark_inbox,
-    overdue_acknowledgements,
-    pending_inbox,
-    prune_inbox,
-    retry_event,
-)
 from receiver.metrics import Metrics
 from receiver.redaction import Redactor
 from receiver.retention import Retention
 from receiver.spool import Spool
 from receiver.store import Connection, Store, StoreUnavailable, now
-from receiver.store.inbox import inbox_state
+from receiver.store.inbox import (
+    InboxRow,
+    enqueue_webhooks,
+    inbox_depth,
+    inbox_state,
+    mark_inbox,
+    pending_inbox,
+    prune_inbox,
+)
+from receiver.store.incidents import (
+    IncidentEvent,
+    NotificationOutcome,
+    add_timeline,
+    apply_notification,
+    due_events,
+    mark_event,
+    overdue_acknowledgements,
+    retry_event,
+)
 
 __all__ = ["Responder", "Worker"]
 

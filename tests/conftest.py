@@ -19,10 +19,10 @@ from receiver.config import (
     RemediationTarget,
     StoreSettings,
 )
-from receiver.incidents import IncidentEvent, apply_notification, get_incident
 from receiver.kube.client import KubeConnection
 from receiver.kube.workload import IntegrationWorkload
 from receiver.store import Store
+from receiver.store.incidents import IncidentEvent, apply_notification, get_incident
 from tests.fakes.health import FakeHealth
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from receiver.alertmanager import WebhookPayload
-from receiver.incidents import add_timeline, apply_notification, record_triage
 from receiver.runbook import ErrorClass, Severity
 from receiver.store import Store
+from receiver.store.incidents import add_timeline, apply_notification, record_triage
 
 __all__ = ["notification", "open_incident", "record", "resolve_incident"]
 

@@ -20,10 +20,10 @@ from aiohttp.test_utils import TestClient
 
 from receiver import links
 from receiver.app import create_app
-from receiver.audit import recent_audit
 from receiver.config import KubernetesSettings
 from receiver.keys import STORE
-from receiver.remediation import approval
+from receiver.store import approvals as approval
+from receiver.store.audit import recent_audit
 from receiver.web.slack import signature
 from tests.conftest import remediation_settings
 from tests.fakes.pagerduty import FakePagerDuty

@@ -30,12 +30,12 @@ from receiver.config import (
     WebhookSettings,
 )
 from receiver.evidence import EvidenceCollector, IncidentNotFound, bundles_for
-from receiver.incidents import get_incident
 from receiver.kube.client import open_cluster
 from receiver.metrics import Metrics
 from receiver.redaction import Redactor
 from receiver.runbook import ErrorClass, Severity
 from receiver.store import Store
+from receiver.store.incidents import get_incident
 from tests.fakes.errors_exporter import ErrorsExporter, running_exporter
 from tests.fakes.kube import add_event, add_pod, serve_logs, write_kubeconfig
 from tests.fakes.prometheus_server import free_port, running_prometheus

@@ -20,11 +20,11 @@ from receiver.config import (
     Settings,
 )
 from receiver.fencing import FencedStore, confirm_leading
-from receiver.incidents import list_incidents
 from receiver.kube.client import KubeConnection
 from receiver.kube.workload import IntegrationWorkload
 from receiver.leadership import AlwaysLeader, Leadership, NotLeader
 from receiver.store import Store
+from receiver.store.incidents import list_incidents
 from tests.conftest import open_incident
 from tests.helpers import settings_data
 from tests.kube_emulator import DEPLOYMENTS, ClusterEmulator, deployment

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from receiver.incidents import IncidentEvent
+from receiver.store.incidents import IncidentEvent
 from tests.conftest import ClientFactory
 from tests.helpers import alert, bearer, notification, wait_until
 from tests.store_outsider import holding_write_lock

@@ -24,8 +24,8 @@ from receiver.config import (
     StoreSettings,
     WebhookSettings,
 )
-from receiver.incidents import add_timeline
 from receiver.keys import STORE
+from receiver.store.incidents import add_timeline
 from tests.incident_payloads import notification
 from tests.rendered_markdown import HOSTILE, HOSTILE_SHOWN, render
 

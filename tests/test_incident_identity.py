@@ -22,9 +22,9 @@ from receiver.alertmanager import MAX_GROUP_KEY_CHARS, WebhookPayload
 from receiver.app import create_app
 from receiver.config import StoreSettings
 from receiver.identity import Episode, incident_id_for
-from receiver.incidents import apply_notification, get_incident
 from receiver.notify.pagerduty import dedup_key
 from receiver.store import Store
+from receiver.store.incidents import apply_notification, get_incident
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.status_page import FakeStatusPage
 from tests.test_responder import (

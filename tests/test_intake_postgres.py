@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from receiver.incidents import pending_inbox
 from receiver.store import Store
+from receiver.store.inbox import pending_inbox
 from tests.helpers import alert, notification
 from tests.procs import ReceiverProcess, receiver_config
 from tests.store_backends import postgres_cluster, postgres_dsn, store_settings

@@ -21,11 +21,10 @@ from aiohttp.test_utils import TestClient
 
 from receiver.app import RecordingResponder, create_app
 from receiver.config import Settings
-from receiver.incidents import get_incident, record_triage
 from receiver.keys import METRICS, STORE
 from receiver.notify.pagerduty import dedup_key
 from receiver.runbook import RESPONSE_TIME, ErrorClass, Severity
-from receiver.store.incidents import open_incident_id
+from receiver.store.incidents import get_incident, open_incident_id, record_triage
 from receiver.store.ui import opened_at
 from tests.alertmanager_payloads import BEARER, TOKEN, alert, notification, wait_processed
 from tests.fakes.pagerduty_webhooks import PagerDutyWebhooks

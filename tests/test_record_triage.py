@@ -13,9 +13,9 @@ import pytest_asyncio
 
 from receiver.alertmanager import WebhookPayload
 from receiver.config import StoreSettings
-from receiver.incidents import apply_notification, get_incident, record_triage
 from receiver.runbook import ErrorClass, Severity
 from receiver.store import Store
+from receiver.store.incidents import apply_notification, get_incident, record_triage
 
 OPENED = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
 DECISION = {"verdict": "our_integration", "summary": "key rotated", "steps": []}

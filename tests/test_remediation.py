@@ -19,14 +19,15 @@ from receiver.config import (
     WebhookSettings,
     load_settings,
 )
-from receiver.incidents import get_incident
 from receiver.kube.client import ClusterAccess, KubeConnection, open_cluster
 from receiver.kube.workload import IntegrationWorkload
 from receiver.prometheus import PrometheusClient
-from receiver.remediation import ActionOutcome, Remediator, approval, open_remediator
-from receiver.remediation.journal import get_entry, write_intent
+from receiver.remediation import ActionOutcome, Remediator, open_remediator
 from receiver.runbook import ErrorClass, Verdict
 from receiver.store import Store
+from receiver.store import approvals as approval
+from receiver.store.incidents import get_incident
+from receiver.store.journal import get_entry, write_intent
 from tests.conftest import open_incident, remediation_settings, resolve_incident
 from tests.kube_emulator import (
     DEPLOYMENTS,

@@ -17,9 +17,9 @@ from aiohttp.test_utils import TestClient
 
 from receiver.app import create_app
 from receiver.config import KubernetesSettings
-from receiver.incidents import incidents_kept
 from receiver.keys import STORE
 from receiver.store.incidents import unfinished_events
+from receiver.store.retention import incidents_kept
 from tests.conftest import remediation_settings
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.status_page import FakeStatusPage

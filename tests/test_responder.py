@@ -25,10 +25,14 @@ from structlog.testing import capture_logs
 from receiver.app import create_app
 from receiver.config import KubernetesSettings, Settings, load_settings
 from receiver.evidence import bundles_for
-from receiver.incidents import get_incident
 from receiver.keys import STORE
 from receiver.notify.outbox import list_messages
-from receiver.store.incidents import events_with_errors, replay_events, unfinished_events
+from receiver.store.incidents import (
+    events_with_errors,
+    get_incident,
+    replay_events,
+    unfinished_events,
+)
 from tests.conftest import remediation_settings
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack, markup

@@ -20,21 +20,20 @@ from aiohttp.test_utils import TestClient
 from receiver.alertmanager import WebhookPayload
 from receiver.config import EvidenceSettings, Settings, StoreSettings, WebhookSettings
 from receiver.evidence import EvidenceCollector, bundles_for
-from receiver.incidents import (
+from receiver.keys import STORE
+from receiver.metrics import Metrics
+from receiver.notify.outbox import Draft, enqueue, list_messages, record_sent, set_state
+from receiver.redaction import Redactor
+from receiver.retention import INCIDENT_BATCH, Retention
+from receiver.store import Connection, Store, journal
+from receiver.store.incidents import (
     add_timeline,
     apply_notification,
     due_events,
     get_incident,
     mark_event,
+    unfinished_events,
 )
-from receiver.keys import STORE
-from receiver.metrics import Metrics
-from receiver.notify.outbox import Draft, enqueue, list_messages, record_sent, set_state
-from receiver.redaction import Redactor
-from receiver.remediation import journal
-from receiver.retention import INCIDENT_BATCH, Retention
-from receiver.store import Connection, Store
-from receiver.store.incidents import unfinished_events
 from receiver.store.retention import rows_held
 from tests.conftest import ClientFactory
 from tests.helpers import alert, bearer, notification, wait_until

@@ -17,10 +17,9 @@ from structlog.testing import capture_logs
 
 from receiver.alertmanager import WebhookPayload
 from receiver.config import StoreSettings
-from receiver.incidents import enqueue_webhooks, recent_dedup_keys
 from receiver.spool import RecentKeys, Spool, SpoolUnavailable, spool_directory
 from receiver.store import Store, StoreUnavailable
-from receiver.store.inbox import inbox_size
+from receiver.store.inbox import enqueue_webhooks, inbox_size, recent_dedup_keys
 from receiver.webhook import SpoolWriter
 from tests.helpers import alert, notification
 

@@ -13,22 +13,18 @@ from pathlib import Path
 import pytest
 
 from receiver.alertmanager import WebhookPayload
-from receiver.incidents import (
+from receiver.notify.outbox import Draft, enqueue, list_messages, queue_depth
+from receiver.store import Connection, Store, StoreUnavailable, check_integrity, journal
+from receiver.store.inbox import enqueue_webhooks, inbox_depth, mark_inbox, pending_inbox
+from receiver.store.incidents import (
     add_timeline,
     apply_notification,
     due_events,
-    enqueue_webhooks,
     get_incident,
-    inbox_depth,
     list_incidents,
     mark_event,
-    mark_inbox,
-    pending_inbox,
+    replay_events,
 )
-from receiver.notify.outbox import Draft, enqueue, list_messages, queue_depth
-from receiver.remediation import journal
-from receiver.store import Connection, Store, StoreUnavailable, check_integrity
-from receiver.store.incidents import replay_events
 from receiver.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from tests.incident_payloads import notification
 from tests.store_backends import (

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from receiver.config import StoreSettings
-from receiver.incidents import dedup_hash, enqueue_webhooks
 from receiver.store import MIGRATIONS, Store
+from receiver.store.inbox import dedup_hash, enqueue_webhooks
 
 
 def _digest(text: str) -> str:

@@ -22,7 +22,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from receiver.alertmanager import WebhookPayload
 from receiver.app import create_app
 from receiver.config import Settings
-from receiver.incidents import apply_notification, get_incident
 from receiver.keys import STORE
 from receiver.notify import Notifier
 from receiver.notify.outbox import list_messages
@@ -31,8 +30,10 @@ from receiver.redaction import Redactor
 from receiver.responder import snapshot_of, untriaged_snapshot
 from receiver.store import Connection, Store
 from receiver.store.incidents import (
+    apply_notification,
     due_events,
     event_state,
+    get_incident,
     import_alert_start,
     retry_event,
     unfinished_events,

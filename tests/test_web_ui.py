@@ -15,14 +15,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from receiver import links
-from receiver.audit import recent_audit
-from receiver.incidents import add_timeline, record_triage
 from receiver.keys import RESPONSE_TIMES, STORE
 from receiver.notify.outbox import Draft, enqueue, list_messages
-from receiver.remediation import Remediator, journal
+from receiver.remediation import Remediator
 from receiver.remediation.outcome import ActionOutcome
 from receiver.runbook import ErrorClass, Severity, Verdict
-from receiver.store import Store
+from receiver.store import Store, journal
+from receiver.store.audit import recent_audit
+from receiver.store.incidents import add_timeline, record_triage
 from receiver.store.outbox import record_failed, record_retry, record_sent
 from receiver.web.access import Viewer
 from receiver.web.keys import ACCESS

@@ -12,11 +12,11 @@ import pytest_asyncio
 
 from receiver.alertmanager import WebhookPayload
 from receiver.config import StoreSettings, WorkerSettings
-from receiver.incidents import IncidentEvent, enqueue_webhooks, inbox_depth
 from receiver.metrics import Metrics
 from receiver.spool import Spool
 from receiver.store import Store
-from receiver.store.inbox import inbox_size
+from receiver.store.inbox import enqueue_webhooks, inbox_depth, inbox_size
+from receiver.store.incidents import IncidentEvent
 from receiver.worker import Worker
 from tests.helpers import alert, notification
 

@@ -38,7 +38,6 @@ from receiver.evidence.postmortem import (
     parse_time,
     render_postmortem,
 )
-from receiver.incidents import get_incident
 from receiver.kube.client import KubeConnection
 from receiver.kube.errors import KubeError
 from receiver.kube.logs import PodLogReader
@@ -47,6 +46,7 @@ from receiver.prometheus import PrometheusClient, PrometheusError, Series
 from receiver.redaction import Redactor
 from receiver.store import Store, now
 from receiver.store.evidence import BundleRecord, Phase, bundles_for, record_bundle
+from receiver.store.incidents import get_incident
 
 __all__ = [
     "BundleRecord",

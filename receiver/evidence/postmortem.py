@@ -1,6 +1,6 @@
 """The postmortem draft, in the runbook's template, rendered from what the service recorded.
 
-Pure: the incident as :func:`receiver.incidents.get_incident` returns it (with its timeline
+Pure: the incident as :func:`receiver.store.incidents.get_incident` returns it (with its timeline
 and the triage decision) and the impact figures read from Prometheus go in, Markdown comes
 out. The root cause is only ever a hypothesis here: the decision tree says where it ended, a
 person confirms or corrects it. Anything the service cannot know (revenue, owners) is left for

@@ -20,9 +20,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from receiver.remediation import guards, journal
+from receiver.remediation import guards
 from receiver.remediation.plan import PlannedAction
-from receiver.store import Connection
+from receiver.store import Connection, journal
 
 __all__ = ["Claim", "applied_by", "change_refused", "claim", "join"]
 

@@ -19,7 +19,7 @@ journal so they survive restarts; the worker asks ``due_reverts()`` and calls ``
 A revert sets a variable back only if it still holds what we set: a value someone changed
 since is left alone.
 
-An action with ``approval: required`` (:mod:`receiver.remediation.approval`) stops after the
+An action with ``approval: required`` (:mod:`receiver.store.approvals`) stops after the
 guards that can be checked at once: it is recorded as awaiting approval. Approved
 (:meth:`Remediator.decide`, then :meth:`Remediator.apply_approved`), it runs through the same
 path with every guard checked again, and the incident must still be open; denied, nothing is
@@ -42,18 +42,19 @@ from typing import Any
 import structlog
 
 from receiver.config import RemediationSettings
-from receiver.incidents import ResponseTime, add_timeline, get_incident, record_mitigation
 from receiver.kube.deployments import DeploymentState, EnvValue
 from receiver.kube.errors import KubeConflict, KubeError, KubeForbidden, KubeUnavailable
 from receiver.kube.workload import IntegrationWorkload
 from receiver.metrics import Metrics
 from receiver.prometheus import PrometheusClient, PrometheusError
-from receiver.remediation import approval, claim, guards, journal
-from receiver.remediation.kill_switch import runtime_kill_switch
+from receiver.remediation import claim, guards
 from receiver.remediation.outcome import EVENT_REASONS, ActionOutcome, Status
 from receiver.remediation.plan import PlannedAction, plan, planned
 from receiver.runbook import ErrorClass, Verdict
-from receiver.store import Connection, Store, now
+from receiver.store import Connection, Store, journal, now
+from receiver.store import approvals as approval
+from receiver.store.incidents import ResponseTime, add_timeline, get_incident, record_mitigation
+from receiver.store.runtime_switches import runtime_kill_switch
 from receiver.wording import quoted
 
 __all__ = ["Remediator"]

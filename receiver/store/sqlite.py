@@ -59,7 +59,7 @@ MAX_BATCH = 512
 
 # The inbox's integer key of a dedup digest in SQL, for rows stored before migration 5: the
 # first 16 hex digits with the top bit cleared (63 bits, a positive SQLite integer). Must agree
-# with ``receiver.incidents.dedup_hash``; a key that is not a digest gets NULL (never a repeat).
+# with ``receiver.store.inbox.dedup_hash``; a key that is not a digest gets NULL (never a repeat).
 _SQL_HEX_DIGITS = " | ".join(
     # Each term in parentheses: SQLite's <<, & and | share one precedence, left to right.
     f"(((instr('0123456789abcdef', substr(dedup_key, {i + 1}, 1)) - 1)"

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from receiver.keys import RESPONDER, RESPONSE_TIMES
 from receiver.leadership import NotLeader
-from receiver.remediation.approval import Approval, Decision
+from receiver.store.approvals import Approval, Decision
 
 __all__ = ["decide"]
 

@@ -20,14 +20,14 @@ from markdown_it.token import Token
 from markupsafe import Markup
 
 from receiver import links
-from receiver.audit import AuditEntry
 from receiver.evidence import IncidentNotFound
 from receiver.evidence_api import EVIDENCE
 from receiver.keys import OUTBOX, SETTINGS, STORE, WORKER
-from receiver.remediation import approval
-from receiver.remediation.kill_switch import set_runtime_kill_switch
 from receiver.runbook import Severity
 from receiver.store import StoreUnavailable
+from receiver.store import approvals as approval
+from receiver.store.audit import AuditEntry
+from receiver.store.runtime_switches import set_runtime_kill_switch
 from receiver.web import decisions, queries, views
 from receiver.web.access import Access, Viewer
 from receiver.web.keys import ACCESS

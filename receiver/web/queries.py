@@ -10,15 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from receiver.audit import AuditEntry, recent_audit
 from receiver.evidence.collector import BundleRecord, bundles_for
-from receiver.incidents import get_incident
 from receiver.notify.outbox import list_messages, queue_depth
-from receiver.remediation import approval
-from receiver.remediation.approval import Approval
-from receiver.remediation.journal import JournalEntry
-from receiver.remediation.kill_switch import RuntimeSwitch, runtime_kill_switch
 from receiver.store import Connection
+from receiver.store import approvals as approval
+from receiver.store.approvals import Approval
+from receiver.store.audit import AuditEntry, recent_audit
+from receiver.store.incidents import get_incident
+from receiver.store.journal import JournalEntry
+from receiver.store.runtime_switches import RuntimeSwitch, runtime_kill_switch
 from receiver.store.ui import IncidentRow, incident_rows, journal_of, opened_at
 
 __all__ = [

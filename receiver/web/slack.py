@@ -27,8 +27,8 @@ import structlog
 from aiohttp import web
 
 from receiver.keys import SETTINGS
-from receiver.remediation.approval import Approval
 from receiver.store import StoreUnavailable
+from receiver.store.approvals import Approval
 from receiver.web import decisions
 
 __all__ = ["REPLAY_WINDOW_SECONDS", "interactions", "setup", "signature", "signature_valid"]

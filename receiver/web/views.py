@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from receiver.evidence.collector import BundleRecord
-from receiver.remediation.approval import Approval
-from receiver.remediation.journal import JournalEntry
+from receiver.store.approvals import Approval
+from receiver.store.journal import JournalEntry
 from receiver.web.queries import IncidentDetail, IncidentRow
 
 __all__ = [

@@ -360,10 +360,12 @@ class Remediator:
             )
             if refusal is not None:
                 return self._outcome(action.name, target, "skipped", refusal)
+        rotated_at: datetime | None = None
         if action.kind == "restart_if_key_rotated":
             # A key that was not rotated is escalated at once: a restart would not help, so
-            # there is nothing for a person to approve.
-            unusable = await self._key_not_rotated(action, target)
+            # there is nothing for a person to approve. An approved run comes back through
+            # here, so the key is looked at again then.
+            unusable, rotated_at = await self._key_rotation(action, target)
             if unusable is not None:
                 return unusable
         # Asked only once the change is what the runbook calls for; a dry run changes nothing,
@@ -375,7 +377,9 @@ class Remediator:
         if action.kind == "set_env":
             return await self._set_env(incident_id, action, target, dep, facts)
         if action.kind == "restart_if_key_rotated":
-            return await self._restart_if_key_rotated(incident_id, action, target, facts)
+            assert rotated_at is not None  # a rotated key has its change time
+            why = f"the key changed after the pods started ({rotated_at:%Y-%m-%dT%H:%M:%SZ})"
+            return await self._restart(incident_id, action, target, facts, why=why)
         return await self._copy_api_key(incident_id, action, target, facts)
 
     # -- approvals --------------------------------------------------------------------------
@@ -836,9 +840,12 @@ class Remediator:
             after=wanted.describe(),
         )
 
-    async def _key_not_rotated(self, action: PlannedAction, target: str) -> ActionOutcome | None:
+    async def _key_rotation(
+        self, action: PlannedAction, target: str
+    ) -> tuple[ActionOutcome | None, datetime | None]:
         """The escalation when the API key is missing, empty or not rotated since the pods
-        started (a restart would not help); ``None`` when a restart is what is called for."""
+        started (a restart would not help), else when it changed (a restart is what is called
+        for)."""
         assert self._workload is not None
         t = self._settings.target
         key = await self._workload.api_key()
@@ -849,11 +856,11 @@ class Remediator:
                 target,
                 "escalated",
                 f"{secret} does not exist: create it with a valid key",
-            )
+            ), None
         if not key.non_empty:
             return self._outcome(
                 action.name, target, "escalated", f"{secret} is empty: rotate the key"
-            )
+            ), None
         if not key.rotated_since_pods_started:
             changed = key.changed_at.isoformat() if key.changed_at else "unknown"
             started = key.pods_started_at.isoformat() if key.pods_started_at else "unknown"
@@ -864,24 +871,8 @@ class Remediator:
                 f"{secret} has not changed since the pods started (key changed {changed}, "
                 f"pods started {started}): a restart will not help; rotate the key "
                 "(verify it in the PostHog dashboard) and update the Secret",
-            )
-        return None
-
-    async def _restart_if_key_rotated(
-        self, incident_id: str, action: PlannedAction, target: str, facts: guards.Facts
-    ) -> ActionOutcome | _Change:
-        assert self._workload is not None
-        unusable = await self._key_not_rotated(action, target)
-        if unusable is not None:  # changed since it was looked at
-            return unusable
-        key = await self._workload.api_key()
-        return await self._restart(
-            incident_id,
-            action,
-            target,
-            facts,
-            why=f"the key changed after the pods started ({key.changed_at:%Y-%m-%dT%H:%M:%SZ})",
-        )
+            ), None
+        return None, key.changed_at
 
     async def _restart(
         self, incident_id: str, action: PlannedAction, target: str, facts: guards.Facts, *, why: str
